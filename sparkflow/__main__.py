@@ -1,0 +1,3 @@
+from sparkflow.cli import entry
+
+entry()

@@ -1,0 +1,60 @@
+"""What every command needs, loaded once and lazily: settings, the metastore, the clock, argument parsers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pendulum
+
+from sparkflow.exceptions import UserError
+from sparkflow.metastore.bootstrap import Metastore, open_metastore
+from sparkflow.settings import Settings, load_settings
+
+
+class CliEnv:
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._metastore: Metastore | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def metastore(self) -> Metastore:
+        if self._metastore is None:
+            self._metastore = open_metastore(self.settings)
+        return self._metastore
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def parse_date(self, value: str, option: str) -> datetime:
+        """YYYY-MM-DD or ISO 8601; naive values are in the default_timezone setting."""
+        try:
+            parsed = pendulum.parse(value, tz=ZoneInfo(self.settings.default_timezone), strict=False)
+        except (ValueError, pendulum.parsing.exceptions.ParserError):
+            parsed = None
+        if not isinstance(parsed, datetime):
+            raise UserError(
+                f"{option} {value!r} is not a date; use YYYY-MM-DD or ISO 8601 such as 2024-01-01T00:00:00+00:00"
+            )
+        return datetime.fromtimestamp(parsed.timestamp(), timezone.utc)
+
+
+def parse_conf(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--conf is not valid JSON ({exc.msg} at position {exc.pos}); pass an object like "
+                        "'{\"key\": \"value\"}'") from None
+    if not isinstance(value, dict):
+        raise UserError(f"--conf must be a JSON object like '{{\"key\": \"value\"}}', got {type(value).__name__}")
+    return value

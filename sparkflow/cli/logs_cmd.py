@@ -1,0 +1,50 @@
+"""sparkflow logs DAG_ID RUN_ID TASK_ID [--try N] [--follow]."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from sparkflow.cli.env import CliEnv
+from sparkflow.exceptions import UserError
+from sparkflow.logs import read_log, task_log_path
+from sparkflow.metastore import queries
+from sparkflow.metastore.records import TIKey
+from sparkflow.state import TASK_TERMINAL
+
+
+@click.command("logs")
+@click.argument("dag_id")
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--try", "try_number", type=int, help="Which try (default: the latest).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the try ends.")
+@click.pass_obj
+def logs(env: CliEnv, dag_id: str, run_id: str, task_id: str, try_number: int | None, follow: bool) -> None:
+    """Print the log of one try of a task instance."""
+    key = TIKey(dag_id, run_id, task_id)
+    ti = queries.get_task_instance(env.metastore.db, key)
+    if ti.try_number == 0:
+        raise UserError(f"task '{task_id}' of run '{run_id}' has not started yet (state {ti.state.value}); no log")
+    number = try_number or ti.try_number
+    if not 1 <= number <= ti.try_number:
+        raise UserError(f"--try {number} is out of range; task '{task_id}' has tries 1..{ti.try_number}")
+    path = task_log_path(env.settings.resolved_log_folder, dag_id, run_id, task_id, number)
+    offset = 0
+    while True:
+        text, offset = read_log(path, offset)
+        if text:
+            click.echo(text, nl=False)
+        if not follow:
+            return
+        current = queries.get_task_instance(env.metastore.db, key)
+        if current.try_number != number or current.state in TASK_TERMINAL:
+            text, offset = read_log(path, offset)
+            click.echo(text, nl=False)
+            return
+        time.sleep(0.5)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(logs)

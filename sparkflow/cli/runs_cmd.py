@@ -1,0 +1,97 @@
+"""sparkflow trigger and sparkflow runs list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from sparkflow.cli.env import CliEnv, parse_conf
+from sparkflow.cli.follow import RunFollower
+from sparkflow.cli.output import emit, output_option
+from sparkflow.definitions.dag import DAG
+from sparkflow.metastore import queries
+from sparkflow.metastore.records import DagRunRecord
+from sparkflow.scheduler.dag_processing import parse_dags, require_dag
+from sparkflow.scheduler.loop import drive_run
+from sparkflow.scheduler.runs import trigger_dag
+from sparkflow.state import RunState
+
+
+def trigger_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed([
+        click.argument("dag_id"),
+        click.option("--conf", "-c", help="Run configuration as a JSON object, e.g. '{\"day\": \"2024-01-01\"}'."),
+        click.option("--run-id", "-r", help="Run id (default manual__<logical date>)."),
+        click.option("--logical-date", "-l", help="Logical date, YYYY-MM-DD or ISO 8601 (default now)."),
+        click.option("--wait", "-w", is_flag=True, help="Drive the run to its end here and follow it live."),
+    ]):
+        func = decorator(func)
+    return func
+
+
+def follow_run(env: CliEnv, dag: DAG, run: DagRunRecord, executor_name: str | None = None) -> int:
+    """Drive the run with the scheduler loop, printing states and logs live; exit code 0 on success, 1 if not."""
+    follower = RunFollower(env.metastore.db, run, env.settings.resolved_log_folder)
+    click.echo(f"Following DAG '{dag.dag_id}' run '{run.run_id}' ...")
+    final = drive_run(env.settings, env.metastore, dag, run, executor_name, on_tick=follower.poll)
+    follower.poll()
+    colour = "green" if final.state is RunState.SUCCESS else "red"
+    duration = f" in {final.duration:.1f}s" if final.duration is not None else ""
+    click.echo(click.style(f"Run {final.run_id} of {final.dag_id} finished: {final.state.value}{duration}",
+                           fg=colour, bold=True))
+    if final.state is not RunState.SUCCESS:
+        failed = [ti for ti in queries.task_instances(env.metastore.db, run.dag_id, run.run_id)
+                  if ti.state.value in ("failed", "upstream_failed")]
+        for ti in failed:
+            click.echo(f"  {ti.task_id}: {ti.state.value}" + (f" - {ti.error.splitlines()[0]}" if ti.error else ""),
+                       err=True)
+        return 1
+    return 0
+
+
+@click.command("trigger")
+@trigger_options
+@click.pass_obj
+def trigger(env: CliEnv, dag_id: str, conf: str | None, run_id: str | None, logical_date: str | None,
+            wait: bool) -> int:
+    """Create a DagRun of DAG_ID (and with --wait, run it to the end here)."""
+    conf_value = parse_conf(conf)
+    when = env.parse_date(logical_date, "--logical-date") if logical_date else None
+    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    run = trigger_dag(env.metastore, dag, env.now(), conf_value, run_id, when)
+    click.echo(f"Created run {run.run_id} of DAG '{dag_id}' (logical date {run.logical_date.isoformat()})")
+    if not wait:
+        return 0
+    return follow_run(env, dag, run)
+
+
+@click.group("runs")
+def runs() -> None:
+    """DagRuns."""
+
+
+@runs.command("list")
+@click.argument("dag_id", required=False)
+@click.option("--state", type=click.Choice([s.value for s in RunState]), help="Only runs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@output_option
+@click.pass_obj
+def list_cmd(env: CliEnv, dag_id: str | None, state: str | None, limit: int, output: str) -> None:
+    """Runs, newest logical date first."""
+    if dag_id is not None:
+        queries.get_dag(env.metastore.db, dag_id)  # unknown DAG -> clear error, not an empty list
+    records = queries.list_runs(env.metastore.db, dag_id, [RunState(state)] if state else None, limit)
+    rows = [
+        {"dag_id": r.dag_id, "run_id": r.run_id, "run_type": r.run_type, "state": r.state,
+         "logical_date": r.logical_date, "start_date": r.start_date, "end_date": r.end_date,
+         "data_interval_start": r.data_interval_start, "data_interval_end": r.data_interval_end, "conf": r.conf}
+        for r in records
+    ]
+    emit(rows, output, ["dag_id", "run_id", "state", "logical_date", "start_date", "end_date"])
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(trigger)
+    cli.add_command(runs)

@@ -1,0 +1,300 @@
+"""Connections: the record, Airflow-style URIs, file import/export parsing, env overrides, secret handling.
+
+A leaf module: it knows nothing of the metastore. The store encrypts ``password`` and ``extra`` with
+:class:`SecretBox` before writing; listings show secrets as ``***``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+import yaml
+from cryptography.fernet import Fernet, InvalidToken
+
+from sparkflow.exceptions import ConfigError, InvalidConnection
+
+ENV_PREFIXES = ("SPARKFLOW_CONN_",)
+CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+# Extra keys whose values are secrets (Airflow masks the same words).
+SENSITIVE_WORDS = ("password", "secret", "passwd", "token", "api_key", "apikey", "private_key", "keyfile_dict",
+                   "access_key", "credential")
+MASK = "***"
+FIELDS = ("conn_type", "host", "port", "login", "password", "schema", "extra", "description")
+
+
+def is_sensitive_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in SENSITIVE_WORDS)
+
+
+@dataclass(frozen=True)
+class Connection:
+    conn_id: str
+    conn_type: str
+    host: str | None = None
+    port: int | None = None
+    login: str | None = None
+    password: str | None = field(default=None, repr=False)
+    schema: str | None = None
+    extra: str | None = field(default=None, repr=False)  # JSON object text, as Airflow stores it
+    description: str | None = None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]:
+        """Airflow's name: the extras as a dict (empty when unset)."""
+        if not self.extra:
+            return {}
+        value = json.loads(self.extra)
+        return value if isinstance(value, dict) else {}
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in output: the password and sensitive extras."""
+        found = [self.password] if self.password else []
+        found += [str(v) for k, v in self.extra_dejson.items() if is_sensitive_key(k) and v]
+        return found
+
+    def masked(self) -> dict[str, Any]:
+        """A dict safe to print: password and sensitive extras replaced by ***."""
+        data = asdict(self)
+        data["password"] = MASK if self.password else None
+        extras = {k: (MASK if is_sensitive_key(k) else v) for k, v in self.extra_dejson.items()}
+        data["extra"] = json.dumps(extras) if extras else None
+        return data
+
+    def get_uri(self) -> str:
+        return format_uri(self)
+
+
+def validate(conn: Connection, where: str = "") -> Connection:
+    """Check one connection; raise InvalidConnection naming the connection, the field, the value and the fix."""
+    prefix = f"{where}connection '{conn.conn_id}'"
+    if not CONN_ID_PATTERN.match(conn.conn_id or ""):
+        raise InvalidConnection(
+            f"{where}connection id {conn.conn_id!r} is invalid; use letters, digits, '_', '.', '-'"
+        )
+    if not conn.conn_type or not re.match(r"^[A-Za-z][A-Za-z0-9_+.\-]*$", conn.conn_type):
+        raise InvalidConnection(f"{prefix}: field 'conn_type' has bad value {conn.conn_type!r}; e.g. spark, postgres")
+    if conn.port is not None and not (0 < conn.port < 65536):
+        raise InvalidConnection(f"{prefix}: field 'port' has bad value {conn.port!r}; use 1-65535")
+    if conn.extra:
+        try:
+            parsed = json.loads(conn.extra)
+        except json.JSONDecodeError:
+            raise InvalidConnection(
+                f"{prefix}: field 'extra' is not valid JSON; give a JSON object like '{{\"deploy-mode\": \"client\"}}'"
+            ) from None
+        if not isinstance(parsed, dict):
+            raise InvalidConnection(f"{prefix}: field 'extra' must be a JSON object, got {type(parsed).__name__}")
+    return conn
+
+
+def _port(value: Any, conn_id: str, where: str = "") -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidConnection(
+            f"{where}connection '{conn_id}': field 'port' has bad value {value!r}; use a number 1-65535"
+        ) from None
+
+
+def from_fields(conn_id: str, data: Mapping[str, Any], where: str = "") -> Connection:
+    """Build a connection from a mapping of Airflow field names (as in connection files and the CLI)."""
+    if not isinstance(data, Mapping):
+        raise InvalidConnection(f"{where}connection '{conn_id}' must be a mapping of fields, got {data!r}")
+    if "uri" in data or "conn_uri" in data:
+        return validate(parse_uri(conn_id, str(data.get("uri") or data.get("conn_uri"))), where)
+    unknown = sorted(set(data) - set(FIELDS) - {"conn_id"})
+    if unknown:
+        raise InvalidConnection(
+            f"{where}connection '{conn_id}': unknown field '{unknown[0]}'; known: {', '.join(FIELDS)}, uri"
+        )
+    extra = data.get("extra")
+    if isinstance(extra, Mapping):
+        extra = json.dumps(dict(extra))
+    conn = Connection(
+        conn_id=conn_id,
+        conn_type=str(data.get("conn_type") or ""),
+        host=_str_or_none(data.get("host")),
+        port=_port(data.get("port"), conn_id, where),
+        login=_str_or_none(data.get("login")),
+        password=_str_or_none(data.get("password")),
+        schema=_str_or_none(data.get("schema")),
+        extra=_str_or_none(extra),
+        description=_str_or_none(data.get("description")),
+    )
+    return validate(conn, where)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def parse_uri(conn_id: str, uri: str) -> Connection:
+    """Parse Airflow's connection URI: ``type://login:password@host:port/schema?extra_key=value``.
+
+    ``__extra__`` in the query holds a JSON object of extras, as in Airflow.
+    """
+    if "://" not in uri:
+        raise InvalidConnection(
+            f"connection '{conn_id}': URI {_mask_uri(uri)!r} has no scheme; expected type://[login:password@]host[:port][/schema]"
+        )
+    scheme, rest = uri.split("://", 1)
+    conn_type = scheme.replace("-", "_")
+    # Hosts such as local[*] or k8s://... are not URL-safe: percent-encode them in a URI, as Airflow does.
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    if "?" in netloc:
+        netloc, _, query = netloc.partition("?")
+    login = password = None
+    hostport = netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        login, _, pw = userinfo.partition(":")
+        login = unquote(login) or None
+        password = unquote(pw) if pw else None
+    host, port = hostport, None
+    match = re.match(r"^(.*):(\d+)$", hostport)
+    if match:
+        host, port = match.group(1), int(match.group(2))
+    extras: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "__extra__":
+            try:
+                extras.update(json.loads(value))
+            except (json.JSONDecodeError, TypeError):
+                raise InvalidConnection(f"connection '{conn_id}': __extra__ in the URI is not a JSON object") from None
+        else:
+            extras[key] = value
+    conn = Connection(
+        conn_id=conn_id,
+        conn_type=conn_type,
+        host=unquote(host) or None,
+        port=port,
+        login=login,
+        password=password,
+        schema=unquote(path) or None,
+        extra=json.dumps(extras) if extras else None,
+    )
+    return validate(conn)
+
+
+def format_uri(conn: Connection) -> str:
+    scheme = conn.conn_type.replace("_", "-")
+    userinfo = ""
+    if conn.login or conn.password:
+        userinfo = quote(conn.login or "", safe="")
+        if conn.password:
+            userinfo += ":" + quote(conn.password, safe="")
+        userinfo += "@"
+    host = quote(conn.host or "", safe="")
+    port = f":{conn.port}" if conn.port else ""
+    schema = "/" + quote(conn.schema, safe="") if conn.schema else ""
+    query = ""
+    extras = conn.extra_dejson
+    if extras:
+        flat = all(isinstance(v, str) for v in extras.values())
+        query = "?" + (urlencode(extras) if flat else urlencode({"__extra__": json.dumps(extras)}))
+    return f"{scheme}://{userinfo}{host}{port}{schema}{query}"
+
+
+def _mask_uri(uri: str) -> str:
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", uri)
+
+
+def connection_from_env(conn_id: str, environ: Mapping[str, str] | None = None) -> Connection | None:
+    """``SPARKFLOW_CONN_<ID>`` (URI or JSON object) overrides the store."""
+    env = os.environ if environ is None else environ
+    for prefix in ENV_PREFIXES:
+        raw = env.get(prefix + conn_id.upper())
+        if raw:
+            text = raw.strip()
+            if text.startswith("{"):
+                try:
+                    data = json.loads(text)
+                except json.JSONDecodeError:
+                    raise InvalidConnection(
+                        f"environment variable {prefix}{conn_id.upper()} is neither a URI nor a JSON object"
+                    ) from None
+                return from_fields(conn_id, data)
+            return parse_uri(conn_id, text)
+    return None
+
+
+def load_connections_file(path: Path) -> list[Connection]:
+    """Parse a YAML or JSON connections file (``{conn_id: {field: value}}``) completely, or raise.
+
+    Nothing is returned unless every entry is valid, so an import is all-or-nothing.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidConnection(f"connections file {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InvalidConnection(f"connections file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
+                                f"{str(exc).splitlines()[0]}") from None
+    if data is None:
+        return []
+    if isinstance(data, list):  # Airflow's JSON export can be a list of objects with conn_id
+        entries = {}
+        for item in data:
+            if not isinstance(item, Mapping) or "conn_id" not in item:
+                raise InvalidConnection(f"connections file {path}: every list entry needs a 'conn_id'")
+            entries[str(item["conn_id"])] = item
+        data = entries
+    if not isinstance(data, Mapping):
+        raise InvalidConnection(f"connections file {path} must map connection ids to fields")
+    return [from_fields(str(conn_id), fields, where=f"{path}: ") for conn_id, fields in data.items()]
+
+
+def dump_connections(conns: list[Connection], path: Path) -> None:
+    data = {}
+    for conn in conns:
+        fields = {k: v for k, v in asdict(conn).items() if k != "conn_id" and v is not None}
+        if conn.extra:
+            fields["extra"] = conn.extra_dejson
+        data[conn.conn_id] = fields
+    text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o600)  # the export holds plaintext secrets
+    tmp.replace(path)
+
+
+class SecretBox:
+    """Fernet encryption of connection secrets at rest."""
+
+    def __init__(self, key: str) -> None:
+        try:
+            self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
+        except (ValueError, TypeError):
+            raise ConfigError("fernet_key is not a valid Fernet key; generate one with `sparkflow db init`") from None
+
+    @staticmethod
+    def generate_key() -> str:
+        return Fernet.generate_key().decode()
+
+    def encrypt(self, value: str | None) -> str | None:
+        return None if value is None else self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise ConfigError(
+                "a stored connection secret cannot be decrypted with this fernet_key; "
+                "use the key that encrypted it ($SPARKFLOW_HOME/fernet.key)"
+            ) from None
+

@@ -1,0 +1,331 @@
+"""BaseOperator: Airflow's task arguments, dependencies (``>>``, ``<<``, lists, ``chain``) and templating.
+
+Airflow applies ``default_args`` with a metaclass. We wrap each subclass's ``__init__`` once in
+``__init_subclass__`` instead: same behaviour (a DAG's default_args fill any constructor argument the caller did
+not pass), plain Python, and the place where the definition line of the task is captured for error messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import jinja2
+
+from sparkflow.definitions.context import Context
+from sparkflow.definitions.dag import current_dag
+from sparkflow.definitions.location import Location, caller_location
+from sparkflow.definitions.templating import render_value
+from sparkflow.definitions.trigger_rule import TriggerRule
+from sparkflow.definitions.xcom_arg import XComArg, find_xcom_args, resolve_xcom_args
+from sparkflow.exceptions import DagDefinitionError
+
+if TYPE_CHECKING:
+    from sparkflow.definitions.dag import DAG
+
+TASK_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+DEFAULT_POOL = "default_pool"
+DEFAULT_QUEUE = "default"
+Callback = Callable[[Context], Any]
+
+
+def _accepted_names(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        init = getattr(init, "__wrapped__", init)
+        for param in inspect.signature(init).parameters.values():
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and param.name != "self":
+                names.add(param.name)
+    return names
+
+
+def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
+        outermost = not getattr(self, "_in_init", False)
+        if outermost:
+            self._in_init = True
+            self._location = caller_location()
+            dag = kwargs.get("dag") or current_dag()
+            defaults = dict(getattr(dag, "default_args", None) or {})
+            defaults.update(kwargs.pop("default_args", None) or {})
+            accepted = _accepted_names(type(self))
+            for key, value in defaults.items():
+                if key in accepted and key not in kwargs:
+                    kwargs[key] = value
+            if dag is not None and "dag" not in kwargs:
+                kwargs["dag"] = dag
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            if outermost:
+                self._in_init = False
+        if outermost:
+            self._after_init()
+
+    return wrapper
+
+
+class BaseOperator:
+    """Base of every task. Subclasses implement :meth:`execute`."""
+
+    template_fields: ClassVar[Sequence[str]] = ()
+    template_ext: ClassVar[Sequence[str]] = ()
+    ui_color: ClassVar[str] = "#fff"
+    _location: Location | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not hasattr(init, "__wrapped__"):
+            cls.__init__ = _apply_defaults(init)  # type: ignore[method-assign]
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        owner: str = "airflow",
+        email: str | Sequence[str] | None = None,
+        email_on_failure: bool = False,
+        email_on_retry: bool = False,
+        retries: int | None = 0,
+        retry_delay: timedelta | float = timedelta(seconds=300),
+        retry_exponential_backoff: bool = False,
+        max_retry_delay: timedelta | float | None = None,
+        execution_timeout: timedelta | float | None = None,
+        trigger_rule: str = TriggerRule.ALL_SUCCESS,
+        depends_on_past: bool = False,
+        wait_for_downstream: bool = False,
+        pool: str | None = None,
+        pool_slots: int = 1,
+        priority_weight: int = 1,
+        weight_rule: str = "downstream",
+        queue: str = DEFAULT_QUEUE,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        params: dict[str, Any] | None = None,
+        do_xcom_push: bool = True,
+        multiple_outputs: bool = False,
+        on_execute_callback: Callback | None = None,
+        on_success_callback: Callback | None = None,
+        on_failure_callback: Callback | None = None,
+        on_retry_callback: Callback | None = None,
+        doc_md: str | None = None,
+        doc: str | None = None,
+        dag: DAG | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.owner = owner
+        self.email = email
+        self.email_on_failure = email_on_failure
+        self.email_on_retry = email_on_retry
+        self.retries = int(retries or 0)
+        self.retry_delay = _as_timedelta(retry_delay)
+        self.retry_exponential_backoff = retry_exponential_backoff
+        self.max_retry_delay = _as_timedelta(max_retry_delay) if max_retry_delay is not None else None
+        self.execution_timeout = _as_timedelta(execution_timeout) if execution_timeout is not None else None
+        self.depends_on_past = depends_on_past
+        self.wait_for_downstream = wait_for_downstream
+        self.pool = pool or DEFAULT_POOL
+        self.pool_slots = pool_slots
+        self.priority_weight = priority_weight
+        self.weight_rule = weight_rule
+        self.queue = queue
+        self.start_date = start_date
+        self.end_date = end_date
+        self.params = dict(params or {})
+        self.do_xcom_push = do_xcom_push
+        self.multiple_outputs = multiple_outputs
+        self.on_execute_callback = on_execute_callback
+        self.on_success_callback = on_success_callback
+        self.on_failure_callback = on_failure_callback
+        self.on_retry_callback = on_retry_callback
+        self.doc_md = doc_md or doc
+        self.upstream_task_ids: set[str] = set()
+        self.downstream_task_ids: set[str] = set()
+        self.dag: DAG | None = None
+
+        if not task_id or not set(task_id) <= TASK_ID_CHARS or len(task_id) > 250:
+            raise self._error(f"task_id {task_id!r} is invalid; use letters, digits, '_', '.', '-'")
+        try:
+            self.trigger_rule = TriggerRule.parse(str(trigger_rule))
+        except ValueError as exc:
+            raise self._error(str(exc)) from None
+        if self.retries < 0:
+            raise self._error(f"retries must be >= 0, got {retries}")
+        if dag is not None:
+            dag.add_task(self)
+
+    # -- construction helpers -------------------------------------------------------------------------------
+    def _error(self, message: str) -> DagDefinitionError:
+        dag_id = self.dag.dag_id if getattr(self, "dag", None) is not None else None
+        where = f"DAG '{dag_id}' " if dag_id else ""
+        return DagDefinitionError(
+            f"{where}task '{getattr(self, 'task_id', '?')}': {message}",
+            dag_id=dag_id,
+            task_id=getattr(self, "task_id", None),
+            lineno=self._location.lineno if self._location else None,
+        )
+
+    def _after_init(self) -> None:
+        """Tasks whose template fields hold another task's output depend on that task (TaskFlow)."""
+        for name in self.template_fields:
+            for arg in find_xcom_args(getattr(self, name, None)):
+                self.set_upstream(arg.operator)
+
+    @property
+    def location(self) -> Location | None:
+        return self._location
+
+    @property
+    def log(self) -> logging.Logger:
+        return logging.getLogger(f"sparkflow.task.{type(self).__name__}")
+
+    # -- dependencies ---------------------------------------------------------------------------------------
+    def _link(self, others: Any, upstream: bool) -> None:
+        for other in _as_list(others):
+            if isinstance(other, XComArg):
+                other = other.operator
+            if isinstance(other, str):
+                if self.dag is None:
+                    raise self._error(f"cannot refer to task {other!r} by id before the task is in a DAG")
+                self.dag.add_string_edge(self, other, upstream=upstream)
+                continue
+            if not isinstance(other, BaseOperator):
+                raise self._error(f"cannot set a dependency on {other!r}; expected a task or a list of tasks")
+            if other.dag is None and self.dag is not None:
+                self.dag.add_task(other)
+            elif self.dag is None and other.dag is not None:
+                other.dag.add_task(self)
+            if self.dag is not other.dag:
+                raise self._error(
+                    f"cannot link to task '{other.task_id}' of another DAG "
+                    f"'{other.dag.dag_id if other.dag else None}'"
+                )
+            up, down = (other, self) if upstream else (self, other)
+            up.downstream_task_ids.add(down.task_id)
+            down.upstream_task_ids.add(up.task_id)
+
+    def set_upstream(self, other: Any) -> None:
+        self._link(other, upstream=True)
+
+    def set_downstream(self, other: Any) -> None:
+        self._link(other, upstream=False)
+
+    def __rshift__(self, other: Any) -> Any:
+        self.set_downstream(other)
+        return other
+
+    def __lshift__(self, other: Any) -> Any:
+        self.set_upstream(other)
+        return other
+
+    def __rrshift__(self, other: Any) -> BaseOperator:  # [a, b] >> self
+        self.set_upstream(other)
+        return self
+
+    def __rlshift__(self, other: Any) -> BaseOperator:  # [a, b] << self
+        self.set_downstream(other)
+        return self
+
+    @property
+    def upstream_list(self) -> list[BaseOperator]:
+        assert self.dag is not None
+        return [self.dag.task_dict[t] for t in sorted(self.upstream_task_ids)]
+
+    @property
+    def downstream_list(self) -> list[BaseOperator]:
+        assert self.dag is not None
+        return [self.dag.task_dict[t] for t in sorted(self.downstream_task_ids)]
+
+    # -- execution -----------------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement execute(context)")
+
+    def on_kill(self) -> None:
+        """Stop whatever the task started (a subprocess, a remote application). Called on timeout or kill."""
+
+    def pre_execute(self, context: Context) -> None:
+        """Hook run just before execute()."""
+
+    def post_execute(self, context: Context, result: Any = None) -> None:
+        """Hook run just after a successful execute()."""
+
+    def render_template_fields(self, context: Context, env: jinja2.Environment) -> None:
+        """Render every template field in place, resolving TaskFlow outputs (XComArg) on the way."""
+        for name in self.template_fields:
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            value = resolve_xcom_args(value, context)
+            try:
+                value = self._render_field(value, context, env)
+            except jinja2.TemplateError as exc:
+                raise DagDefinitionError(
+                    f"task '{self.task_id}': template field '{name}' failed to render: {exc}"
+                ) from exc
+            setattr(self, name, value)
+
+    def _render_field(self, value: Any, context: Context, env: jinja2.Environment) -> Any:
+        if isinstance(value, str) and self.template_ext and value.endswith(tuple(self.template_ext)):
+            if env.loader is not None:
+                try:
+                    return env.get_template(value).render(**context)
+                except jinja2.TemplateNotFound:
+                    pass
+        return render_value(value, context, env)
+
+    def retry_delay_for(self, try_number: int) -> timedelta:
+        """Delay before the retry that follows failed try ``try_number`` (1-based)."""
+        delay = self.retry_delay
+        if self.retry_exponential_backoff:
+            delay = self.retry_delay * (2 ** max(try_number - 1, 0))
+        if self.max_retry_delay is not None:
+            delay = min(delay, self.max_retry_delay)
+        return delay
+
+    def __repr__(self) -> str:
+        return f"<Task({type(self).__name__}): {self.task_id}>"
+
+
+def _as_timedelta(value: timedelta | float) -> timedelta:
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    return [value]
+
+
+BaseOperator.__init__ = _apply_defaults(BaseOperator.__init__)  # type: ignore[method-assign]
+
+
+def chain(*tasks: BaseOperator | Sequence[BaseOperator]) -> None:
+    """``chain(a, [b, c], d)``: a >> [b, c] >> d. Two adjacent lists must have equal length (pairwise)."""
+    for left, right in zip(tasks, tasks[1:], strict=False):
+        if isinstance(left, Sequence) and isinstance(right, Sequence):
+            if len(left) != len(right):
+                raise DagDefinitionError(
+                    f"chain(): adjacent lists must have the same length, got {len(left)} and {len(right)}"
+                )
+            for a, b in zip(left, right, strict=True):
+                a >> b
+        elif isinstance(left, Sequence):
+            for a in left:
+                a >> right
+        else:
+            left >> right
+
+
+def cross_downstream(from_tasks: Iterable[BaseOperator], to_tasks: Iterable[BaseOperator]) -> None:
+    to_list = list(to_tasks)
+    for task in from_tasks:
+        task >> to_list

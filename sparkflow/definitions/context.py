@@ -1,0 +1,174 @@
+"""The task execution context (Airflow's ``context`` dict) and the handles a running task talks through.
+
+Operators never see the metastore. The runtime hands them a :class:`TaskInstanceHandle` (``context["ti"]``) and
+resolvers for connections and variables; this module only declares their shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sparkflow.connections import Connection, connection_from_env
+from sparkflow.exceptions import NotFound, SparkflowError
+
+Context = dict[str, Any]
+
+XCOM_RETURN_KEY = "return_value"
+
+
+class TaskInstanceHandle(Protocol):
+    """What a running task may ask of its task instance (``context["ti"]``)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+    max_tries: int
+
+    def xcom_push(self, key: str, value: Any) -> None: ...
+
+    def xcom_pull(
+        self,
+        task_ids: str | list[str] | None = None,
+        key: str = XCOM_RETURN_KEY,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        default: Any = None,
+    ) -> Any: ...
+
+    def skip(self, task_ids: list[str]) -> None:
+        """Mark these (downstream) tasks of the same run skipped: branching and short-circuit."""
+
+    def record_external_ids(self, **ids: str | None) -> None:
+        """Store ids of remote work (Spark app id, driver id, UI URL) on the task instance at once."""
+
+
+class ConnectionLookup(Protocol):
+    def __call__(self, conn_id: str) -> Connection: ...
+
+
+class VariableLookup(Protocol):
+    def __call__(self, key: str) -> str | None: ...
+
+
+# Set by the runtime (or the CLI for `tasks test`) for the duration of a task; read by hooks and by
+# get_current_context(). A ContextVar keeps threads and nested runs apart.
+_current_context: ContextVar[Context | None] = ContextVar("sparkflow_current_context", default=None)
+_connection_lookup: ContextVar[ConnectionLookup | None] = ContextVar("sparkflow_connection_lookup", default=None)
+_variable_lookup: ContextVar[VariableLookup | None] = ContextVar("sparkflow_variable_lookup", default=None)
+
+
+def get_current_context() -> Context:
+    context = _current_context.get()
+    if context is None:
+        raise SparkflowError("get_current_context() was called outside a running task")
+    return context
+
+
+@contextmanager
+def task_environment(
+    context: Context | None, connections: ConnectionLookup | None, variables: VariableLookup | None
+) -> Iterator[None]:
+    tokens = (
+        _current_context.set(context),
+        _connection_lookup.set(connections),
+        _variable_lookup.set(variables),
+    )
+    try:
+        yield
+    finally:
+        _current_context.reset(tokens[0])
+        _connection_lookup.reset(tokens[1])
+        _variable_lookup.reset(tokens[2])
+
+
+def lookup_connection(conn_id: str) -> Connection:
+    """Resolve a connection for a hook or operator: SPARKFLOW_CONN_<ID> first, then the store the runtime set."""
+    from_env = connection_from_env(conn_id)
+    if from_env is not None:
+        return from_env
+    resolver = _connection_lookup.get()
+    if resolver is None:
+        raise NotFound(
+            f"connection '{conn_id}' is not defined: no SPARKFLOW_CONN_{conn_id.upper()} variable and no "
+            "metastore available here; add it with `sparkflow connections add`"
+        )
+    return resolver(conn_id)
+
+
+def lookup_variable(key: str) -> str | None:
+    resolver = _variable_lookup.get()
+    return None if resolver is None else resolver(key)
+
+
+class ConnectionAccessor:
+    """``{{ conn.my_conn.host }}`` and ``conn.get('my_conn')`` in templates, as in Airflow."""
+
+    def __getattr__(self, conn_id: str) -> Connection:
+        if conn_id.startswith("__"):
+            raise AttributeError(conn_id)
+        return lookup_connection(conn_id)
+
+    def get(self, conn_id: str, default_conn: Connection | None = None) -> Connection | None:
+        try:
+            return lookup_connection(conn_id)
+        except NotFound:
+            return default_conn
+
+
+class VariableAccessor:
+    """``{{ var.value.key }}`` and ``{{ var.json.key }}``."""
+
+    def __init__(self, deserialize_json: bool) -> None:
+        self._json = deserialize_json
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return self.get(key)
+
+    def get(self, key: str, default_var: Any = NotFound) -> Any:
+        value = lookup_variable(key)
+        if value is None:
+            if default_var is NotFound:
+                raise NotFound(f"variable '{key}' does not exist; set it with `sparkflow variables set {key} VALUE`")
+            return default_var
+        return json.loads(value) if self._json else value
+
+
+class _VarNamespace:
+    value = VariableAccessor(deserialize_json=False)
+    json = VariableAccessor(deserialize_json=True)
+
+
+def ds_add(ds: str, days: int) -> str:
+    return (datetime.strptime(ds, "%Y-%m-%d") + timedelta(days=days)).strftime("%Y-%m-%d")
+
+
+def ds_format(ds: str, input_format: str, output_format: str) -> str:
+    return datetime.strptime(ds, input_format).strftime(output_format)
+
+
+class _Macros:
+    """The ``macros`` namespace of templates (a subset of Airflow's)."""
+
+    import datetime as datetime_module
+    import json as json
+    import random as random
+    import time as time
+    import uuid as uuid
+
+    datetime = datetime_module.datetime
+    timedelta = datetime_module.timedelta
+    ds_add = staticmethod(ds_add)
+    ds_format = staticmethod(ds_format)
+
+
+macros = _Macros()
+conn_accessor = ConnectionAccessor()
+var_namespace = _VarNamespace()

@@ -1,0 +1,78 @@
+"""One exception root for everything sparkflow raises on purpose.
+
+``UserError`` and its children are mistakes a user can fix: the CLI prints their message on one line and exits 2.
+Everything else that escapes is a bug and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SparkflowError(Exception):
+    """Root of every error sparkflow raises deliberately."""
+
+    exit_code = 1
+
+
+class UserError(SparkflowError):
+    """Bad input: the message names the thing, the bad value and the fix."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A setting has a bad value."""
+
+
+class NotFound(UserError):
+    """A DAG, run, task, connection ... that does not exist."""
+
+
+class DagDefinitionError(UserError):
+    """A DAG file defines something invalid (cycle, duplicate task id, bad cron, unknown trigger rule ...).
+
+    ``lineno`` is the line in the DAG file where the offending DAG or task was written, when known.
+    """
+
+    def __init__(
+        self, message: str, *, dag_id: str | None = None, task_id: str | None = None, lineno: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.dag_id = dag_id
+        self.task_id = task_id
+        self.lineno = lineno
+
+
+class InvalidConnection(UserError):
+    """A connection definition or URI is invalid."""
+
+
+class InvalidTransition(SparkflowError):
+    """A state change the state machine does not allow (a programming error, never a user mistake)."""
+
+
+class ConcurrentUpdate(SparkflowError):
+    """A compare-and-set found the row in another state: someone else moved it first."""
+
+
+class TaskFailure(SparkflowError):
+    """A task try failed; the runner decides between retry and failure."""
+
+
+class AirflowException(TaskFailure):
+    """Airflow's generic task failure; kept under this name so DAG code written for Airflow works."""
+
+
+class SkipTask(SparkflowError):
+    """Raised inside a task to end it as ``skipped`` (Airflow: AirflowSkipException)."""
+
+
+class FailTaskNoRetry(TaskFailure):
+    """Raised inside a task to fail it without using the remaining retries (Airflow: AirflowFailException)."""
+
+
+class TaskTimeout(TaskFailure):
+    """The try ran longer than its execution_timeout."""
+
+
+class SparkSubmitFailed(TaskFailure):
+    """spark-submit exited non-zero; the message carries the exit code and the last output lines."""

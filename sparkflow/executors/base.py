@@ -1,0 +1,45 @@
+"""The executor protocol the scheduler loop talks to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sparkflow.metastore.records import TIKey
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: TIKey
+    try_number: int
+    priority_weight: int = 1
+    queue: str = "default"
+
+
+@dataclass(frozen=True)
+class ExecutorEvent:
+    """A workload ended. ``exit_code`` 0 means the runner recorded the outcome itself."""
+
+    workload: Workload
+    exit_code: int
+    reason: str | None = None
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def open_slots(self) -> int:
+        """How many more workloads may be queued now."""
+
+    def queue(self, workload: Workload) -> None: ...
+
+    def sync(self) -> list[ExecutorEvent]:
+        """Advance: start what is queued, return what ended since the last call."""
+
+    def running(self) -> set[TIKey]:
+        """Keys this executor is responsible for right now (queued or running)."""
+
+    def end(self, kill: bool = False) -> None:
+        """Stop: wait for running workloads, or kill them (SIGTERM) when ``kill``."""

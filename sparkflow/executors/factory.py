@@ -1,0 +1,29 @@
+"""Build the executor the settings name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sparkflow.definitions.dag import DAG
+from sparkflow.exceptions import ConfigError
+from sparkflow.executors.base import Executor, Workload
+from sparkflow.executors.local import LocalExecutor
+from sparkflow.executors.sequential import SequentialExecutor
+from sparkflow.metastore.bootstrap import Metastore
+from sparkflow.runtime.task_runner import run_task_instance
+from sparkflow.settings import Settings
+
+
+def make_executor(
+    settings: Settings, metastore: Metastore, get_dag: Callable[[str], DAG | None], name: str | None = None
+) -> Executor:
+    name = name or settings.executor
+    if name == "local":
+        return LocalExecutor(settings.parallelism, settings.resolved_log_folder)
+    if name == "sequential":
+        def run(workload: Workload) -> object:
+            return run_task_instance(settings, metastore, workload.key, workload.try_number,
+                                     dag=get_dag(workload.key.dag_id))
+
+        return SequentialExecutor(run)
+    raise ConfigError(f"executor {name!r} is not available in this build; use local or sequential")

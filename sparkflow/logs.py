@@ -1,0 +1,94 @@
+"""Task log files: where they live, secret masking, and reading them with offsets (for tail/follow).
+
+Layout follows Airflow's so people find their way: ``<log_folder>/dag_id=D/run_id=R/task_id=T/attempt=N.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+MASK = "***"
+SPARKFLOW_LOG_NAME = "sparkflow.log"
+_MIN_SECRET_LENGTH = 3  # masking "a" or "" would mangle every line
+
+
+class SecretsMasker:
+    """Replaces every registered secret by ``***`` in text. Thread-safe; secrets are only ever added."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, *secrets: str | None) -> None:
+        with self._lock:
+            added = False
+            for secret in secrets:
+                if secret and len(secret) >= _MIN_SECRET_LENGTH and secret not in self._secrets:
+                    self._secrets.add(secret)
+                    added = True
+            if added:
+                # Longest first so a secret that contains another is masked whole.
+                ordered = sorted(self._secrets, key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def mask(self, text: str) -> str:
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern else text
+
+
+# One masker per process: the task runner registers connection passwords as it resolves them, and every
+# handler that writes task output uses it.
+masker = SecretsMasker()
+
+
+class MaskingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return masker.mask(super().format(record))
+
+
+def task_log_path(log_folder: Path, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+    safe_run = run_id.replace("/", "_")
+    return log_folder / f"dag_id={dag_id}" / f"run_id={safe_run}" / f"task_id={task_id}" / f"attempt={try_number}.log"
+
+
+def open_task_log_handler(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(MaskingFormatter("[%(asctime)s] {%(name)s} %(levelname)s - %(message)s"))
+    return handler
+
+
+def read_log(path: Path, offset: int = 0) -> tuple[str, int]:
+    """Return the text after byte ``offset`` (only whole lines) and the offset to continue from."""
+    if offset < 0:
+        raise ValueError(f"log offset must be >= 0, got {offset}")
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return "", offset
+    end = data.rfind(b"\n") + 1  # a line still being written is returned once it is complete
+    return data[:end].decode("utf-8", errors="replace"), offset + end
+
+
+def mask_lines(lines: Iterable[str]) -> list[str]:
+    return [masker.mask(line) for line in lines]
+
+
+def configure_sparkflow_log(log_folder: Path) -> None:
+    """Send sparkflow's own warnings and unexpected errors (with tracebacks) to ``<log_folder>/sparkflow.log``."""
+    log_folder.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("sparkflow")
+    target = str(log_folder / SPARKFLOW_LOG_NAME)
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
+        return
+    handler = logging.FileHandler(target, encoding="utf-8")
+    handler.setFormatter(MaskingFormatter("[%(asctime)s] %(process)d %(name)s %(levelname)s - %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)

@@ -1,0 +1,60 @@
+"""Open the metastore described by the settings; `db init` creates the schema and the Fernet key."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from sparkflow.connections import SecretBox
+from sparkflow.exceptions import ConfigError
+from sparkflow.metastore import migrate
+from sparkflow.metastore.engine import Database
+from sparkflow.metastore.store import Store
+from sparkflow.settings import Settings
+
+
+@dataclass(frozen=True)
+class Metastore:
+    db: Database
+    store: Store
+    secrets: SecretBox | None
+
+
+def load_secret_box(settings: Settings) -> SecretBox | None:
+    if settings.fernet_key:
+        return SecretBox(settings.fernet_key)
+    path = settings.fernet_key_file
+    if path.is_file():
+        return SecretBox(path.read_text().strip())
+    return None
+
+
+def open_metastore(settings: Settings, check_schema: bool = True) -> Metastore:
+    db = Database(settings.resolved_db_url, settings.sqlite_busy_timeout)
+    if check_schema:
+        current = migrate.current_revision(db)
+        if current is None:
+            raise ConfigError(
+                f"the metastore at {settings.display_db_url} is not initialised; run `sparkflow db init`"
+            )
+        if current != migrate.head_revision(db):
+            raise ConfigError(
+                f"the metastore schema is at revision {current}, this sparkflow needs "
+                f"{migrate.head_revision(db)}; run `sparkflow db migrate`"
+            )
+    secrets = load_secret_box(settings)
+    return Metastore(db, Store(db, secrets), secrets)
+
+
+def init_metastore(settings: Settings) -> Metastore:
+    """Create the home, the Fernet key (once) and the schema; safe to run again."""
+    home = settings.resolved_home
+    home.mkdir(parents=True, exist_ok=True)
+    if not settings.fernet_key and not settings.fernet_key_file.exists():
+        key_file = settings.fernet_key_file
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(SecretBox.generate_key() + "\n")
+    db = Database(settings.resolved_db_url, settings.sqlite_busy_timeout)
+    migrate.upgrade(db)
+    return open_metastore(settings)

@@ -1,0 +1,85 @@
+"""Database engines: SQLite in WAL mode with a busy timeout (default) or PostgreSQL (SPARKFLOW_DB_URL).
+
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE``: a deferred transaction that later wants to
+write cannot wait for the lock (SQLite returns "database is locked" at once), an immediate one waits up to the
+busy timeout. That is what lets the scheduler, task processes and the CLI write at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from sparkflow.exceptions import ConfigError
+
+_WRITE = "sparkflow_write"
+
+
+class Database:
+    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError(
+                "setting 'db_url' is not a valid SQLAlchemy URL; use e.g. sqlite:////path/sparkflow.db or "
+                "postgresql+psycopg://user:password@host:5432/sparkflow"
+            ) from None
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {"future": True}
+        if self.dialect == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (NoSuchModuleError, ModuleNotFoundError) as exc:
+            raise ConfigError(
+                f"database driver for {parsed.drivername!r} is not installed ({exc}); "
+                "for PostgreSQL install 'sparkflow[postgres]'"
+            ) from None
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine, busy_timeout)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success, rolled back on error."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # sqlite3 must not issue its own BEGIN: we choose the kind below
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        kind = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {kind}")

@@ -1,0 +1,187 @@
+"""Read-only queries. Every function returns frozen records; nothing here writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from sparkflow.connections import Connection, SecretBox, connection_from_env
+from sparkflow.exceptions import NotFound
+from sparkflow.metastore import schema as t
+from sparkflow.metastore.engine import Database
+from sparkflow.metastore.records import (
+    DagRecord,
+    DagRunRecord,
+    ImportErrorRecord,
+    StateEventRecord,
+    TaskInstanceRecord,
+    TaskTryRecord,
+    TIKey,
+    XComRecord,
+)
+from sparkflow.state import RunState
+
+
+def list_dags(db: Database, include_inactive: bool = False) -> list[DagRecord]:
+    query = select(t.dag).order_by(t.dag.c.dag_id)
+    if not include_inactive:
+        query = query.where(t.dag.c.is_active.is_(True))
+    with db.read() as conn:
+        return [DagRecord.from_row(r) for r in conn.execute(query)]
+
+
+def get_dag(db: Database, dag_id: str) -> DagRecord:
+    with db.read() as conn:
+        row = conn.execute(select(t.dag).where(t.dag.c.dag_id == dag_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"DAG '{dag_id}' is not known; check `sparkflow dags list` and the DAG folder")
+    return DagRecord.from_row(row)
+
+
+def list_runs(
+    db: Database, dag_id: str | None = None, states: Iterable[RunState] | None = None, limit: int | None = None
+) -> list[DagRunRecord]:
+    query = select(t.dag_run).order_by(t.dag_run.c.logical_date.desc(), t.dag_run.c.id.desc())
+    if dag_id is not None:
+        query = query.where(t.dag_run.c.dag_id == dag_id)
+    if states is not None:
+        query = query.where(t.dag_run.c.state.in_([s.value for s in states]))
+    if limit is not None:
+        query = query.limit(limit)
+    with db.read() as conn:
+        return [DagRunRecord.from_row(r) for r in conn.execute(query)]
+
+
+def get_run(db: Database, dag_id: str, run_id: str) -> DagRunRecord:
+    with db.read() as conn:
+        row = conn.execute(
+            select(t.dag_run).where(t.dag_run.c.dag_id == dag_id, t.dag_run.c.run_id == run_id)
+        ).one_or_none()
+    if row is None:
+        raise NotFound(f"DAG '{dag_id}' has no run '{run_id}'; see `sparkflow runs list {dag_id}`")
+    return DagRunRecord.from_row(row)
+
+
+def task_instances(db: Database, dag_id: str, run_id: str) -> list[TaskInstanceRecord]:
+    c = t.task_instance.c
+    with db.read() as conn:
+        rows = conn.execute(select(t.task_instance).where(c.dag_id == dag_id, c.run_id == run_id).order_by(c.id))
+        return [TaskInstanceRecord.from_row(r) for r in rows]
+
+
+def task_instances_of_runs(db: Database, run_ids: Sequence[int]) -> list[TaskInstanceRecord]:
+    if not run_ids:
+        return []
+    with db.read() as conn:
+        rows = conn.execute(select(t.task_instance).where(t.task_instance.c.dag_run_id.in_(run_ids)))
+        return [TaskInstanceRecord.from_row(r) for r in rows]
+
+
+def get_task_instance(db: Database, key: TIKey) -> TaskInstanceRecord:
+    c = t.task_instance.c
+    with db.read() as conn:
+        row = conn.execute(
+            select(t.task_instance).where(c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id)
+        ).one_or_none()
+    if row is None:
+        raise NotFound(
+            f"task '{key.task_id}' has no instance in run '{key.run_id}' of DAG '{key.dag_id}'; "
+            f"see `sparkflow tasks states {key.dag_id} {key.run_id}`"
+        )
+    return TaskInstanceRecord.from_row(row)
+
+
+def task_tries(db: Database, key: TIKey) -> list[TaskTryRecord]:
+    c = t.task_instance_try.c
+    with db.read() as conn:
+        rows = conn.execute(
+            select(t.task_instance_try)
+            .where(c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id)
+            .order_by(c.try_number)
+        )
+        return [TaskTryRecord.from_row(r) for r in rows]
+
+
+def state_events(db: Database, dag_id: str, run_id: str | None = None) -> list[StateEventRecord]:
+    c = t.state_event.c
+    query = select(t.state_event).where(c.dag_id == dag_id).order_by(c.id)
+    if run_id is not None:
+        query = query.where(c.run_id == run_id)
+    with db.read() as conn:
+        return [StateEventRecord.from_row(r) for r in conn.execute(query)]
+
+
+def get_xcom(db: Database, dag_id: str, run_id: str, task_id: str, key: str) -> XComRecord | None:
+    c = t.xcom.c
+    with db.read() as conn:
+        row = conn.execute(
+            select(t.xcom).where(c.dag_id == dag_id, c.run_id == run_id, c.task_id == task_id, c.key == key)
+        ).one_or_none()
+    return XComRecord.from_row(row) if row is not None else None
+
+
+def list_xcoms(db: Database, dag_id: str, run_id: str) -> list[XComRecord]:
+    c = t.xcom.c
+    with db.read() as conn:
+        rows = conn.execute(select(t.xcom).where(c.dag_id == dag_id, c.run_id == run_id).order_by(c.id))
+        return [XComRecord.from_row(r) for r in rows]
+
+
+def list_import_errors(db: Database) -> list[ImportErrorRecord]:
+    with db.read() as conn:
+        rows = conn.execute(select(t.import_error).order_by(t.import_error.c.filename, t.import_error.c.id))
+        return [ImportErrorRecord.from_row(r) for r in rows]
+
+
+def _connection(row: Any, secrets: SecretBox | None) -> Connection:
+    def reveal(token: str | None) -> str | None:
+        if token is None:
+            return None
+        if secrets is None:
+            return None  # listings without the key show secrets as unset, never as ciphertext
+        return secrets.decrypt(token)
+
+    return Connection(
+        conn_id=row.conn_id, conn_type=row.conn_type, host=row.host, port=row.port, login=row.login,
+        password=reveal(row.password), schema=row.schema, extra=reveal(row.extra), description=row.description,
+    )
+
+
+def list_connections(db: Database, secrets: SecretBox | None) -> list[Connection]:
+    with db.read() as conn:
+        rows = conn.execute(select(t.connection).order_by(t.connection.c.conn_id)).all()
+    return [_connection(r, secrets) for r in rows]
+
+
+def find_connection(db: Database, conn_id: str, secrets: SecretBox | None) -> Connection | None:
+    with db.read() as conn:
+        row = conn.execute(select(t.connection).where(t.connection.c.conn_id == conn_id)).one_or_none()
+    return _connection(row, secrets) if row is not None else None
+
+
+def get_variable(db: Database, key: str, secrets: SecretBox | None) -> str | None:
+    with db.read() as conn:
+        row = conn.execute(select(t.variable).where(t.variable.c.key == key)).one_or_none()
+    if row is None or secrets is None:
+        return None
+    return secrets.decrypt(row.val)
+
+
+def resolve_connection(db: Database, conn_id: str, secrets: SecretBox | None) -> Connection:
+    """A connection as tasks see it: SPARKFLOW_CONN_<ID> first, then the store; unknown ids are an error."""
+    from_env = connection_from_env(conn_id)
+    if from_env is not None:
+        return from_env
+    found = find_connection(db, conn_id, secrets)
+    if found is None:
+        with db.read() as conn:
+            rows = conn.execute(select(t.connection.c.conn_id, t.connection.c.conn_type)).all()
+        spark = sorted(r.conn_id for r in rows if r.conn_type == "spark")
+        known = f"known Spark connections: {', '.join(spark)}" if spark else "no Spark connections are defined"
+        raise NotFound(
+            f"connection '{conn_id}' does not exist ({known}); add it with `sparkflow connections add {conn_id} "
+            "--conn-type spark --conn-host 'local[*]'` or set SPARKFLOW_CONN_" + conn_id.upper()
+        )
+    return found

@@ -1,0 +1,185 @@
+"""Frozen records read from the metastore. Readers get these, never rows or ORM objects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Row
+
+from sparkflow.state import RunState, TaskState
+
+
+class TIKey(NamedTuple):
+    dag_id: str
+    run_id: str
+    task_id: str
+
+    def __str__(self) -> str:
+        return f"{self.dag_id}/{self.run_id}/{self.task_id}"
+
+
+def _from_row(cls: Any, row: Row[Any], **overrides: Any) -> Any:
+    mapping = row._mapping
+    values = {f.name: mapping[f.name] for f in fields(cls) if f.name in mapping}
+    values.update(overrides)
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class DagRecord:
+    dag_id: str
+    fileloc: str
+    is_paused: bool
+    is_active: bool
+    description: str | None
+    schedule: str | None
+    tags: tuple[str, ...]
+    owners: str | None
+    max_active_runs: int
+    max_active_tasks: int
+    last_parsed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> DagRecord:
+        return _from_row(cls, row, tags=tuple(json.loads(row.tags or "[]")))
+
+
+@dataclass(frozen=True)
+class DagRunRecord:
+    id: int
+    dag_id: str
+    run_id: str
+    run_type: str
+    logical_date: datetime
+    data_interval_start: datetime | None
+    data_interval_end: datetime | None
+    conf: dict[str, Any]
+    state: RunState
+    queued_at: datetime | None
+    start_date: datetime | None
+    end_date: datetime | None
+    external_trigger: bool
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> DagRunRecord:
+        return _from_row(cls, row, conf=json.loads(row.conf or "{}"), state=RunState(row.state))
+
+    @property
+    def duration(self) -> float | None:
+        if self.start_date and self.end_date:
+            return (self.end_date - self.start_date).total_seconds()
+        return None
+
+
+@dataclass(frozen=True)
+class TaskInstanceRecord:
+    id: int
+    dag_run_id: int
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: TaskState
+    try_number: int
+    max_tries: int
+    operator: str | None
+    pool: str
+    queue: str
+    priority_weight: int
+    queued_at: datetime | None
+    start_date: datetime | None
+    end_date: datetime | None
+    duration: float | None
+    next_try_at: datetime | None
+    hostname: str | None
+    pid: int | None
+    executor: str | None
+    last_heartbeat_at: datetime | None
+    log_path: str | None
+    spark_app_id: str | None
+    spark_driver_id: str | None
+    spark_ui_url: str | None
+    error: str | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> TaskInstanceRecord:
+        return _from_row(cls, row, state=TaskState(row.state))
+
+    @property
+    def key(self) -> TIKey:
+        return TIKey(self.dag_id, self.run_id, self.task_id)
+
+
+@dataclass(frozen=True)
+class TaskTryRecord:
+    ti_id: int
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+    state: TaskState
+    start_date: datetime | None
+    end_date: datetime | None
+    duration: float | None
+    hostname: str | None
+    pid: int | None
+    log_path: str | None
+    spark_app_id: str | None
+    spark_driver_id: str | None
+    spark_ui_url: str | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> TaskTryRecord:
+        return _from_row(cls, row, state=TaskState(row.state))
+
+
+@dataclass(frozen=True)
+class StateEventRecord:
+    id: int
+    at: datetime
+    dag_id: str
+    run_id: str | None
+    task_id: str | None
+    try_number: int | None
+    event: str
+    old_state: str | None
+    new_state: str | None
+    actor: str | None
+    detail: str | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> StateEventRecord:
+        return _from_row(cls, row)
+
+
+@dataclass(frozen=True)
+class ImportErrorRecord:
+    id: int
+    filename: str
+    lineno: int | None
+    dag_id: str | None
+    task_id: str | None
+    message: str
+    timestamp: datetime
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> ImportErrorRecord:
+        return _from_row(cls, row)
+
+
+@dataclass(frozen=True)
+class XComRecord:
+    dag_id: str
+    run_id: str
+    task_id: str
+    key: str
+    value: Any
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> XComRecord:
+        return _from_row(cls, row, value=json.loads(row.value) if row.value is not None else None)

@@ -1,0 +1,220 @@
+"""The metastore's tables (SQLAlchemy Core). Alembic migrations under migrations/ create and evolve them.
+
+Timestamps are stored as timezone-aware UTC. States are stored as their string values from ``sparkflow.state``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = 250  # length of dag_id, task_id, run_id, conn_id (Airflow's limit)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every backend (SQLite keeps no time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the metastore; use an aware UTC datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+TS = UTCDateTime()
+
+dag = Table(
+    "dag",
+    metadata,
+    Column("dag_id", String(ID), primary_key=True),
+    Column("fileloc", Text, nullable=False),
+    Column("is_paused", Boolean, nullable=False, default=False),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("description", Text),
+    Column("schedule", Text),  # the schedule in words, for listings
+    Column("tags", Text),  # JSON list
+    Column("owners", Text),
+    Column("max_active_runs", Integer, nullable=False, default=16),
+    Column("max_active_tasks", Integer, nullable=False, default=16),
+    Column("last_parsed_at", TS),
+)
+
+dag_run = Table(
+    "dag_run",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(ID), nullable=False),
+    Column("run_id", String(ID), nullable=False),
+    Column("run_type", String(20), nullable=False),  # manual, scheduled, backfill
+    Column("logical_date", TS, nullable=False),
+    Column("data_interval_start", TS),
+    Column("data_interval_end", TS),
+    Column("conf", Text),  # JSON object
+    Column("state", String(20), nullable=False),
+    Column("queued_at", TS),
+    Column("start_date", TS),
+    Column("end_date", TS),
+    Column("external_trigger", Boolean, nullable=False, default=False),
+    UniqueConstraint("dag_id", "run_id"),
+    Index("ix_dag_run_state", "state"),
+    Index("ix_dag_run_dag_id_logical_date", "dag_id", "logical_date"),
+)
+
+task_instance = Table(
+    "task_instance",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_run_id", Integer, ForeignKey("dag_run.id", ondelete="CASCADE"), nullable=False),
+    Column("dag_id", String(ID), nullable=False),
+    Column("run_id", String(ID), nullable=False),
+    Column("task_id", String(ID), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("try_number", Integer, nullable=False, default=0),
+    Column("max_tries", Integer, nullable=False, default=0),
+    Column("operator", String(100)),
+    Column("pool", String(ID), nullable=False, default="default_pool"),
+    Column("queue", String(ID), nullable=False, default="default"),
+    Column("priority_weight", Integer, nullable=False, default=1),
+    Column("queued_at", TS),
+    Column("start_date", TS),
+    Column("end_date", TS),
+    Column("duration", Float),
+    Column("next_try_at", TS),  # when an up_for_retry / up_for_reschedule task may be scheduled again
+    Column("hostname", String(255)),
+    Column("pid", Integer),
+    Column("executor", String(50)),
+    Column("last_heartbeat_at", TS),
+    Column("log_path", Text),
+    Column("spark_app_id", String(255)),
+    Column("spark_driver_id", String(255)),
+    Column("spark_ui_url", Text),
+    Column("error", Text),  # the last try's failure reason, secrets masked
+    Column("updated_at", TS),
+    UniqueConstraint("dag_id", "run_id", "task_id"),
+    Index("ix_task_instance_state", "state"),
+)
+
+# One row per try of a task instance: the try history.
+task_instance_try = Table(
+    "task_instance_try",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ti_id", Integer, ForeignKey("task_instance.id", ondelete="CASCADE"), nullable=False),
+    Column("dag_id", String(ID), nullable=False),
+    Column("run_id", String(ID), nullable=False),
+    Column("task_id", String(ID), nullable=False),
+    Column("try_number", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("start_date", TS),
+    Column("end_date", TS),
+    Column("duration", Float),
+    Column("hostname", String(255)),
+    Column("pid", Integer),
+    Column("log_path", Text),
+    Column("spark_app_id", String(255)),
+    Column("spark_driver_id", String(255)),
+    Column("spark_ui_url", Text),
+    Column("error", Text),
+    UniqueConstraint("ti_id", "try_number"),
+)
+
+# The audit trail: every state change, clear and mark, with who did it.
+state_event = Table(
+    "state_event",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("dag_id", String(ID), nullable=False),
+    Column("run_id", String(ID)),
+    Column("task_id", String(ID)),  # NULL for run-level events
+    Column("try_number", Integer),
+    Column("event", String(30), nullable=False),  # state_change, clear, mark, trigger
+    Column("old_state", String(20)),
+    Column("new_state", String(20)),
+    Column("actor", String(100)),  # scheduler, task_runner, cli, ...
+    Column("detail", Text),
+    Index("ix_state_event_dag_run", "dag_id", "run_id"),
+)
+
+xcom = Table(
+    "xcom",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_run_id", Integer, ForeignKey("dag_run.id", ondelete="CASCADE"), nullable=False),
+    Column("dag_id", String(ID), nullable=False),
+    Column("run_id", String(ID), nullable=False),
+    Column("task_id", String(ID), nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("value", Text),  # JSON
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("dag_id", "run_id", "task_id", "key"),
+)
+
+connection = Table(
+    "connection",
+    metadata,
+    Column("conn_id", String(ID), primary_key=True),
+    Column("conn_type", String(500), nullable=False),
+    Column("description", Text),
+    Column("host", Text),
+    Column("schema", Text),
+    Column("login", Text),
+    Column("password", Text),  # Fernet token
+    Column("port", Integer),
+    Column("extra", Text),  # Fernet token of the JSON extras
+)
+
+variable = Table(
+    "variable",
+    metadata,
+    Column("key", String(ID), primary_key=True),
+    Column("val", Text),  # Fernet token
+    Column("description", Text),
+)
+
+import_error = Table(
+    "import_error",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("filename", Text, nullable=False),
+    Column("lineno", Integer),
+    Column("dag_id", String(ID)),
+    Column("task_id", String(ID)),
+    Column("message", Text, nullable=False),
+    Column("timestamp", TS, nullable=False),
+)

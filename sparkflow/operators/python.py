@@ -1,0 +1,202 @@
+"""PythonOperator, BranchPythonOperator, ShortCircuitOperator and the TaskFlow ``@task`` decorator."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from sparkflow.definitions.baseoperator import BaseOperator
+from sparkflow.definitions.context import XCOM_RETURN_KEY, Context
+from sparkflow.definitions.dag import current_dag
+from sparkflow.definitions.xcom_arg import XComArg
+from sparkflow.exceptions import DagDefinitionError, TaskFailure
+
+
+def determine_kwargs(func: Callable[..., Any], args: tuple[Any, ...], context: Mapping[str, Any]) -> dict[str, Any]:
+    """Context entries the callable asks for: all of them with ``**kwargs``, else those named as parameters."""
+    signature = inspect.signature(func)
+    params = list(signature.parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(context)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    taken = {p.name for p in positional[: len(args)]}
+    return {p.name: context[p.name] for p in params if p.name in context and p.name not in taken}
+
+
+class PythonOperator(BaseOperator):
+    template_fields = ("templates_dict", "op_args", "op_kwargs")
+    ui_color = "#ffefeb"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        op_args: Iterable[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        templates_dict: dict[str, Any] | None = None,
+        templates_exts: list[str] | None = None,
+        show_return_value_in_logs: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not callable(python_callable):
+            raise DagDefinitionError(
+                f"task '{kwargs.get('task_id')}': python_callable must be callable, got {python_callable!r}"
+            )
+        super().__init__(**kwargs)
+        self.python_callable = python_callable
+        self.op_args = list(op_args or [])
+        self.op_kwargs = dict(op_kwargs or {})
+        self.templates_dict = templates_dict
+        self.templates_exts = templates_exts
+        self.show_return_value_in_logs = show_return_value_in_logs
+
+    def execute(self, context: Context) -> Any:
+        context = {**context, "templates_dict": self.templates_dict}
+        kwargs = {**determine_kwargs(self.python_callable, tuple(self.op_args), context), **self.op_kwargs}
+        result = self.python_callable(*self.op_args, **kwargs)
+        if self.show_return_value_in_logs:
+            self.log.info("Done. Returned value was: %s", result)
+        return result
+
+
+class BranchPythonOperator(PythonOperator):
+    """The callable returns the task_id (or list of task_ids) to follow; other direct downstream tasks are skipped."""
+
+    ui_color = "#ffe6cc"
+
+    def execute(self, context: Context) -> Any:
+        chosen = super().execute(context)
+        follow = {chosen} if isinstance(chosen, str) else set(chosen or [])
+        unknown = follow - self.downstream_task_ids
+        if unknown:
+            raise TaskFailure(
+                f"branch task '{self.task_id}' returned {sorted(unknown)}, which are not its direct downstream "
+                f"tasks; choose from {sorted(self.downstream_task_ids)}"
+            )
+        to_skip = sorted(self.downstream_task_ids - follow)
+        if to_skip:
+            self.log.info("Following branch %s; skipping %s", sorted(follow), to_skip)
+            context["ti"].skip(to_skip)
+        return chosen
+
+
+class ShortCircuitOperator(PythonOperator):
+    """A falsy result skips downstream tasks: all of them (default), or only the direct ones when
+    ``ignore_downstream_trigger_rules=False`` (then trigger rules decide further down)."""
+
+    ui_color = "#ffe6cc"
+
+    def __init__(self, *, ignore_downstream_trigger_rules: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ignore_downstream_trigger_rules = ignore_downstream_trigger_rules
+
+    def execute(self, context: Context) -> Any:
+        result = super().execute(context)
+        if result:
+            self.log.info("Condition is truthy; downstream tasks proceed")
+            return result
+        assert self.dag is not None
+        targets = (
+            self.dag.downstream_of(self.task_id)
+            if self.ignore_downstream_trigger_rules
+            else set(self.downstream_task_ids)
+        )
+        self.log.info("Condition is falsy; skipping %s", sorted(targets))
+        if targets:
+            context["ti"].skip(sorted(targets))
+        return result
+
+
+# -- TaskFlow ---------------------------------------------------------------------------------------------------
+
+
+class DecoratedPythonOperator(PythonOperator):
+    """The operator behind ``@task``: pushes a dict's items as separate XComs when ``multiple_outputs``."""
+
+    def execute(self, context: Context) -> Any:
+        result = super().execute(context)
+        if self.multiple_outputs:
+            if not isinstance(result, Mapping):
+                raise TaskFailure(
+                    f"task '{self.task_id}' has multiple_outputs=True but returned {type(result).__name__}; "
+                    "return a dict with string keys"
+                )
+            for key, value in result.items():
+                if not isinstance(key, str):
+                    raise TaskFailure(f"task '{self.task_id}': multiple_outputs keys must be strings, got {key!r}")
+                if key != XCOM_RETURN_KEY:
+                    context["ti"].xcom_push(key, value)
+        return result
+
+
+class _TaskDecorator:
+    """What ``@task`` returns: calling it inside a DAG creates a task and returns its output (an XComArg)."""
+
+    def __init__(self, func: Callable[..., Any], operator_class: type[PythonOperator], kwargs: dict[str, Any]):
+        self.function = func
+        self.operator_class = operator_class
+        self.kwargs = kwargs
+        functools.update_wrapper(self, func)
+
+    def override(self, **kwargs: Any) -> _TaskDecorator:
+        return _TaskDecorator(self.function, self.operator_class, {**self.kwargs, **kwargs})
+
+    def _unique_task_id(self, task_id: str) -> str:
+        dag = self.kwargs.get("dag") or current_dag()
+        if dag is None or task_id not in dag.task_dict:
+            return task_id
+        n = 1
+        while f"{task_id}__{n}" in dag.task_dict:
+            n += 1
+        return f"{task_id}__{n}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        options = dict(self.kwargs)
+        multiple_outputs = options.pop("multiple_outputs", None)
+        if multiple_outputs is None:
+            annotation = inspect.signature(self.function).return_annotation
+            multiple_outputs = annotation is dict or getattr(annotation, "__origin__", None) is dict
+        task_id = self._unique_task_id(options.pop("task_id", None) or self.function.__name__)
+        operator = self.operator_class(
+            task_id=task_id,
+            python_callable=self.function,
+            op_args=args,
+            op_kwargs=kwargs,
+            multiple_outputs=bool(multiple_outputs),
+            **options,
+        )
+        return XComArg(operator)
+
+
+def _decorate(operator_class: type[PythonOperator]) -> Callable[..., Any]:
+    def decorator(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        if python_callable is not None and callable(python_callable):
+            return _TaskDecorator(python_callable, operator_class, kwargs)
+        return lambda func: _TaskDecorator(func, operator_class, kwargs)
+
+    return decorator
+
+
+class _BranchDecorated(DecoratedPythonOperator, BranchPythonOperator):
+    pass
+
+
+class _ShortCircuitDecorated(DecoratedPythonOperator, ShortCircuitOperator):
+    pass
+
+
+class _TaskNamespace:
+    """``@task``, ``@task(...)``, ``@task.python``, ``@task.branch``, ``@task.short_circuit``."""
+
+    def __init__(self) -> None:
+        self.python = _decorate(DecoratedPythonOperator)
+        self.branch = _decorate(_BranchDecorated)
+        self.short_circuit = _decorate(_ShortCircuitDecorated)
+
+    def __call__(self, python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        return self.python(python_callable, **kwargs)
+
+
+task = _TaskNamespace()

@@ -1,0 +1,312 @@
+"""One try of one task instance: QUEUED -> RUNNING -> outcome.
+
+The outcome table (the one place exceptions become states):
+
+    returns normally                 -> success (return value pushed as XCom 'return_value')
+    SkipTask                         -> skipped
+    FailTaskNoRetry                  -> failed (retries not used)
+    any other exception / TaskTimeout -> up_for_retry while tries are left, else failed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import signal
+import socket
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sparkflow.definitions.baseoperator import BaseOperator
+from sparkflow.definitions.context import XCOM_RETURN_KEY, Context, task_environment
+from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.loader import load_dag_file
+from sparkflow.definitions.templating import make_environment
+from sparkflow.exceptions import FailTaskNoRetry, NotFound, SkipTask, TaskTimeout, UserError
+from sparkflow.logs import masker, open_task_log_handler, task_log_path
+from sparkflow.metastore import queries
+from sparkflow.metastore.bootstrap import Metastore
+from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.runtime.context import InMemoryTaskInstance, RuntimeTaskInstance, build_context
+from sparkflow.settings import Settings
+from sparkflow.state import RunState, TaskState
+
+TASK_LOGGER = "sparkflow.task"
+ACTOR = "task_runner"
+log = logging.getLogger(TASK_LOGGER)
+
+
+class TaskKilled(BaseException):
+    """SIGTERM reached the task process (killed, marked failed, scheduler shutdown of a lost task)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def load_task_dag(metastore: Metastore, dag_id: str) -> DAG:
+    """Re-import the DAG file recorded for dag_id (a task process starts from the file, as in Airflow)."""
+    record = queries.get_dag(metastore.db, dag_id)
+    dags, errors = load_dag_file(Path(record.fileloc))
+    for found in dags:
+        if found.dag_id == dag_id:
+            return found
+    reason = "; ".join(str(e) for e in errors) or "the DAG is no longer defined in it"
+    raise UserError(f"DAG '{dag_id}' cannot be loaded from {record.fileloc}: {reason}")
+
+
+def run_task_instance(
+    settings: Settings, metastore: Metastore, key: TIKey, try_number: int, dag: DAG | None = None
+) -> TaskState:
+    """Run the queued try ``try_number`` of ``key`` and record its outcome; returns the resulting state."""
+    ti = queries.get_task_instance(metastore.db, key)
+    if ti.state is not TaskState.QUEUED or ti.try_number != try_number:
+        log.warning("%s try %s is %s (try %s), not queued: not running it", key, try_number, ti.state, ti.try_number)
+        return ti.state
+    log_path = task_log_path(settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number)
+    handler = open_task_log_handler(log_path)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        try:
+            dag = dag or load_task_dag(metastore, key.dag_id)
+            task = dag.get_task(key.task_id)
+        except (UserError, NotFound) as exc:
+            log.error("%s", exc)
+            _finish_lost(metastore, ti, str(exc))
+            return TaskState.FAILED
+        started = metastore.store.set_task_state(
+            key, TaskState.QUEUED, TaskState.RUNNING, ACTOR, hostname=socket.gethostname(), pid=os.getpid(),
+            log_path=str(log_path),
+        )
+        if not started:
+            log.warning("%s was moved by someone else before it started; not running it", key)
+            return queries.get_task_instance(metastore.db, key).state
+        ti = queries.get_task_instance(metastore.db, key)
+        with _heartbeat(metastore, key, try_number, settings.heartbeat_interval):
+            return _run_try(settings, metastore, dag, task, ti)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run_try(settings: Settings, metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord) -> TaskState:
+    run = queries.get_run(metastore.db, ti.dag_id, ti.run_id)
+    handle = RuntimeTaskInstance(metastore, ti, run, dag)
+    context = build_context(dag, task, run, handle)
+    log.info("Starting attempt %s of %s: %s", ti.try_number, ti.max_tries + 1, ti.key)
+
+    def connections(conn_id: str) -> Any:
+        conn = queries.resolve_connection(metastore.db, conn_id, metastore.secrets)
+        masker.add(*conn.secrets())
+        return conn
+
+    def variables(key: str) -> str | None:
+        return queries.get_variable(metastore.db, key, metastore.secrets)
+
+    metastore.store.clear_xcoms(ti.key)
+    with task_environment(context, connections, variables):
+        outcome = execute_task(dag, task, context)
+    state = outcome.state
+    if state is TaskState.FAILED and outcome.retryable and ti.try_number <= ti.max_tries:
+        state = TaskState.UP_FOR_RETRY
+    return _finish(metastore, ti, task, context, state, outcome.error)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one try ended: SUCCESS, SKIPPED or FAILED, the reason, and whether a failure may be retried."""
+
+    state: TaskState
+    error: str | None = None
+    retryable: bool = True
+
+
+def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
+    """Render and execute the task on a copy; exceptions become an Outcome here and nowhere else."""
+    work = copy.copy(task)  # render on a copy: the DAG object stays pristine for the next try or run
+    context["task"] = work
+    searchpath = [str(Path(dag.fileloc).parent)] if dag.fileloc else []
+    env = make_environment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath)
+    env.globals.update(dag.user_defined_macros)
+    env.filters.update(dag.user_defined_filters)
+    try:
+        with _capture_output(), _timeout(work, task.execution_timeout), _sigterm_raises():
+            work.render_template_fields(context, env)
+            _call_callback(work.on_execute_callback, context, "on_execute_callback")
+            work.pre_execute(context)
+            result = work.execute(context)
+            if result is not None and work.do_xcom_push:
+                context["ti"].xcom_push(XCOM_RETURN_KEY, result)
+            work.post_execute(context, result)
+    except SkipTask as exc:
+        log.info("Task skipped: %s", exc)
+        return Outcome(TaskState.SKIPPED, str(exc))
+    except (Exception, TaskKilled) as exc:  # the user-code boundary: any exception is this try's failure
+        if isinstance(exc, (TaskTimeout, TaskKilled)):
+            work.on_kill()
+        context["exception"] = exc
+        reason = masker.mask(f"{type(exc).__name__}: {exc}")
+        log.error("Task failed with exception\n%s", masker.mask(traceback.format_exc()))
+        return Outcome(TaskState.FAILED, reason, retryable=not isinstance(exc, FailTaskNoRetry))
+    return Outcome(TaskState.SUCCESS)
+
+
+def _finish(
+    metastore: Metastore, ti: TaskInstanceRecord, task: BaseOperator, context: Context, state: TaskState,
+    error: str | None,
+) -> TaskState:
+    now = utcnow()
+    fields: dict[str, Any] = {"error": error}
+    if state is TaskState.UP_FOR_RETRY:
+        delay = task.retry_delay_for(ti.try_number)
+        fields["next_try_at"] = now + delay
+        log.info("Marking for retry in %s (attempt %s of %s)", delay, ti.try_number, ti.max_tries + 1)
+    moved = metastore.store.set_task_state(ti.key, TaskState.RUNNING, state, ACTOR, detail=error, now=now, **fields)
+    if not moved:
+        current = queries.get_task_instance(metastore.db, ti.key).state
+        log.warning("Task was set to %s from outside while running; keeping that (not %s)", current, state)
+        return current
+    log.info("Marking task as %s", state.value.upper())
+    callback = {
+        TaskState.SUCCESS: task.on_success_callback,
+        TaskState.FAILED: task.on_failure_callback,
+        TaskState.UP_FOR_RETRY: task.on_retry_callback,
+    }.get(state)
+    _call_callback(callback, context, f"{state.value} callback")
+    return state
+
+
+def _finish_lost(metastore: Metastore, ti: TaskInstanceRecord, reason: str) -> None:
+    """A queued try that cannot even start (its DAG or task vanished) fails rather than staying queued."""
+    metastore.store.set_task_state(ti.key, TaskState.QUEUED, TaskState.FAILED, ACTOR, detail=reason, error=reason)
+
+
+def _call_callback(callback: Callable[[Context], Any] | None, context: Context, what: str) -> None:
+    if callback is None:
+        return
+    for func in callback if isinstance(callback, list) else [callback]:
+        try:
+            func(context)
+        except Exception:  # a broken callback must not change the task's outcome
+            log.exception("%s raised; the task outcome is unchanged", what)
+
+
+class _LogWriter(io.TextIOBase):
+    """print() inside a task goes to the task log, line by line."""
+
+    def __init__(self, level: int) -> None:
+        self._level = level
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            log.log(self._level, "%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            log.log(self._level, "%s", self._buffer)
+            self._buffer = ""
+
+
+@contextlib.contextmanager
+def _capture_output() -> Iterator[None]:
+    out, err = _LogWriter(logging.INFO), _LogWriter(logging.WARNING)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            yield
+        finally:
+            out.flush()
+            err.flush()
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _timeout(task: BaseOperator, limit: timedelta | None) -> Iterator[None]:
+    if limit is None:
+        yield
+        return
+    if not _in_main_thread():
+        log.warning("execution_timeout %s cannot be enforced outside the main thread", limit)
+        yield
+        return
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise TaskTimeout(f"task '{task.task_id}' exceeded its execution_timeout of {limit}")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit.total_seconds())
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if not _in_main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise TaskKilled("task received SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _heartbeat(metastore: Metastore, key: TIKey, try_number: int, interval: float) -> Iterator[None]:
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                metastore.store.heartbeat(key, try_number)
+            except Exception:  # a missed beat is retried next interval; the scheduler tolerates a few
+                logging.getLogger("sparkflow.runtime").exception("heartbeat of %s failed", key)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{key.task_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=interval + 1)
+
+
+def test_task(dag: DAG, task_id: str, run_id: str, logical_date: datetime, connections: Any, variables: Any,
+              conf: dict[str, Any] | None = None) -> tuple[Outcome, dict[str, Any]]:
+    """`sparkflow tasks test`: run one task now, in this process, recording nothing."""
+    task = dag.get_task(task_id)
+    interval = dag.infer_manual_data_interval(logical_date)
+    run = DagRunRecord(
+        id=0, dag_id=dag.dag_id, run_id=run_id, run_type="manual", logical_date=logical_date,
+        data_interval_start=interval.start, data_interval_end=interval.end, conf=conf or {},
+        state=RunState.RUNNING, queued_at=None, start_date=None, end_date=None, external_trigger=True,
+    )
+    handle = InMemoryTaskInstance(dag, task_id, run_id)
+    context = build_context(dag, task, run, handle, test_mode=True)
+    with task_environment(context, connections, variables):
+        outcome = execute_task(dag, task, context)
+    return outcome, handle.xcoms

@@ -1,0 +1,229 @@
+"""The scheduler loop: apply the planner's decisions through the store and hand work to an executor.
+
+One loop serves the daemon, `trigger --wait` and `dags test` alike; they differ only in which runs they look at,
+which executor they use and when they stop. Time comes from an injectable clock so tests control it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from sparkflow.definitions.dag import DAG
+from sparkflow.executors.base import Executor, ExecutorEvent, Workload
+from sparkflow.executors.factory import make_executor
+from sparkflow.metastore import queries
+from sparkflow.metastore.bootstrap import Metastore
+from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord
+from sparkflow.scheduler.planner import plan_run
+from sparkflow.settings import Settings
+from sparkflow.state import RUN_ACTIVE, RunState, TaskState
+
+log = logging.getLogger("sparkflow.scheduler")
+ACTOR = "scheduler"
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class TickResult:
+    changed: bool = False
+    finished_runs: list[DagRunRecord] = field(default_factory=list)
+
+
+class SchedulerLoop:
+    def __init__(
+        self,
+        metastore: Metastore,
+        executor: Executor,
+        get_dag: Callable[[str], DAG | None],
+        clock: Clock = utcnow,
+        heartbeat_timeout: float = 60.0,
+    ) -> None:
+        self.ms = metastore
+        self.executor = executor
+        self.get_dag = get_dag
+        self.clock = clock
+        self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout)
+
+    # -- one iteration ---------------------------------------------------------------------------------------
+    def tick(self, run_filter: Iterable[int] | None = None) -> TickResult:
+        result = TickResult()
+        for event in self.executor.sync():
+            result.changed |= self._handle_event(event)
+        wanted = set(run_filter) if run_filter is not None else None
+        runs = [r for r in queries.list_runs(self.ms.db, states=RUN_ACTIVE) if wanted is None or r.id in wanted]
+        runs.sort(key=lambda r: (r.logical_date, r.id))
+        schedulable: list[tuple[DagRunRecord, DAG, TaskInstanceRecord]] = []
+        started_per_dag: dict[str, int] = {}
+        for run in runs:
+            dag = self.get_dag(run.dag_id)
+            if dag is None:
+                continue
+            if run.state is RunState.QUEUED:
+                active = started_per_dag.setdefault(
+                    run.dag_id, len(queries.list_runs(self.ms.db, run.dag_id, states=[RunState.RUNNING]))
+                )
+                if active >= dag.max_active_runs:
+                    continue
+                if not self.ms.store.set_run_state(run, RunState.RUNNING, ACTOR, now=self.clock()):
+                    continue
+                started_per_dag[run.dag_id] = active + 1
+                run = queries.get_run(self.ms.db, run.dag_id, run.run_id)
+                result.changed = True
+            changed, finished, ready = self._advance_run(run, dag)
+            result.changed |= changed
+            if finished is not None:
+                result.finished_runs.append(finished)
+            schedulable.extend((run, dag, ti) for ti in ready)
+        result.changed |= self._queue(schedulable)
+        return result
+
+    def _advance_run(
+        self, run: DagRunRecord, dag: DAG
+    ) -> tuple[bool, DagRunRecord | None, list[TaskInstanceRecord]]:
+        now = self.clock()
+        tis = {ti.task_id: ti for ti in queries.task_instances(self.ms.db, run.dag_id, run.run_id)}
+        changed = self._detect_zombies(tis.values(), now)
+        if changed:
+            tis = {ti.task_id: ti for ti in queries.task_instances(self.ms.db, run.dag_id, run.run_id)}
+        plan = plan_run(
+            dag,
+            {tid: ti.state for tid, ti in tis.items() if tid in dag.task_dict},
+            {tid: ti.next_try_at for tid, ti in tis.items()},
+            now,
+        )
+        store = self.ms.store
+        for task_id, new in plan.decisions.items():
+            changed |= store.set_task_state(tis[task_id].key, TaskState.NONE, new, ACTOR, now=now)
+        for task_id in plan.retry_due:
+            ti = tis[task_id]
+            changed |= store.set_task_state(ti.key, ti.state, TaskState.SCHEDULED, ACTOR, now=now, next_try_at=None)
+        finished = None
+        if plan.run_state is not None:
+            if store.set_run_state(run, plan.run_state, ACTOR, now=now):
+                finished = queries.get_run(self.ms.db, run.dag_id, run.run_id)
+                self._run_callback(dag, finished)
+                changed = True
+            return changed, finished, []
+        if changed:
+            tis = {ti.task_id: ti for ti in queries.task_instances(self.ms.db, run.dag_id, run.run_id)}
+        ready = [ti for ti in tis.values() if ti.state is TaskState.SCHEDULED]
+        return changed, finished, ready
+
+    def _queue(self, candidates: list[tuple[DagRunRecord, DAG, TaskInstanceRecord]]) -> bool:
+        """Hand scheduled tasks to the executor: highest priority first, within max_active_tasks per DAG."""
+        changed = False
+        running = self.executor.running()
+        active_per_dag: dict[str, int] = {}
+        candidates.sort(key=lambda c: (-c[2].priority_weight, c[0].logical_date, c[2].id))
+        for run, dag, ti in candidates:
+            if self.executor.open_slots() <= 0:
+                break
+            if ti.key in running:
+                continue
+            if dag.dag_id not in active_per_dag:
+                active_per_dag[dag.dag_id] = self._active_tasks(dag.dag_id)
+            if active_per_dag[dag.dag_id] >= dag.max_active_tasks:
+                continue
+            try_number = ti.try_number + 1
+            if not self.ms.store.set_task_state(
+                ti.key, TaskState.SCHEDULED, TaskState.QUEUED, ACTOR, now=self.clock(),
+                try_number=try_number, queued_at=self.clock(), executor=self.executor.name,
+            ):
+                continue
+            active_per_dag[dag.dag_id] += 1
+            self.executor.queue(Workload(ti.key, try_number, ti.priority_weight, ti.queue))
+            changed = True
+        return changed
+
+    def _active_tasks(self, dag_id: str) -> int:
+        runs = queries.list_runs(self.ms.db, dag_id, states=[RunState.RUNNING])
+        tis = queries.task_instances_of_runs(self.ms.db, [r.id for r in runs])
+        return sum(ti.state in (TaskState.QUEUED, TaskState.RUNNING) for ti in tis)
+
+    # -- failures the task could not report itself -------------------------------------------------------------
+    def _handle_event(self, event: ExecutorEvent) -> bool:
+        if event.exit_code == 0:
+            return True
+        ti = queries.get_task_instance(self.ms.db, event.workload.key)
+        if ti.try_number != event.workload.try_number or ti.state not in (TaskState.QUEUED, TaskState.RUNNING):
+            return True  # the runner recorded an outcome before dying, or the task moved on
+        return self._fail_lost(ti, event.reason or f"task process exited with code {event.exit_code}")
+
+    def _detect_zombies(self, tis: Iterable[TaskInstanceRecord], now: datetime) -> bool:
+        """Running tasks nobody here owns whose heartbeat stopped: their process died (kill -9, OOM, lost host)."""
+        changed = False
+        owned = self.executor.running()
+        for ti in tis:
+            if ti.state is not TaskState.RUNNING or ti.key in owned:
+                continue
+            beat = ti.last_heartbeat_at or ti.start_date
+            if beat is not None and now - beat > self.heartbeat_timeout:
+                changed |= self._fail_lost(ti, f"no heartbeat for {self.heartbeat_timeout}; the task process died")
+        return changed
+
+    def _fail_lost(self, ti: TaskInstanceRecord, reason: str) -> bool:
+        dag = self.get_dag(ti.dag_id)
+        task = dag.task_dict.get(ti.task_id) if dag else None
+        now = self.clock()
+        if ti.try_number <= ti.max_tries and task is not None:
+            new, fields = TaskState.UP_FOR_RETRY, {"next_try_at": now + task.retry_delay_for(ti.try_number)}
+        else:
+            new, fields = TaskState.FAILED, {}
+        log.warning("%s: %s; marking %s", ti.key, reason, new.value)
+        return self.ms.store.set_task_state(ti.key, ti.state, new, ACTOR, detail=reason, now=now, error=reason,
+                                            **fields)
+
+    def _run_callback(self, dag: DAG, run: DagRunRecord) -> None:
+        callback = dag.on_success_callback if run.state is RunState.SUCCESS else dag.on_failure_callback
+        if callback is None:
+            return
+        try:
+            callback({"dag": dag, "dag_run": run, "run_id": run.run_id, "reason": run.state.value})
+        except Exception:
+            log.exception("DAG '%s' %s callback raised", dag.dag_id, run.state.value)
+
+    # -- driving ---------------------------------------------------------------------------------------------
+    def run_until_finished(
+        self,
+        run: DagRunRecord,
+        on_tick: Callable[[], None] | None = None,
+        idle_sleep: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> DagRunRecord:
+        """Drive one run to a final state (what `trigger --wait` and `dags test` do)."""
+        self.executor.start()
+        try:
+            while True:
+                result = self.tick(run_filter=[run.id])
+                if on_tick is not None:
+                    on_tick()
+                current = queries.get_run(self.ms.db, run.dag_id, run.run_id)
+                if current.state not in RUN_ACTIVE:
+                    return current
+                if not result.changed:
+                    sleep(idle_sleep)
+        finally:
+            self.executor.end(kill=True)
+
+
+def drive_run(
+    settings: Settings,
+    metastore: Metastore,
+    dag: DAG,
+    run: DagRunRecord,
+    executor_name: str | None = None,
+    on_tick: Callable[[], None] | None = None,
+) -> DagRunRecord:
+    """Run one DagRun to its end with the configured executor: the scheduler's own loop, limited to this run."""
+    dags = {dag.dag_id: dag}
+    executor = make_executor(settings, metastore, dags.get, executor_name)
+    loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=settings.heartbeat_timeout)
+    return loop.run_until_finished(run, on_tick=on_tick)

@@ -1,0 +1,139 @@
+"""Pure scheduling decisions: which tasks of a run may start, which are skipped or upstream_failed, and the
+run's resulting state. No I/O, no clock of its own: everything comes in as arguments, so it is fast to test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.trigger_rule import TriggerRule
+from sparkflow.state import TASK_FAILED_LIKE, TASK_TERMINAL, RunState, TaskState
+
+TR = TriggerRule
+
+
+@dataclass(frozen=True)
+class UpstreamCounts:
+    total: int
+    success: int = 0
+    skipped: int = 0
+    failed: int = 0  # failed + upstream_failed
+    done: int = 0  # in a terminal state
+
+    @classmethod
+    def of(cls, upstream_states: list[TaskState]) -> UpstreamCounts:
+        return cls(
+            total=len(upstream_states),
+            success=sum(s is TaskState.SUCCESS for s in upstream_states),
+            skipped=sum(s is TaskState.SKIPPED for s in upstream_states),
+            failed=sum(s in TASK_FAILED_LIKE for s in upstream_states),
+            done=sum(s in TASK_TERMINAL for s in upstream_states),
+        )
+
+
+def evaluate_trigger_rule(rule: TriggerRule, up: UpstreamCounts) -> TaskState | None:
+    """What the task should become given its direct upstream: SCHEDULED (may run), SKIPPED, UPSTREAM_FAILED,
+    or None (not decided yet: wait). Airflow's semantics, including skip propagation."""
+    if up.total == 0 or rule is TR.ALWAYS:
+        return TaskState.SCHEDULED
+    all_done = up.done == up.total
+    if rule is TR.ALL_SUCCESS:
+        if up.failed:
+            return TaskState.UPSTREAM_FAILED
+        if up.skipped:
+            return TaskState.SKIPPED
+        return TaskState.SCHEDULED if up.success == up.total else None
+    if rule is TR.ALL_FAILED:
+        if up.success or up.skipped:
+            return TaskState.SKIPPED
+        return TaskState.SCHEDULED if all_done else None
+    if rule is TR.ALL_DONE:
+        return TaskState.SCHEDULED if all_done else None
+    if rule is TR.ONE_SUCCESS:
+        if up.success:
+            return TaskState.SCHEDULED
+        if all_done:
+            return TaskState.SKIPPED if up.skipped == up.total else TaskState.UPSTREAM_FAILED
+        return None
+    if rule is TR.ONE_FAILED:
+        if up.failed:
+            return TaskState.SCHEDULED
+        return TaskState.SKIPPED if all_done else None
+    if rule is TR.ONE_DONE:
+        if up.success or up.failed:
+            return TaskState.SCHEDULED
+        return TaskState.SKIPPED if all_done else None
+    if rule is TR.NONE_FAILED:
+        if up.failed:
+            return TaskState.UPSTREAM_FAILED
+        return TaskState.SCHEDULED if all_done else None
+    if rule is TR.NONE_FAILED_MIN_ONE_SUCCESS:
+        if up.failed:
+            return TaskState.UPSTREAM_FAILED
+        if all_done:
+            return TaskState.SCHEDULED if up.success else TaskState.SKIPPED
+        return None
+    if rule is TR.NONE_SKIPPED:
+        if up.skipped:
+            return TaskState.SKIPPED
+        return TaskState.SCHEDULED if all_done else None
+    raise AssertionError(f"unhandled trigger rule {rule}")
+
+
+@dataclass
+class RunPlan:
+    """Changes for one run: task_id -> new state for tasks in NONE, plus waiting tasks whose time has come."""
+
+    decisions: dict[str, TaskState] = field(default_factory=dict)
+    retry_due: list[str] = field(default_factory=list)
+    run_state: RunState | None = None  # the run's final state, when every task is done
+
+
+def plan_run(
+    dag: DAG,
+    states: Mapping[str, TaskState],
+    next_try_at: Mapping[str, datetime | None],
+    now: datetime,
+    past_ok: Mapping[str, bool] | None = None,
+) -> RunPlan:
+    """Decide the next step of one run.
+
+    ``states`` holds every task instance's state; ``next_try_at`` when up_for_retry/up_for_reschedule tasks may
+    go again; ``past_ok`` for depends_on_past tasks whether the previous run's instance succeeded or skipped.
+    Decisions are applied in topological order within this call, so skips and upstream failures propagate
+    through a whole chain in one pass.
+    """
+    plan = RunPlan()
+    current = dict(states)
+    for task in dag.topological_order():
+        tid = task.task_id
+        state = current.get(tid)
+        if state is TaskState.NONE:
+            decision = evaluate_trigger_rule(
+                task.trigger_rule, UpstreamCounts.of([current[u] for u in task.upstream_task_ids if u in current])
+            )
+            if decision is TaskState.SCHEDULED and task.depends_on_past and past_ok is not None:
+                if not past_ok.get(tid, True):
+                    decision = None
+            if decision is not None:
+                plan.decisions[tid] = decision
+                current[tid] = decision
+        elif state in (TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE):
+            due = next_try_at.get(tid)
+            if due is None or due <= now:
+                plan.retry_due.append(tid)
+    plan.run_state = run_state(dag, current)
+    return plan
+
+
+def run_state(dag: DAG, states: Mapping[str, TaskState]) -> RunState | None:
+    """SUCCESS or FAILED once every task is terminal (failed if any leaf failed), else None."""
+    if any(s not in TASK_TERMINAL for s in states.values()):
+        return None
+    leaves = [t.task_id for t in dag.leaves if t.task_id in states]
+    if any(states[leaf] in TASK_FAILED_LIKE for leaf in leaves):
+        return RunState.FAILED
+    return RunState.SUCCESS

@@ -1,0 +1,150 @@
+"""Typed, frozen settings: defaults < ``$SPARKFLOW_HOME/sparkflow.toml`` < ``SPARKFLOW_*`` environment variables.
+
+Settings are loaded once (``load_settings``) by an entry point and passed down; nothing reads configuration at
+import time. Every field carries its help text, which ``sparkflow config list`` shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparkflow.exceptions import ConfigError
+
+ENV_PREFIX = "SPARKFLOW_"
+EXECUTORS = ("sequential", "local", "celery")
+
+
+def _setting(default: Any, help: str, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = _setting(Path("~/sparkflow"), "sparkflow's home: metastore, logs, keys (env SPARKFLOW_HOME).")
+    dags_folder: Path | None = _setting(None, "Folder of DAG files. Default: $SPARKFLOW_HOME/dags.")
+    db_url: str | None = _setting(
+        None, "SQLAlchemy URL of the metastore. Default: SQLite at $SPARKFLOW_HOME/sparkflow.db.", secret=True
+    )
+    executor: str = _setting("local", "Executor: local (process per task), sequential (in-process) or celery.")
+    parallelism: int = _setting(8, "Most task instances running at once in one scheduler/executor.")
+    log_folder: Path | None = _setting(None, "Task and sparkflow logs. Default: $SPARKFLOW_HOME/logs.")
+    fernet_key: str | None = _setting(
+        None, "Key encrypting connection secrets. Default: read from $SPARKFLOW_HOME/fernet.key.", secret=True
+    )
+    scheduler_loop_interval: float = _setting(0.5, "Seconds the scheduler sleeps when a loop found no work.")
+    heartbeat_interval: float = _setting(5.0, "Seconds between heartbeats of a running task.")
+    heartbeat_timeout: float = _setting(60.0, "A running task silent this long is treated as dead.")
+    max_tries_default: int = _setting(0, "Default retries for tasks that set none.")
+    sqlite_busy_timeout: float = _setting(30.0, "Seconds a SQLite writer waits for the lock before failing.")
+    default_timezone: str = _setting("UTC", "Time zone of naive datetimes in DAG files and on the CLI.")
+    load_examples: bool = _setting(False, "Unused placeholder kept for Airflow users; examples live in jobs/.")
+
+    # Derived paths, resolved once so callers never repeat the defaults.
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_dags_folder(self) -> Path:
+        return (self.dags_folder or self.resolved_home / "dags").expanduser().resolve()
+
+    @property
+    def resolved_log_folder(self) -> Path:
+        return (self.log_folder or self.resolved_home / "logs").expanduser().resolve()
+
+    @property
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.resolved_home / 'sparkflow.db'}"
+
+    @property
+    def display_db_url(self) -> str:
+        """The metastore URL with any password masked, for messages."""
+        return _mask_url_password(self.resolved_db_url)
+
+    @property
+    def fernet_key_file(self) -> Path:
+        return self.resolved_home / "fernet.key"
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, effective value with secrets masked, help) for every setting."""
+        rows = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            shown = "***" if f.metadata["secret"] and value else ("" if value is None else str(value))
+            if f.name == "db_url" and value:
+                shown = _mask_url_password(value)
+            rows.append((f.name, shown, f.metadata["help"]))
+        return rows
+
+
+def _mask_url_password(url: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _coerce(name: str, raw: Any, annotation: str, source: str) -> Any:
+    kind = annotation.replace(" | None", "")
+    try:
+        if kind == "Path":
+            return Path(str(raw)).expanduser()
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return str(raw)
+    except ValueError:
+        raise ConfigError(
+            f"setting '{name}' from {source} has bad value {raw!r}; expected {kind}"
+        ) from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings once: defaults, then sparkflow.toml in the home, then SPARKFLOW_* variables."""
+    env = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    home = Path(env.get(ENV_PREFIX + "HOME", "~/sparkflow")).expanduser()
+    values: dict[str, Any] = {"home": home}
+
+    toml_path = home / "sparkflow.toml"
+    if toml_path.is_file():
+        try:
+            data = tomllib.loads(toml_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings file {toml_path} is not valid TOML: {exc}; fix or remove it") from None
+        section = data.get("core", data)
+        for key, raw in section.items():
+            if key not in fields or key == "home":
+                raise ConfigError(
+                    f"settings file {toml_path} has unknown setting '{key}'; known: {', '.join(sorted(fields))}"
+                )
+            values[key] = _coerce(key, raw, str(fields[key].type), str(toml_path))
+
+    for name, f in fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and name != "home":
+            values[name] = _coerce(name, raw, str(f.type), ENV_PREFIX + name.upper())
+
+    settings = Settings(**values)
+    if settings.executor not in EXECUTORS:
+        raise ConfigError(
+            f"setting 'executor' has bad value {settings.executor!r}; choose one of {', '.join(EXECUTORS)}"
+        )
+    if settings.parallelism < 1:
+        raise ConfigError(f"setting 'parallelism' has bad value {settings.parallelism}; it must be at least 1")
+    return settings

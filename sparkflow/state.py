@@ -1,0 +1,85 @@
+"""The one state machine of sparkflow: task-instance and dag-run states, their groups, and legal moves.
+
+Every state change in the metastore goes through ``metastore.store`` which calls :func:`check_transition`
+before its compare-and-set UPDATE. No UI colours live here (the web layer owns presentation).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sparkflow.exceptions import InvalidTransition
+
+
+class TaskState(StrEnum):
+    NONE = "none"  # created with the run (or cleared); the scheduler has not looked at it yet
+    SCHEDULED = "scheduled"  # scheduler: dependencies met, waiting for a slot
+    QUEUED = "queued"  # scheduler: handed to an executor
+    RUNNING = "running"  # task runner: a try is executing
+    SUCCESS = "success"  # task runner: the try finished cleanly
+    FAILED = "failed"  # task runner (no tries left) or scheduler (lost/timed out, no tries left)
+    UP_FOR_RETRY = "up_for_retry"  # task runner / scheduler: a try failed, another one is due after retry_delay
+    UP_FOR_RESCHEDULE = "up_for_reschedule"  # task runner: a sensor in reschedule mode gave its slot back
+    UPSTREAM_FAILED = "upstream_failed"  # scheduler: the trigger rule can no longer be met because upstream failed
+    SKIPPED = "skipped"  # task runner (skip exception, branch, short-circuit) or scheduler (skip propagation)
+    REMOVED = "removed"  # scheduler: the task no longer exists in the DAG file
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"  # trigger/scheduler: created, not started (max_active_runs may hold it)
+    RUNNING = "running"  # scheduler: at least one task may run
+    SUCCESS = "success"  # scheduler: every leaf task ended in success or skipped
+    FAILED = "failed"  # scheduler: some leaf task failed or upstream_failed
+
+
+TASK_TERMINAL: frozenset[TaskState] = frozenset(
+    {TaskState.SUCCESS, TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED, TaskState.REMOVED}
+)
+# A task in one of these holds (or is about to hold) an executor slot.
+TASK_ACTIVE: frozenset[TaskState] = frozenset({TaskState.QUEUED, TaskState.RUNNING})
+# Waiting for the scheduler to decide again (time-based).
+TASK_WAITING: frozenset[TaskState] = frozenset({TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE})
+# Upstream states that count as "failed" for trigger rules.
+TASK_FAILED_LIKE: frozenset[TaskState] = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
+
+RUN_TERMINAL: frozenset[RunState] = frozenset({RunState.SUCCESS, RunState.FAILED})
+RUN_ACTIVE: frozenset[RunState] = frozenset({RunState.QUEUED, RunState.RUNNING})
+
+_T = TaskState
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    _T.NONE: frozenset({_T.SCHEDULED, _T.SKIPPED, _T.UPSTREAM_FAILED, _T.REMOVED}),
+    _T.SCHEDULED: frozenset({_T.QUEUED, _T.NONE, _T.SKIPPED, _T.UPSTREAM_FAILED, _T.REMOVED}),
+    # queued -> scheduled: the executor lost the task before it started (scheduler restart adopts/resets)
+    _T.QUEUED: frozenset({_T.RUNNING, _T.SCHEDULED, _T.FAILED, _T.UP_FOR_RETRY}),
+    _T.RUNNING: frozenset({_T.SUCCESS, _T.FAILED, _T.UP_FOR_RETRY, _T.SKIPPED, _T.UP_FOR_RESCHEDULE}),
+    _T.UP_FOR_RETRY: frozenset({_T.SCHEDULED, _T.FAILED}),
+    _T.UP_FOR_RESCHEDULE: frozenset({_T.SCHEDULED, _T.FAILED}),
+    _T.SUCCESS: frozenset(),
+    _T.FAILED: frozenset(),
+    _T.UPSTREAM_FAILED: frozenset(),
+    _T.SKIPPED: frozenset(),
+    _T.REMOVED: frozenset({_T.NONE}),
+}
+
+_R = RunState
+RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    _R.QUEUED: frozenset({_R.RUNNING, _R.FAILED}),
+    _R.RUNNING: frozenset({_R.SUCCESS, _R.FAILED}),
+    _R.SUCCESS: frozenset(),
+    _R.FAILED: frozenset(),
+}
+
+
+def check_transition(old: TaskState, new: TaskState) -> None:
+    """Raise InvalidTransition unless the task state machine allows ``old -> new``.
+
+    Leaving a terminal state is not a transition: it is a *clear* (re-run) or a *mark*, each an audited
+    operation of its own in ``metastore.store``.
+    """
+    if new not in TASK_TRANSITIONS[old]:
+        raise InvalidTransition(f"task instance cannot move from '{old}' to '{new}'")
+
+
+def check_run_transition(old: RunState, new: RunState) -> None:
+    if new not in RUN_TRANSITIONS[old]:
+        raise InvalidTransition(f"dag run cannot move from '{old}' to '{new}'")
