@@ -7,10 +7,10 @@ it started (a JVM under spark-submit, a pipeline under bash).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +50,17 @@ class GroupProcess:
             cwd=self.cwd,
             start_new_session=True,
         )
-        try:
-            assert self.proc.stdout is not None
-            for raw in iter(self.proc.stdout.readline, b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                tail.append(line)
-                on_line(line)
-            returncode = self.proc.wait()
-        except BaseException:
-            self.kill()  # timeout, SIGTERM of the task, ctrl-c: never leave the child behind
-            raise
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            try:
+                for raw in iter(self.proc.stdout.readline, b""):
+                    line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                    tail.append(line)
+                    on_line(line)
+                returncode = self.proc.wait()
+            except BaseException:
+                self.kill()  # timeout, SIGTERM of the task, ctrl-c: never leave the child behind
+                raise
         return ProcessResult(returncode, tuple(tail))
 
     @property
@@ -67,31 +68,22 @@ class GroupProcess:
         return self.proc.pid if self.proc else None
 
     def kill(self, grace: float = KILL_GRACE_SECONDS) -> None:
-        """SIGTERM the whole group, then SIGKILL what is left after ``grace`` seconds."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        kill_process_group(self.proc.pid, grace)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
+        if self.proc is not None:
+            terminate_group(self.proc, grace)
 
 
-def kill_process_group(pgid: int, grace: float = KILL_GRACE_SECONDS) -> bool:
-    """Terminate a process group: SIGTERM, wait up to grace seconds, SIGKILL. True if the group is gone."""
+def terminate_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE_SECONDS) -> None:
+    """SIGTERM the process group led by ``proc``; SIGKILL whatever is left once the leader is gone or ``grace``
+    seconds have passed. Waiting on the leader (not probing the group) matters: an unreaped leader still counts
+    as a group member, and stragglers re-parented to a PID 1 that never reaps would look alive for ever."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
         pass
-    return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

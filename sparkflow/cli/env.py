@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,7 +32,7 @@ class CliEnv:
         return self._metastore
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def parse_date(self, value: str, option: str) -> datetime:
         """YYYY-MM-DD or ISO 8601; naive values are in the default_timezone setting."""
@@ -44,7 +44,7 @@ class CliEnv:
             raise UserError(
                 f"{option} {value!r} is not a date; use YYYY-MM-DD or ISO 8601 such as 2024-01-01T00:00:00+00:00"
             )
-        return datetime.fromtimestamp(parsed.timestamp(), timezone.utc)
+        return datetime.fromtimestamp(parsed.timestamp(), UTC)
 
 
 def parse_conf(text: str | None) -> dict[str, Any] | None:

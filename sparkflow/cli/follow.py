@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -48,7 +48,7 @@ class RunFollower:
                 self._announce(ti)
 
     def _announce(self, ti: TaskInstanceRecord) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
         state = click.style(ti.state.value, fg=STATE_COLOURS.get(ti.state), bold=True)
         tries = f" (try {ti.try_number})" if ti.try_number > 1 else ""
         reason = f": {ti.error.splitlines()[0]}" if ti.error and ti.state is not TaskState.SUCCESS else ""

@@ -7,7 +7,7 @@ A scheduled run covers the interval [start, end) and runs once ``end`` has passe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 from croniter import CroniterBadCronError, croniter
@@ -40,7 +40,7 @@ class Timetable(Protocol):
     ) -> DataInterval | None: ...
 
 
-def _utc(dt: datetime, default_tz: tzinfo = timezone.utc) -> datetime:
+def _utc(dt: datetime, default_tz: tzinfo = UTC) -> datetime:
     return dt.replace(tzinfo=default_tz) if dt.tzinfo is None else dt
 
 
@@ -69,7 +69,7 @@ class OnceTimetable(NullTimetable):
 
 
 class CronTimetable:
-    def __init__(self, expression: str, tz: tzinfo = timezone.utc) -> None:
+    def __init__(self, expression: str, tz: tzinfo = UTC) -> None:
         cron = PRESETS.get(expression, expression)
         if expression.startswith("@") and expression not in PRESETS:
             raise ValueError(
@@ -89,11 +89,11 @@ class CronTimetable:
 
     def _next(self, after: datetime) -> datetime:
         value: datetime = croniter(self._cron, after.astimezone(self._tz)).get_next(datetime)
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def _prev(self, before: datetime) -> datetime:
         value: datetime = croniter(self._cron, before.astimezone(self._tz)).get_prev(datetime)
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def _align_up(self, dt: datetime) -> datetime:
         """dt itself if it is a fire time, else the next one."""
@@ -149,7 +149,7 @@ class DeltaTimetable:
         return DataInterval(start, end) if end <= now else None
 
 
-def make_timetable(schedule: object, tz: tzinfo = timezone.utc) -> Timetable:
+def make_timetable(schedule: object, tz: tzinfo = UTC) -> Timetable:
     """Turn a DAG's ``schedule`` argument into a Timetable, or raise ValueError naming the bad value."""
     if schedule is None:
         return NullTimetable()
@@ -166,5 +166,5 @@ def make_timetable(schedule: object, tz: tzinfo = timezone.utc) -> Timetable:
     )
 
 
-def ensure_aware(dt: datetime, tz: tzinfo = timezone.utc) -> datetime:
+def ensure_aware(dt: datetime, tz: tzinfo = UTC) -> datetime:
     return _utc(dt, tz)

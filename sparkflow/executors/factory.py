@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.exceptions import ConfigError
@@ -10,20 +11,22 @@ from sparkflow.executors.base import Executor, Workload
 from sparkflow.executors.local import LocalExecutor
 from sparkflow.executors.sequential import SequentialExecutor
 from sparkflow.metastore.bootstrap import Metastore
-from sparkflow.runtime.task_runner import run_task_instance
+from sparkflow.runtime.task_runner import run_task_instance, utcnow
 from sparkflow.settings import Settings
 
 
 def make_executor(
-    settings: Settings, metastore: Metastore, get_dag: Callable[[str], DAG | None], name: str | None = None
+    settings: Settings, metastore: Metastore, get_dag: Callable[[str], DAG | None], name: str | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Executor:
+    """``clock`` reaches in-process task runs only (sequential); task processes use the wall clock."""
     name = name or settings.executor
     if name == "local":
         return LocalExecutor(settings.parallelism, settings.resolved_log_folder)
     if name == "sequential":
         def run(workload: Workload) -> object:
             return run_task_instance(settings, metastore, workload.key, workload.try_number,
-                                     dag=get_dag(workload.key.dag_id))
+                                     dag=get_dag(workload.key.dag_id), clock=clock)
 
         return SequentialExecutor(run)
     raise ConfigError(f"executor {name!r} is not available in this build; use local or sequential")

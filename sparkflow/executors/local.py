@@ -14,7 +14,7 @@ from pathlib import Path
 from sparkflow.executors.base import ExecutorEvent, Workload
 from sparkflow.logs import task_log_path
 from sparkflow.metastore.records import TIKey
-from sparkflow.process import kill_process_group
+from sparkflow.process import terminate_group
 
 
 @dataclass
@@ -77,14 +77,14 @@ class LocalExecutor:
         item = self._running.get(key)
         if item is None:
             return False
-        kill_process_group(item.proc.pid)
+        terminate_group(item.proc)
         return True
 
     def end(self, kill: bool = False) -> None:
         self._queued.clear()
         for item in self._running.values():
             if kill:
-                kill_process_group(item.proc.pid)
+                terminate_group(item.proc)
             item.proc.wait()
         self._running.clear()
 

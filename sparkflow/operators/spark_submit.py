@@ -7,7 +7,7 @@ from typing import Any
 
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import Context, lookup_connection
-from sparkflow.exceptions import DagDefinitionError, SparkSubmitFailed
+from sparkflow.exceptions import SparkSubmitFailed
 from sparkflow.logs import masker
 from sparkflow.process import GroupProcess
 from sparkflow.spark.command import build_spark_submit_argv

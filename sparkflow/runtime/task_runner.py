@@ -21,7 +21,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -50,7 +50,7 @@ class TaskKilled(BaseException):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def load_task_dag(metastore: Metastore, dag_id: str) -> DAG:
@@ -65,7 +65,8 @@ def load_task_dag(metastore: Metastore, dag_id: str) -> DAG:
 
 
 def run_task_instance(
-    settings: Settings, metastore: Metastore, key: TIKey, try_number: int, dag: DAG | None = None
+    settings: Settings, metastore: Metastore, key: TIKey, try_number: int, dag: DAG | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> TaskState:
     """Run the queued try ``try_number`` of ``key`` and record its outcome; returns the resulting state."""
     ti = queries.get_task_instance(metastore.db, key)
@@ -86,21 +87,23 @@ def run_task_instance(
             _finish_lost(metastore, ti, str(exc))
             return TaskState.FAILED
         started = metastore.store.set_task_state(
-            key, TaskState.QUEUED, TaskState.RUNNING, ACTOR, hostname=socket.gethostname(), pid=os.getpid(),
-            log_path=str(log_path),
+            key, TaskState.QUEUED, TaskState.RUNNING, ACTOR, now=clock(), hostname=socket.gethostname(),
+            pid=os.getpid(), log_path=str(log_path),
         )
         if not started:
             log.warning("%s was moved by someone else before it started; not running it", key)
             return queries.get_task_instance(metastore.db, key).state
         ti = queries.get_task_instance(metastore.db, key)
         with _heartbeat(metastore, key, try_number, settings.heartbeat_interval):
-            return _run_try(settings, metastore, dag, task, ti)
+            return _run_try(metastore, dag, task, ti, clock)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _run_try(settings: Settings, metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord) -> TaskState:
+def _run_try(
+    metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord, clock: Callable[[], datetime]
+) -> TaskState:
     run = queries.get_run(metastore.db, ti.dag_id, ti.run_id)
     handle = RuntimeTaskInstance(metastore, ti, run, dag)
     context = build_context(dag, task, run, handle)
@@ -120,7 +123,7 @@ def _run_try(settings: Settings, metastore: Metastore, dag: DAG, task: BaseOpera
     state = outcome.state
     if state is TaskState.FAILED and outcome.retryable and ti.try_number <= ti.max_tries:
         state = TaskState.UP_FOR_RETRY
-    return _finish(metastore, ti, task, context, state, outcome.error)
+    return _finish(metastore, ti, task, context, state, outcome.error, clock())
 
 
 @dataclass(frozen=True)
@@ -164,9 +167,8 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
 
 def _finish(
     metastore: Metastore, ti: TaskInstanceRecord, task: BaseOperator, context: Context, state: TaskState,
-    error: str | None,
+    error: str | None, now: datetime,
 ) -> TaskState:
-    now = utcnow()
     fields: dict[str, Any] = {"error": error}
     if state is TaskState.UP_FOR_RETRY:
         delay = task.retry_delay_for(ti.try_number)

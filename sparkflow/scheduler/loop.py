@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.executors.base import Executor, ExecutorEvent, Workload
@@ -28,7 +28,7 @@ Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class SchedulerLoop:
         running = self.executor.running()
         active_per_dag: dict[str, int] = {}
         candidates.sort(key=lambda c: (-c[2].priority_weight, c[0].logical_date, c[2].id))
-        for run, dag, ti in candidates:
+        for _run, dag, ti in candidates:
             if self.executor.open_slots() <= 0:
                 break
             if ti.key in running:

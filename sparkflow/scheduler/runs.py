@@ -33,7 +33,9 @@ def trigger_dag(
         raise UserError(f"--conf must be a JSON object like '{{\"key\": \"value\"}}', got {type(conf).__name__}")
     logical = logical_date or now
     if run_id is not None and (not run_id.strip() or run_id.startswith(("scheduled__", "backfill__"))):
-        raise UserError(f"--run-id {run_id!r} is not allowed; use a non-empty id not starting with scheduled__/backfill__")
+        raise UserError(
+            f"--run-id {run_id!r} is not allowed; use a non-empty id not starting with scheduled__ or backfill__"
+        )
     interval = dag.infer_manual_data_interval(logical)
     return metastore.store.create_dag_run(
         dag, run_id or make_run_id("manual", logical), "manual", logical, interval, conf, actor=actor, now=now

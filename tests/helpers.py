@@ -1,0 +1,53 @@
+"""Helpers shared by tests: drive a run through the real scheduler loop with the sequential executor."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sparkflow.definitions.loader import collect_dags
+from sparkflow.executors.factory import make_executor
+from sparkflow.metastore import queries
+from sparkflow.metastore.bootstrap import Metastore
+from sparkflow.metastore.records import DagRunRecord
+from sparkflow.scheduler.loop import SchedulerLoop
+from sparkflow.scheduler.runs import trigger_dag
+from sparkflow.settings import Settings
+from sparkflow.state import RunState
+
+NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def run_dag(
+    settings: Settings, metastore: Metastore, path: Path, dag_id: str, conf: dict | None = None,
+    clock: Clock | None = None, max_ticks: int = 200,
+) -> DagRunRecord:
+    """Trigger dag_id and tick the scheduler loop (sequential executor) until the run ends."""
+    bag = collect_dags(path.parent, only_file=path)
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags[dag_id]
+    metastore.store.sync_dags([dag], [], [str(path)])
+    clock = clock or Clock(NOW)
+    run = trigger_dag(metastore, dag, clock(), conf)
+    executor = make_executor(settings, metastore, bag.dags.get, "sequential", clock=clock)
+    loop = SchedulerLoop(metastore, executor, bag.dags.get, clock=clock)
+    for _ in range(max_ticks):
+        result = loop.tick()
+        current = queries.get_run(metastore.db, dag_id, run.run_id)
+        if current.state in (RunState.SUCCESS, RunState.FAILED):
+            return current
+        if not result.changed:
+            clock.now += timedelta(seconds=30)  # nothing to do now: let retry delays pass
+    raise AssertionError("run did not finish")
+
+
+def states(metastore: Metastore, run: DagRunRecord) -> dict[str, str]:
+    return {ti.task_id: ti.state.value for ti in queries.task_instances(metastore.db, run.dag_id, run.run_id)}

@@ -1,0 +1,35 @@
+"""DESIGN.md §2: dependencies point down. import-linter checks the contracts written in pyproject.toml."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_import_contracts_are_kept() -> None:
+    lint_imports = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    result = subprocess.run([lint_imports, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_no_function_level_sparkflow_imports() -> None:
+    """A `from sparkflow... import` inside a function usually hides a layering problem; keep them out."""
+    offenders = []
+    for path in (ROOT / "sparkflow").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                module = node.module if isinstance(node, ast.ImportFrom) else None
+                if isinstance(node, ast.Import):
+                    module = node.names[0].name
+                if module and module.split(".")[0] == "sparkflow":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {module}")
+    assert offenders == []

@@ -1,0 +1,155 @@
+"""The spark-submit argv (exact lists, the provider's flag order), connection resolution and output parsing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparkflow.connections import Connection
+from sparkflow.exceptions import InvalidConnection, UserError
+from sparkflow.spark.command import build_spark_submit_argv
+from sparkflow.spark.spec import SparkSubmitSpec, classify_master, master_url, resolve_target
+from sparkflow.spark.submit import parse_ids
+
+FULL = SparkSubmitSpec(
+    application="app.py",
+    conf={"parquet.compression": "SNAPPY"},
+    files="hive-site.xml",
+    py_files="sample_library.py",
+    archives="sample_archive.zip#SAMPLE",
+    jars="parquet.jar",
+    packages="com.databricks:spark-avro_2.11:3.2.0",
+    exclude_packages="org.bad.dependency:1.0.0",
+    repositories="http://myrepo.org",
+    num_executors=10,
+    total_executor_cores=4,
+    executor_cores=4,
+    executor_memory="22g",
+    driver_memory="3g",
+    keytab="privileged_user.keytab",
+    principal="user/spark@airflow.org",
+    proxy_user="sample_user",
+    name="spark-job",
+    java_class="com.foo.bar.AppMain",
+    verbose=True,
+    application_args=("-f", "foo", "--bar", "bar", "--with-spaces", "args should keep embedded spaces", "baz"),
+)
+
+
+def conn(host: str, conn_type: str = "spark", port: int | None = None, **extra: str) -> Connection:
+    return Connection("c", conn_type, host=host, port=port, extra=json.dumps(extra) if extra else None)
+
+
+def test_full_argv_matches_the_provider_order() -> None:
+    argv = build_spark_submit_argv(FULL, resolve_target(conn("yarn"), FULL))
+    assert argv == [
+        "spark-submit", "--master", "yarn",
+        "--conf", "parquet.compression=SNAPPY",
+        "--files", "hive-site.xml",
+        "--py-files", "sample_library.py",
+        "--archives", "sample_archive.zip#SAMPLE",
+        "--jars", "parquet.jar",
+        "--packages", "com.databricks:spark-avro_2.11:3.2.0",
+        "--exclude-packages", "org.bad.dependency:1.0.0",
+        "--repositories", "http://myrepo.org",
+        "--num-executors", "10",
+        "--total-executor-cores", "4",
+        "--executor-cores", "4",
+        "--executor-memory", "22g",
+        "--driver-memory", "3g",
+        "--keytab", "privileged_user.keytab",
+        "--principal", "user/spark@airflow.org",
+        "--proxy-user", "sample_user",
+        "--name", "spark-job",
+        "--class", "com.foo.bar.AppMain",
+        "--verbose",
+        "app.py",
+        "-f", "foo", "--bar", "bar", "--with-spaces", "args should keep embedded spaces", "baz",
+    ]
+
+
+def test_minimal_local_argv_with_located_binary() -> None:
+    spec = SparkSubmitSpec(application="job.py", name="n")
+    argv = build_spark_submit_argv(spec, resolve_target(conn("local[*]"), spec), "/venv/bin/spark-submit")
+    assert argv == ["/venv/bin/spark-submit", "--master", "local[*]", "--name", "n", "job.py"]
+
+
+def test_extras_give_queue_and_deploy_mode_and_operator_args_override() -> None:
+    spec = SparkSubmitSpec(application="a.py")
+    target = resolve_target(conn("yarn", queue="etl", **{"deploy-mode": "cluster"}), spec)
+    assert build_spark_submit_argv(spec, target)[-5:] == ["--queue", "etl", "--deploy-mode", "cluster", "a.py"]
+    override = SparkSubmitSpec(application="a.py", yarn_queue="adhoc", deploy_mode="client")
+    target = resolve_target(conn("yarn", queue="etl", **{"deploy-mode": "cluster"}), override)
+    assert build_spark_submit_argv(override, target)[-5:] == ["--queue", "adhoc", "--deploy-mode", "client", "a.py"]
+
+
+def test_env_vars_per_cluster_manager() -> None:
+    spec = SparkSubmitSpec(application="a.py", env_vars={"K": "V"}, name="")
+    yarn = build_spark_submit_argv(spec, resolve_target(conn("yarn"), spec))
+    assert yarn[:5] == ["spark-submit", "--master", "yarn", "--conf", "spark.yarn.appMasterEnv.K=V"]
+    k8s = build_spark_submit_argv(spec, resolve_target(conn("k8s://https://k8s:443", namespace="ns"), spec))
+    assert k8s[3:7] == ["--conf", "spark.kubernetes.driverEnv.K=V", "--conf", "spark.kubernetes.namespace=ns"]
+    local = build_spark_submit_argv(spec, resolve_target(conn("local[2]"), spec))
+    assert local == ["spark-submit", "--master", "local[2]", "a.py"]  # env goes to the process instead
+    with pytest.raises(UserError, match="standalone cluster mode"):
+        cluster = SparkSubmitSpec(application="a.py", env_vars={"K": "V"}, deploy_mode="cluster")
+        build_spark_submit_argv(cluster, resolve_target(conn("spark://h:7077"), cluster))
+
+
+@pytest.mark.parametrize(
+    ("connection", "master", "manager"),
+    [
+        (conn("local[*]"), "local[*]", "local"),
+        (conn("yarn"), "yarn", "yarn"),
+        (conn("spark://h", port=7077), "spark://h:7077", "standalone"),
+        (conn("spark://h:7077"), "spark://h:7077", "standalone"),
+        (conn("h", port=7077), "spark://h:7077", "standalone"),
+        (conn("k8s://https://api:443"), "k8s://https://api:443", "k8s"),
+        (conn("mesos-master", conn_type="mesos", port=5050), "mesos://mesos-master:5050", "mesos"),
+    ],
+)
+def test_master_url_and_cluster_manager(connection: Connection, master: str, manager: str) -> None:
+    assert master_url(connection) == master
+    assert classify_master(master) == manager
+
+
+def test_classification_is_by_scheme_not_substring() -> None:
+    assert classify_master("spark://yarn-gateway:7077") == "standalone"
+    assert classify_master("k8s://https://spark.example") == "k8s"
+
+
+def test_spark_binary_extra_is_allow_listed_but_operator_may_name_any() -> None:
+    spec = SparkSubmitSpec(application="a.py")
+    assert resolve_target(conn("yarn", **{"spark-binary": "spark3-submit"}), spec).spark_binary == "spark3-submit"
+    with pytest.raises(InvalidConnection, match="extra 'spark-binary' has bad value '/bin/evil'"):
+        resolve_target(conn("yarn", **{"spark-binary": "/bin/evil"}), spec)
+    custom = SparkSubmitSpec(application="a.py", spark_binary="/opt/spark/bin/spark-submit")
+    assert resolve_target(conn("yarn"), custom).spark_binary == "/opt/spark/bin/spark-submit"
+
+
+def test_connection_without_host_is_a_clear_error() -> None:
+    with pytest.raises(InvalidConnection, match="connection 'c' has no host"):
+        master_url(conn(""))
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "value"),
+    [
+        ("INFO EventLoggingListener: Logging events to file:/tmp/ev/local-1732880000123", "app_id",
+         "local-1732880000123"),
+        ("INFO StandaloneSchedulerBackend: Connected to Spark cluster with app ID app-20261129135623-0000",
+         "app_id", "app-20261129135623-0000"),
+        ("INFO Client: Submitted application application_1700000000000_0042", "app_id",
+         "application_1700000000000_0042"),
+        ('"submissionId" : "driver-20261129135854-0001",', "driver_id", "driver-20261129135854-0001"),
+        ("INFO JettyUtils: Start Jetty 127.0.0.1:4040 for SparkUI", "ui_url", "http://127.0.0.1:4040"),
+        ("INFO SparkUI: Bound SparkUI to 0.0.0.0, and started at http://h:4041", "ui_url", "http://h:4041"),
+    ],
+)
+def test_parse_ids(line: str, field: str, value: str) -> None:
+    assert getattr(parse_ids(line), field) == value
+
+
+def test_stopped_ui_line_is_not_taken_for_the_ui() -> None:
+    assert not parse_ids("INFO SparkUI: Stopped Spark web UI at http://localhost:4040").any()
