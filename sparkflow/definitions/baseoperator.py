@@ -185,6 +185,11 @@ class BaseOperator:
         return self._location
 
     @property
+    def output(self) -> XComArg:
+        """This task's return value, to pass to another task (Airflow's ``task.output``)."""
+        return XComArg(self)
+
+    @property
     def log(self) -> logging.Logger:
         return logging.getLogger(f"sparkflow.task.{type(self).__name__}")
 
