@@ -21,6 +21,10 @@ class TIKey(NamedTuple):
         return f"{self.dag_id}/{self.run_id}/{self.task_id}"
 
 
+def _json(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
 def _from_row(cls: Any, row: Row[Any], **overrides: Any) -> Any:
     mapping = row._mapping
     values = {f.name: mapping[f.name] for f in fields(cls) if f.name in mapping}
@@ -101,12 +105,15 @@ class TaskInstanceRecord:
     spark_app_id: str | None
     spark_driver_id: str | None
     spark_ui_url: str | None
+    spark_progress: dict[str, Any] | None
+    spark_metrics: dict[str, Any] | None
     error: str | None
     updated_at: datetime | None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> TaskInstanceRecord:
-        return _from_row(cls, row, state=TaskState(row.state))
+        return _from_row(cls, row, state=TaskState(row.state), spark_progress=_json(row.spark_progress),
+                         spark_metrics=_json(row.spark_metrics))
 
     @property
     def key(self) -> TIKey:
@@ -130,11 +137,12 @@ class TaskTryRecord:
     spark_app_id: str | None
     spark_driver_id: str | None
     spark_ui_url: str | None
+    spark_metrics: dict[str, Any] | None
     error: str | None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> TaskTryRecord:
-        return _from_row(cls, row, state=TaskState(row.state))
+        return _from_row(cls, row, state=TaskState(row.state), spark_metrics=_json(row.spark_metrics))
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,8 @@ task_instance = Table(
     Column("spark_app_id", String(255)),
     Column("spark_driver_id", String(255)),
     Column("spark_ui_url", Text),
+    Column("spark_progress", Text),  # JSON: jobs/stages/tasks done and total, polled from Spark's REST API
+    Column("spark_metrics", Text),  # JSON: metrics of the try's application, read from its event log
     Column("error", Text),  # the last try's failure reason, secrets masked
     Column("updated_at", TS),
     UniqueConstraint("dag_id", "run_id", "task_id"),
@@ -149,6 +151,7 @@ task_instance_try = Table(
     Column("spark_app_id", String(255)),
     Column("spark_driver_id", String(255)),
     Column("spark_ui_url", Text),
+    Column("spark_metrics", Text),
     Column("error", Text),
     UniqueConstraint("ti_id", "try_number"),
 )
@@ -204,6 +207,14 @@ variable = Table(
     metadata,
     Column("key", String(ID), primary_key=True),
     Column("val", Text),  # Fernet token
+    Column("description", Text),
+)
+
+pool = Table(
+    "pool",
+    metadata,
+    Column("pool", String(ID), primary_key=True),
+    Column("slots", Integer, nullable=False),
     Column("description", Text),
 )
 
