@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 TASK_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 DEFAULT_POOL = "default_pool"
 DEFAULT_QUEUE = "default"
+MAX_RETRY_DELAY = timedelta(hours=24)  # Airflow's default [core] max_task_retry_delay
 Callback = Callable[[Context], Any]
 
 
@@ -121,6 +122,7 @@ class BaseOperator:
         doc: str | None = None,
         dag: DAG | None = None,
     ) -> None:
+        self._target_dag = dag  # for error messages raised before the task has joined its DAG
         self.task_id = task_id
         self.owner = owner
         self.email = email
@@ -165,7 +167,8 @@ class BaseOperator:
 
     # -- construction helpers -------------------------------------------------------------------------------
     def _error(self, message: str) -> DagDefinitionError:
-        dag_id = self.dag.dag_id if getattr(self, "dag", None) is not None else None
+        dag = getattr(self, "dag", None) or getattr(self, "_target_dag", None)
+        dag_id = dag.dag_id if dag is not None else None
         where = f"DAG '{dag_id}' " if dag_id else ""
         return DagDefinitionError(
             f"{where}task '{getattr(self, 'task_id', '?')}': {message}",
@@ -273,9 +276,7 @@ class BaseOperator:
             try:
                 value = self._render_field(value, context, env)
             except jinja2.TemplateError as exc:
-                raise DagDefinitionError(
-                    f"task '{self.task_id}': template field '{name}' failed to render: {exc}"
-                ) from exc
+                raise self._error(f"template field '{name}' failed to render: {exc}") from exc
             setattr(self, name, value)
 
     def _render_field(self, value: Any, context: Context, env: jinja2.Environment) -> Any:
@@ -289,12 +290,12 @@ class BaseOperator:
 
     def retry_delay_for(self, try_number: int) -> timedelta:
         """Delay before the retry that follows failed try ``try_number`` (1-based)."""
-        delay = self.retry_delay
-        if self.retry_exponential_backoff:
-            delay = self.retry_delay * (2 ** max(try_number - 1, 0))
-        if self.max_retry_delay is not None:
-            delay = min(delay, self.max_retry_delay)
-        return delay
+        if not self.retry_exponential_backoff:
+            return self.retry_delay
+        cap = self.max_retry_delay or MAX_RETRY_DELAY
+        # Double per try in float seconds, capped before building a timedelta (2**40 days would overflow).
+        seconds = self.retry_delay.total_seconds() * 2.0 ** min(max(try_number - 1, 0), 64)
+        return timedelta(seconds=min(seconds, cap.total_seconds()))
 
     def __repr__(self) -> str:
         return f"<Task({type(self).__name__}): {self.task_id}>"

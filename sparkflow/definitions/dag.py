@@ -6,7 +6,7 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from sparkflow.definitions.location import Location, caller_location
@@ -73,12 +73,14 @@ class DAG:
         self.description = description
         self.default_args = dict(default_args or {})
         self.schedule = schedule
-        try:
-            self.timetable: Timetable = make_timetable(schedule)
-        except ValueError as exc:
-            raise self._error(str(exc)) from None
         start = start_date if start_date is not None else self.default_args.get("start_date")
         self.start_date = ensure_aware(start) if start is not None else None
+        # A cron schedule runs in the time zone of start_date, as in Airflow (02:00 Amsterdam, not 02:00 UTC).
+        tz = self.start_date.tzinfo if self.start_date is not None and self.start_date.tzinfo else timezone.utc
+        try:
+            self.timetable: Timetable = make_timetable(schedule, tz)
+        except ValueError as exc:
+            raise self._error(str(exc)) from None
         end = end_date if end_date is not None else self.default_args.get("end_date")
         self.end_date = ensure_aware(end) if end is not None else None
         self.catchup = catchup

@@ -12,9 +12,7 @@ import jinja2.nativetypes
 def make_environment(native: bool = False, searchpath: list[str] | None = None) -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(searchpath) if searchpath else None
     kwargs: dict[str, Any] = {"undefined": jinja2.StrictUndefined, "loader": loader, "keep_trailing_newline": True}
-    if native:
-        return jinja2.nativetypes.NativeEnvironment(**kwargs)
-    env = jinja2.Environment(**kwargs)
+    env = jinja2.nativetypes.NativeEnvironment(**kwargs) if native else jinja2.Environment(**kwargs)
     env.filters.update(
         ds=lambda d: d.strftime("%Y-%m-%d"),
         ds_nodash=lambda d: d.strftime("%Y%m%d"),

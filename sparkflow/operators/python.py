@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -156,8 +157,7 @@ class _TaskDecorator:
         options = dict(self.kwargs)
         multiple_outputs = options.pop("multiple_outputs", None)
         if multiple_outputs is None:
-            annotation = inspect.signature(self.function).return_annotation
-            multiple_outputs = annotation is dict or getattr(annotation, "__origin__", None) is dict
+            multiple_outputs = _returns_mapping(self.function)
         task_id = self._unique_task_id(options.pop("task_id", None) or self.function.__name__)
         operator = self.operator_class(
             task_id=task_id,
@@ -168,6 +168,18 @@ class _TaskDecorator:
             **options,
         )
         return XComArg(operator)
+
+
+def _returns_mapping(func: Callable[..., Any]) -> bool:
+    """Airflow infers multiple_outputs from a dict/Mapping return annotation, also written as a string."""
+    try:
+        annotation = typing.get_type_hints(func).get("return")
+    except Exception:  # unresolvable string annotations: fall back to reading them
+        annotation = inspect.signature(func).return_annotation
+    if isinstance(annotation, str):
+        return annotation.replace("typing.", "").startswith(("dict", "Dict", "Mapping", "collections.abc.Mapping"))
+    origin = typing.get_origin(annotation) or annotation
+    return isinstance(origin, type) and issubclass(origin, Mapping)
 
 
 def _decorate(operator_class: type[PythonOperator]) -> Callable[..., Any]:

@@ -21,6 +21,7 @@ class UpstreamCounts:
     success: int = 0
     skipped: int = 0
     failed: int = 0  # failed + upstream_failed
+    failed_only: int = 0  # failed itself (one_done counts only real outcomes)
     done: int = 0  # in a terminal state
 
     @classmethod
@@ -30,6 +31,7 @@ class UpstreamCounts:
             success=sum(s is TaskState.SUCCESS for s in upstream_states),
             skipped=sum(s is TaskState.SKIPPED for s in upstream_states),
             failed=sum(s in TASK_FAILED_LIKE for s in upstream_states),
+            failed_only=sum(s is TaskState.FAILED for s in upstream_states),
             done=sum(s in TASK_TERMINAL for s in upstream_states),
         )
 
@@ -63,7 +65,7 @@ def evaluate_trigger_rule(rule: TriggerRule, up: UpstreamCounts) -> TaskState | 
             return TaskState.SCHEDULED
         return TaskState.SKIPPED if all_done else None
     if rule is TR.ONE_DONE:
-        if up.success or up.failed:
+        if up.success or up.failed_only:
             return TaskState.SCHEDULED
         return TaskState.SKIPPED if all_done else None
     if rule is TR.NONE_FAILED:
