@@ -20,7 +20,8 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from sparkflow.exceptions import ConfigError, InvalidConnection
 
-ENV_PREFIXES = ("SPARKFLOW_CONN_",)
+# AIRFLOW_CONN_<ID> is read too, so an existing Airflow deployment's connection settings carry over.
+ENV_PREFIXES = ("SPARKFLOW_CONN_", "AIRFLOW_CONN_")
 CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 # Extra keys whose values are secrets (Airflow masks the same words).
 SENSITIVE_WORDS = ("password", "secret", "passwd", "token", "api_key", "apikey", "private_key", "keyfile_dict",
@@ -119,7 +120,13 @@ def from_fields(conn_id: str, data: Mapping[str, Any], where: str = "") -> Conne
         )
     extra = data.get("extra")
     if isinstance(extra, Mapping):
-        extra = json.dumps(dict(extra))
+        try:
+            extra = json.dumps(dict(extra))
+        except TypeError as exc:  # e.g. a YAML date: JSON has no such type
+            raise InvalidConnection(
+                f"{where}connection '{conn_id}': field 'extra' holds a value JSON cannot store ({exc}); "
+                "quote dates and other such values as strings"
+            ) from None
     conn = Connection(
         conn_id=conn_id,
         conn_type=str(data.get("conn_type") or ""),
@@ -207,11 +214,12 @@ def format_uri(conn: Connection) -> str:
 
 
 def _mask_uri(uri: str) -> str:
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", uri)
+    """Hide the password of ``[scheme://]login:password@host``, with or without a scheme."""
+    return re.sub(r"^((?:[^:/@]+://)?[^:/@]*):[^@]*@", r"\1:***@", uri)
 
 
 def connection_from_env(conn_id: str, environ: Mapping[str, str] | None = None) -> Connection | None:
-    """``SPARKFLOW_CONN_<ID>`` (URI or JSON object) overrides the store."""
+    """``SPARKFLOW_CONN_<ID>`` (then ``AIRFLOW_CONN_<ID>``), a URI or JSON object, overrides the store."""
     env = os.environ if environ is None else environ
     for prefix in ENV_PREFIXES:
         raw = env.get(prefix + conn_id.upper())
@@ -227,6 +235,13 @@ def connection_from_env(conn_id: str, environ: Mapping[str, str] | None = None) 
                 return from_fields(conn_id, data)
             return parse_uri(conn_id, text)
     return None
+
+
+# The connections Airflow creates by default that DAG files rely on; `sparkflow db init` adds the missing ones.
+DEFAULT_CONNECTIONS = (
+    Connection("fs_default", "fs", extra=json.dumps({"path": "/"}), description="FileSensor's default: local files"),
+    Connection("spark_default", "spark", host="local[*]", description="SparkSubmitOperator's default: local mode"),
+)
 
 
 def load_connections_file(path: Path) -> list[Connection]:

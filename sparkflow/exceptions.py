@@ -74,5 +74,32 @@ class TaskTimeout(TaskFailure):
     """The try ran longer than its execution_timeout."""
 
 
+class SensorTimeout(FailTaskNoRetry):
+    """A sensor did not see its condition within ``timeout`` (Airflow: AirflowSensorTimeout); no retry."""
+
+
+class RescheduleTask(SparkflowError):
+    """Raised by a sensor in reschedule mode: end this poke as ``up_for_reschedule`` and poke again after
+    ``delay`` seconds, continuing the same try (Airflow: AirflowRescheduleException)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"reschedule in {delay:g}s")
+        self.delay = delay
+
+
 class SparkSubmitFailed(TaskFailure):
     """spark-submit exited non-zero; the message carries the exit code and the last output lines."""
+
+
+class SparkflowWarning(UserWarning):
+    """Root of the warnings sparkflow emits; the DAG loader collects them per file instead of letting them raise."""
+
+
+class UnsupportedArgumentWarning(SparkflowWarning):
+    """A DAG file passed an (Airflow) argument sparkflow cannot honour; it is ignored, never silently."""
+
+    def __init__(self, argument: str, owner: str, lineno: int | None = None) -> None:
+        super().__init__(f"{owner}: argument '{argument}' is not supported by sparkflow and is ignored")
+        self.argument = argument
+        self.owner = owner
+        self.lineno = lineno

@@ -51,6 +51,27 @@ class MaskingFormatter(logging.Formatter):
         return masker.mask(super().format(record))
 
 
+SETTING_MASK = "******"
+_SENSITIVE_KEY = r"[\w.\-]*(?:secret|password|passwd|token|credential|access[._\-]?key)[\w.\-]*"
+# key=value / key="v a l" (confs), (key,value) (spark-submit --verbose), --key value / --key 'v a l' (flags)
+_QUOTED = re.compile(rf"((?:--)?{_SENSITIVE_KEY}(?:=|,))(['\"])(.*?)\2|(--{_SENSITIVE_KEY}\s+)(['\"])(.*?)\5", re.I)
+_INSIDE_QUOTES = re.compile(rf"(['\"])({_SENSITIVE_KEY}=)([^'\"]*)\1", re.I)  # 'key=v a l'
+_BARE = re.compile(rf"((?:--)?{_SENSITIVE_KEY}(?:=|,)|--{_SENSITIVE_KEY}\s+)(?!['\"])([^\s)'\"]+)", re.I)
+
+
+def mask_sensitive_settings(text: str) -> str:
+    """Mask values of settings whose key names a secret (password, secret, token, credential, access key), as the
+    Airflow Spark provider does for commands: ``spark.hadoop.fs.s3a.secret.key=******``."""
+
+    def quoted(match: re.Match[str]) -> str:
+        if match.group(1):
+            return f"{match.group(1)}{match.group(2)}{SETTING_MASK}{match.group(2)}"
+        return f"{match.group(4)}{match.group(5)}{SETTING_MASK}{match.group(5)}"
+
+    text = _INSIDE_QUOTES.sub(lambda m: f"{m.group(1)}{m.group(2)}{SETTING_MASK}{m.group(1)}", text)
+    return _BARE.sub(lambda m: f"{m.group(1)}{SETTING_MASK}", _QUOTED.sub(quoted, text))
+
+
 def task_log_path(log_folder: Path, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
     safe_run = run_id.replace("/", "_")
     return log_folder / f"dag_id={dag_id}" / f"run_id={safe_run}" / f"task_id={task_id}" / f"attempt={try_number}.log"

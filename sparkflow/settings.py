@@ -39,12 +39,26 @@ class Settings:
         None, "Key encrypting connection secrets. Default: read from $SPARKFLOW_HOME/fernet.key.", secret=True
     )
     scheduler_loop_interval: float = _setting(0.5, "Seconds the scheduler sleeps when a loop found no work.")
+    max_runs_per_loop: int = _setting(
+        100,
+        "Most DagRuns created at once for one DAG: the scheduler caps catchup at this many per loop (with a "
+        "warning) and `backfill` asks for --yes beyond it.",
+    )
+    dag_parse_interval: float = _setting(
+        5.0, "Seconds between the scheduler's checks of the DAG folder for new, changed or removed files."
+    )
     heartbeat_interval: float = _setting(5.0, "Seconds between heartbeats of a running task.")
     heartbeat_timeout: float = _setting(60.0, "A running task silent this long is treated as dead.")
     max_tries_default: int = _setting(0, "Default retries for tasks that set none.")
     sqlite_busy_timeout: float = _setting(30.0, "Seconds a SQLite writer waits for the lock before failing.")
     default_timezone: str = _setting("UTC", "Time zone of naive datetimes in DAG files and on the CLI.")
+    spark_history_url: str | None = _setting(
+        None, "Spark History Server URL (e.g. http://127.0.0.1:18080): links to finished applications."
+    )
     load_examples: bool = _setting(False, "Unused placeholder kept for Airflow users; examples live in jobs/.")
+    load_default_connections: bool = _setting(
+        True, "`db init` adds Airflow's default connections when absent: fs_default (/) and spark_default (local[*])."
+    )
 
     # Derived paths, resolved once so callers never repeat the defaults.
     @property
@@ -144,6 +158,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.executor not in EXECUTORS:
         raise ConfigError(
             f"setting 'executor' has bad value {settings.executor!r}; choose one of {', '.join(EXECUTORS)}"
+        )
+    if settings.max_runs_per_loop < 1:
+        raise ConfigError(
+            f"setting 'max_runs_per_loop' has bad value {settings.max_runs_per_loop}; it must be at least 1"
         )
     if settings.parallelism < 1:
         raise ConfigError(f"setting 'parallelism' has bad value {settings.parallelism}; it must be at least 1")

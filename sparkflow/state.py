@@ -53,7 +53,9 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _T.QUEUED: frozenset({_T.RUNNING, _T.SCHEDULED, _T.FAILED, _T.UP_FOR_RETRY}),
     _T.RUNNING: frozenset({_T.SUCCESS, _T.FAILED, _T.UP_FOR_RETRY, _T.SKIPPED, _T.UP_FOR_RESCHEDULE}),
     _T.UP_FOR_RETRY: frozenset({_T.SCHEDULED, _T.FAILED}),
-    _T.UP_FOR_RESCHEDULE: frozenset({_T.SCHEDULED, _T.FAILED}),
+    # up_for_reschedule -> queued: the scheduler hands a due sensor straight back to an executor, continuing the
+    # same try (a reschedule never consumes a retry, so it skips the scheduled -> queued step that counts tries)
+    _T.UP_FOR_RESCHEDULE: frozenset({_T.SCHEDULED, _T.QUEUED, _T.FAILED}),
     _T.SUCCESS: frozenset(),
     _T.FAILED: frozenset(),
     _T.UPSTREAM_FAILED: frozenset(),
@@ -70,6 +72,20 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 
 
+# Operations that leave the table on purpose, each audited by its own store method (event "clear" / "mark").
+# clear: a task that is not queued or running goes back to none (its tries are kept; the next try is try+1).
+TASK_CLEARABLE: frozenset[TaskState] = frozenset(TaskState) - TASK_ACTIVE
+# mark: a user sets the outcome by hand; a running task is then killed by whoever marked it.
+TASK_MARK_TARGETS: frozenset[TaskState] = frozenset({TaskState.SUCCESS, TaskState.FAILED})
+# clear of some of a run's tasks re-opens the run: a finished run is queued again, an active one stays as it is.
+RUN_CLEAR_TRANSITIONS: dict[RunState, RunState] = {
+    RunState.SUCCESS: RunState.QUEUED,
+    RunState.FAILED: RunState.QUEUED,
+    RunState.QUEUED: RunState.QUEUED,
+    RunState.RUNNING: RunState.RUNNING,
+}
+
+
 def check_transition(old: TaskState, new: TaskState) -> None:
     """Raise InvalidTransition unless the task state machine allows ``old -> new``.
 
@@ -83,3 +99,15 @@ def check_transition(old: TaskState, new: TaskState) -> None:
 def check_run_transition(old: RunState, new: RunState) -> None:
     if new not in RUN_TRANSITIONS[old]:
         raise InvalidTransition(f"dag run cannot move from '{old}' to '{new}'")
+
+
+def check_clear(old: TaskState) -> None:
+    if old not in TASK_CLEARABLE:
+        raise InvalidTransition(f"task instance in '{old}' cannot be cleared; it is {old} (mark it failed first)")
+
+
+def check_mark(old: TaskState, new: TaskState) -> None:
+    if new not in TASK_MARK_TARGETS:
+        raise InvalidTransition(f"task instance cannot be marked '{new}'; mark it success or failed")
+    if old is new:
+        raise InvalidTransition(f"task instance is already '{new}'")

@@ -24,6 +24,8 @@ def sf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     dags.mkdir()
     monkeypatch.setenv("SPARKFLOW_HOME", str(home))
     monkeypatch.setenv("SPARKFLOW_DAGS_FOLDER", str(dags))
+    # Tests start from an empty connection table; tests of Airflow's default connections turn this back on.
+    monkeypatch.setenv("SPARKFLOW_LOAD_DEFAULT_CONNECTIONS", "false")
     return home
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from importlib.abc import MetaPathFinder
 from pathlib import Path
 
 from sparkflow.definitions.loader import collect_dags
@@ -28,10 +30,12 @@ class Clock:
 
 def run_dag(
     settings: Settings, metastore: Metastore, path: Path, dag_id: str, conf: dict | None = None,
-    clock: Clock | None = None, max_ticks: int = 200,
+    clock: Clock | None = None, max_ticks: int = 200, meta_path_finders: Iterable[MetaPathFinder] = (),
 ) -> DagRunRecord:
-    """Trigger dag_id and tick the scheduler loop (sequential executor) until the run ends."""
-    bag = collect_dags(path.parent, only_file=path)
+    """Trigger dag_id and tick the scheduler loop (sequential executor) until the run ends.
+
+    ``meta_path_finders`` go to the loader (the Airflow compatibility layer's, for Airflow DAG files)."""
+    bag = collect_dags(path.parent, meta_path_finders, only_file=path)
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags[dag_id]
     metastore.store.sync_dags([dag], [], [str(path)])

@@ -12,7 +12,19 @@ import sys
 import click
 
 from sparkflow import __version__
-from sparkflow.cli import config_cmd, connections_cmd, dags_cmd, db_cmd, logs_cmd, runs_cmd, tasks_cmd
+from sparkflow.cli import (
+    backfill_cmd,
+    config_cmd,
+    connections_cmd,
+    dags_cmd,
+    db_cmd,
+    logs_cmd,
+    pools_cmd,
+    runs_cmd,
+    scheduler_cmd,
+    tasks_cmd,
+    variables_cmd,
+)
 from sparkflow.cli.env import CliEnv
 from sparkflow.exceptions import SparkflowError
 from sparkflow.logs import configure_sparkflow_log
@@ -26,7 +38,8 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = CliEnv()
 
 
-for module in (db_cmd, config_cmd, connections_cmd, dags_cmd, runs_cmd, tasks_cmd, logs_cmd):
+for module in (db_cmd, config_cmd, connections_cmd, dags_cmd, runs_cmd, tasks_cmd, logs_cmd,
+               scheduler_cmd, backfill_cmd, pools_cmd, variables_cmd):
     module.register(cli)
 
 

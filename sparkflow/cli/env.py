@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import click
 import pendulum
 
 from sparkflow.exceptions import UserError
@@ -58,3 +60,13 @@ def parse_conf(text: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise UserError(f"--conf must be a JSON object like '{{\"key\": \"value\"}}', got {type(value).__name__}")
     return value
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on when --yes was given or the user agrees at a terminal; with no terminal to ask, stop with a fix."""
+    if yes:
+        return
+    if sys.stdin.isatty():
+        click.confirm(question, abort=True)
+        return
+    raise UserError(f"{question} Pass --yes to confirm (there is no terminal to ask on)")

@@ -7,11 +7,14 @@ import sys
 
 import click
 
-from sparkflow.cli.env import CliEnv, parse_conf
+from sparkflow.cli.env import CliEnv, confirm, parse_conf
 from sparkflow.cli.output import emit, output_option
+from sparkflow.exceptions import UserError
 from sparkflow.logs import MaskingFormatter, masker
 from sparkflow.metastore import queries
+from sparkflow.metastore.records import TIKey
 from sparkflow.runtime.task_runner import TASK_LOGGER, test_task
+from sparkflow.scheduler import interventions
 from sparkflow.scheduler.dag_processing import parse_dags, require_dag
 from sparkflow.scheduler.runs import make_run_id
 from sparkflow.state import TaskState
@@ -87,6 +90,80 @@ def test(env: CliEnv, dag_id: str, task_id: str, logical_date: str | None, conf:
         click.echo(f"XCom {key}: {value!r}")
     click.echo(f"Task {task_id} {outcome.state.value}" + (f": {outcome.error}" if outcome.error else ""))
     return 0 if outcome.state in (TaskState.SUCCESS, TaskState.SKIPPED) else 1
+
+
+@tasks.command("metrics")
+@click.argument("dag_id")
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--try", "try_number", type=int, help="Which try (default: every try).")
+@output_option
+@click.pass_obj
+def metrics(env: CliEnv, dag_id: str, run_id: str, task_id: str, try_number: int | None, output: str) -> None:
+    """Spark metrics of a task's tries (from each try's event log), with the Spark UI / History Server link."""
+    tries = queries.task_tries(env.metastore.db, TIKey(dag_id, run_id, task_id))
+    if not tries:
+        queries.get_task_instance(env.metastore.db, TIKey(dag_id, run_id, task_id))  # unknown -> clear error
+    if try_number is not None:
+        tries = [t for t in tries if t.try_number == try_number]
+        if not tries:
+            raise UserError(f"task '{task_id}' of run '{run_id}' has no try {try_number}; see `sparkflow tasks states`")
+    history = env.settings.spark_history_url
+    rows = [
+        {"dag_id": t.dag_id, "run_id": t.run_id, "task_id": t.task_id, "try_number": t.try_number,
+         "state": t.state, "spark_app_id": t.spark_app_id, "spark_driver_id": t.spark_driver_id,
+         "spark_ui_url": t.spark_ui_url,
+         "history_url": f"{history.rstrip('/')}/history/{t.spark_app_id}" if history and t.spark_app_id else None,
+         **(t.spark_metrics or {})}
+        for t in tries
+    ]
+    emit(rows, output, ["try_number", "state", "spark_app_id", "duration_ms", "tasks", "input_bytes",
+                        "shuffle_read_bytes", "shuffle_write_bytes", "jvm_gc_time_ms"])
+
+
+@tasks.command("clear")
+@click.argument("dag_id")
+@click.option("--task-regex", "-t", help="Only tasks whose id matches this regular expression.")
+@click.option("--start-date", "-s", help="Only runs with a logical date on or after this.")
+@click.option("--end-date", "-e", help="Only runs with a logical date on or before this.")
+@click.option("--only-failed", "-f", is_flag=True, help="Only failed and upstream_failed task instances.")
+@click.option("--downstream", "-d", is_flag=True, help="Also every task downstream of the matched ones.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def clear(env: CliEnv, dag_id: str, task_regex: str | None, start_date: str | None, end_date: str | None,
+          only_failed: bool, downstream: bool, yes: bool) -> None:
+    """Re-run task instances: reset them to none (keeping their tries) and re-open their runs."""
+    start = env.parse_date(start_date, "--start-date") if start_date else None
+    end = env.parse_date(end_date, "--end-date") if end_date else None
+    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    selection = interventions.select_for_clear(env.metastore, dag, task_regex, start, end, only_failed, downstream)
+    for ti in selection.active:
+        click.echo(f"Leaving {ti.run_id} {ti.task_id} alone: it is {ti.state.value} (mark it failed first)", err=True)
+    if not selection.items:
+        click.echo("Nothing to clear")
+        return
+    for run, task_ids in selection.items:
+        click.echo(f"{run.run_id}: {', '.join(task_ids)}")
+    confirm(f"Clear {selection.count} task instance(s) in {len(selection.items)} run(s)?", yes)
+    cleared = interventions.clear(env.metastore, dag, selection)
+    click.echo(f"Cleared {len(cleared)} task instance(s)")
+
+
+@tasks.command("mark")
+@click.argument("dag_id")
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--state", "state", type=click.Choice(["success", "failed"]), required=True,
+              help="The state to set.")
+@click.pass_obj
+def mark(env: CliEnv, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+    """Set a task instance's state by hand; a running task is killed (its process group gets SIGTERM)."""
+    result = interventions.mark(env.metastore, TIKey(dag_id, run_id, task_id), TaskState(state))
+    click.echo(f"Marked {task_id} of {run_id} {state} (was {result.before.state.value})")
+    if result.killed_pid is not None:
+        click.echo(f"Sent SIGTERM to the task's process group {result.killed_pid}")
+    elif result.note:
+        click.echo(f"The task was running but was not killed: {result.note}", err=True)
 
 
 def register(cli: click.Group) -> None:

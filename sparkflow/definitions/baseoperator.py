@@ -19,6 +19,7 @@ import jinja2
 from sparkflow.definitions.context import Context
 from sparkflow.definitions.dag import current_dag
 from sparkflow.definitions.location import Location, caller_location
+from sparkflow.definitions.taskgroup import TaskGroup, current_task_group
 from sparkflow.definitions.templating import render_value
 from sparkflow.definitions.trigger_rule import TriggerRule
 from sparkflow.definitions.xcom_arg import XComArg, find_xcom_args, resolve_xcom_args
@@ -51,11 +52,18 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
         outermost = not getattr(self, "_in_init", False)
+        group: TaskGroup | None = None
         if outermost:
             self._in_init = True
             self._location = caller_location()
             dag = kwargs.get("dag") or current_dag()
+            group = kwargs.pop("task_group", None) or current_task_group()
+            if group is not None and dag is not None and group.dag is not dag:
+                group = None  # a task given another DAG explicitly does not join the open group
+            if group is not None and isinstance(kwargs.get("task_id"), str):
+                kwargs["task_id"] = group.child_id(kwargs["task_id"])  # Airflow's "group.task" ids
             defaults = dict(getattr(dag, "default_args", None) or {})
+            defaults.update(group.default_args if group is not None else {})
             defaults.update(kwargs.pop("default_args", None) or {})
             accepted = _accepted_names(type(self))
             for key, value in defaults.items():
@@ -69,6 +77,8 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
             if outermost:
                 self._in_init = False
         if outermost:
+            if group is not None:
+                group.add(self)
             self._after_init()
 
     return wrapper
@@ -81,6 +91,7 @@ class BaseOperator:
     template_ext: ClassVar[Sequence[str]] = ()
     ui_color: ClassVar[str] = "#fff"
     _location: Location | None = None
+    task_group: TaskGroup | None = None  # set when the task is made inside a TaskGroup
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -201,6 +212,9 @@ class BaseOperator:
         for other in _as_list(others):
             if isinstance(other, XComArg):
                 other = other.operator
+            if isinstance(other, TaskGroup):  # upstream group: its leaves; downstream group: its roots
+                self._link(other.leaves if upstream else other.roots, upstream)
+                continue
             if isinstance(other, str):
                 if self.dag is None:
                     raise self._error(f"cannot refer to task {other!r} by id before the task is in a DAG")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from sparkflow.connections import Connection, connection_from_env
@@ -47,6 +48,27 @@ class TaskInstanceHandle(Protocol):
     def record_external_ids(self, **ids: str | None) -> None:
         """Store ids of remote work (Spark app id, driver id, UI URL) on the task instance at once."""
 
+    def get_external_states(
+        self, dag_id: str, logical_date: datetime, task_ids: list[str] | None = None
+    ) -> list[str]:
+        """States of ``task_ids`` in the runs of ``dag_id`` at ``logical_date`` (of those runs themselves when
+        task_ids is None): what ExternalTaskSensor waits on, read without operators touching the metastore."""
+
+    def try_elapsed_seconds(self) -> float:
+        """Seconds since this try started; a sensor in reschedule mode keeps one try across all its pokes."""
+
+    def record_spark_progress(self, progress: dict[str, Any]) -> None:
+        """Store the latest live progress (jobs/stages/tasks) of the try's Spark application."""
+
+    def record_spark_metrics(self, metrics: dict[str, Any]) -> None:
+        """Store the metrics of the try's Spark application once it ended."""
+
+    def artifact_dir(self, name: str) -> Path:
+        """A directory of this try's own (created), e.g. for its Spark event log."""
+
+    def previous_try_ids(self) -> dict[str, str | None]:
+        """External ids (spark_app_id, spark_driver_id, spark_ui_url) of the previous try, to reattach to."""
+
 
 class ConnectionLookup(Protocol):
     def __call__(self, conn_id: str) -> Connection: ...
@@ -56,11 +78,18 @@ class VariableLookup(Protocol):
     def __call__(self, key: str) -> str | None: ...
 
 
+class VariableWriter(Protocol):
+    """Store a variable's text value (encrypted), or delete it when ``value`` is None."""
+
+    def __call__(self, key: str, value: str | None, description: str | None = None) -> None: ...
+
+
 # Set by the runtime (or the CLI for `tasks test`) for the duration of a task; read by hooks and by
 # get_current_context(). A ContextVar keeps threads and nested runs apart.
 _current_context: ContextVar[Context | None] = ContextVar("sparkflow_current_context", default=None)
 _connection_lookup: ContextVar[ConnectionLookup | None] = ContextVar("sparkflow_connection_lookup", default=None)
 _variable_lookup: ContextVar[VariableLookup | None] = ContextVar("sparkflow_variable_lookup", default=None)
+_variable_writer: ContextVar[VariableWriter | None] = ContextVar("sparkflow_variable_writer", default=None)
 
 
 def get_current_context() -> Context:
@@ -72,12 +101,15 @@ def get_current_context() -> Context:
 
 @contextmanager
 def task_environment(
-    context: Context | None, connections: ConnectionLookup | None, variables: VariableLookup | None
+    context: Context | None, connections: ConnectionLookup | None, variables: VariableLookup | None,
+    variable_writer: VariableWriter | None = None,
 ) -> Iterator[None]:
+    """Resolvers for a running task (``context`` set) or for DAG-file parsing (``context`` None)."""
     tokens = (
         _current_context.set(context),
         _connection_lookup.set(connections),
         _variable_lookup.set(variables),
+        _variable_writer.set(variable_writer),
     )
     try:
         yield
@@ -85,6 +117,7 @@ def task_environment(
         _current_context.reset(tokens[0])
         _connection_lookup.reset(tokens[1])
         _variable_lookup.reset(tokens[2])
+        _variable_writer.reset(tokens[3])
 
 
 def lookup_connection(conn_id: str) -> Connection:
@@ -104,6 +137,22 @@ def lookup_connection(conn_id: str) -> Connection:
 def lookup_variable(key: str) -> str | None:
     resolver = _variable_lookup.get()
     return None if resolver is None else resolver(key)
+
+
+def variables_available() -> bool:
+    """Whether a variable store is reachable here (inside a task, or while sparkflow parses DAG files)."""
+    return _variable_lookup.get() is not None
+
+
+def write_variable(key: str, value: str | None, description: str | None = None) -> None:
+    """Set (or, with ``value`` None, delete) a variable through the store the runtime or the DAG parser set."""
+    writer = _variable_writer.get()
+    if writer is None:
+        raise SparkflowError(
+            f"cannot change variable '{key}' here: no metastore is reachable (this works inside a running task and "
+            f"while sparkflow parses DAG files); use `sparkflow variables set {key} VALUE`"
+        )
+    writer(key, value, description)
 
 
 class ConnectionAccessor:

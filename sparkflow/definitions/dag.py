@@ -6,7 +6,7 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sparkflow.definitions.location import Location, caller_location
@@ -15,6 +15,7 @@ from sparkflow.exceptions import DagDefinitionError, NotFound
 
 if TYPE_CHECKING:
     from sparkflow.definitions.baseoperator import BaseOperator
+    from sparkflow.definitions.taskgroup import TaskGroup
 
 DAG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 
@@ -76,7 +77,7 @@ class DAG:
         start = start_date if start_date is not None else self.default_args.get("start_date")
         self.start_date = ensure_aware(start) if start is not None else None
         # A cron schedule runs in the time zone of start_date, as in Airflow (02:00 Amsterdam, not 02:00 UTC).
-        tz = self.start_date.tzinfo if self.start_date is not None and self.start_date.tzinfo else timezone.utc
+        tz = self.start_date.tzinfo if self.start_date is not None and self.start_date.tzinfo else UTC
         try:
             self.timetable: Timetable = make_timetable(schedule, tz)
         except ValueError as exc:
@@ -105,6 +106,7 @@ class DAG:
         self.is_paused_upon_creation = is_paused_upon_creation
         self.fileloc = fileloc or (self._location.filename if self._location else None)
         self.task_dict: dict[str, BaseOperator] = {}
+        self.task_group_dict: dict[str, TaskGroup] = {}  # by full group id (definitions/taskgroup.py)
         # (task, other task id, other is upstream?, where) for dependencies given by task id, checked in validate()
         self._string_edges: list[tuple[BaseOperator, str, bool]] = []
         if _created_dags:

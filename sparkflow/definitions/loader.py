@@ -7,21 +7,24 @@ from __future__ import annotations
 import hashlib
 import importlib.abc
 import importlib.util
+import logging
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkflow.definitions.dag import DAG, collect_created_dags, stop_collecting
-from sparkflow.exceptions import DagDefinitionError
+from sparkflow.exceptions import DagDefinitionError, SparkflowWarning, UnsupportedArgumentWarning
 
 IGNORE_FILES = (".sparkflowignore", ".airflowignore")
 # Like Airflow's safe mode: only files that mention a DAG and the framework are imported, so helper modules and
 # the Spark applications living next to DAGs are never executed by the scheduler.
 _MIGHT_HOLD_DAG = re.compile(rb"dag", re.IGNORECASE)
 _MENTIONS_FRAMEWORK = re.compile(rb"sparkflow|airflow", re.IGNORECASE)
+log = logging.getLogger("sparkflow.loader")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class DagBag:
     dags: dict[str, DAG] = field(default_factory=dict)
     import_errors: list[ImportErrorInfo] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    # One line per DAG file that passed arguments sparkflow cannot honour (they were ignored, and logged).
+    warnings: list[str] = field(default_factory=list)
 
     def get_dag(self, dag_id: str) -> DAG | None:
         return self.dags.get(dag_id)
@@ -91,13 +96,37 @@ def _error_from_exception(path: Path, exc: BaseException) -> ImportErrorInfo:
     return ImportErrorInfo(filename, message, lineno)
 
 
+def _summarise_warnings(path: Path, caught: list[warnings.WarningMessage]) -> str | None:
+    """One line per DAG file: every ignored argument once, with where it was passed (first few places)."""
+    by_argument: dict[str, list[str]] = {}
+    others: list[str] = []
+    for item in caught:
+        message = item.message
+        if isinstance(message, UnsupportedArgumentWarning):
+            where = message.owner + (f", line {message.lineno}" if message.lineno else "")
+            places = by_argument.setdefault(message.argument, [])
+            if where not in places:
+                places.append(where)
+        elif str(message) not in others:
+            others.append(str(message))
+    parts = [
+        f"'{arg}' ({'; '.join(places[:3])}{f'; and {len(places) - 3} more' if len(places) > 3 else ''})"
+        for arg, places in by_argument.items()
+    ]
+    if parts:
+        others.insert(0, "ignored arguments sparkflow cannot honour: " + ", ".join(parts))
+    return f"{path}: " + "; ".join(others) if others else None
+
+
 def load_dag_file(
-    path: Path, meta_path_finders: Iterable[importlib.abc.MetaPathFinder] = ()
+    path: Path, meta_path_finders: Iterable[importlib.abc.MetaPathFinder] = (), warnings_out: list[str] | None = None
 ) -> tuple[list[DAG], list[ImportErrorInfo]]:
     """Import one DAG file in isolation and return its valid DAGs and the errors found.
 
     ``meta_path_finders`` lets a caller (the Airflow compatibility layer) make extra imports resolvable while
-    the file runs; the loader itself knows nothing about them.
+    the file runs; the loader itself knows nothing about them. Sparkflow warnings raised while the file runs
+    (arguments that cannot be honoured) are gathered into one line per file, logged, and appended to
+    ``warnings_out``; other warnings follow the process's warning filters as usual.
     """
     path = path.resolve()
     name = _module_name(path)
@@ -113,8 +142,11 @@ def load_dag_file(
         sys.path.insert(0, folder)  # DAG files may import helper modules that sit next to them
     bucket = collect_created_dags()
     sys.modules[name] = module
+    caught: list[warnings.WarningMessage] = []
     try:
-        spec.loader.exec_module(module)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SparkflowWarning)
+            spec.loader.exec_module(module)
     except BaseException as exc:  # noqa: BLE001 - any failure of user code is an import error, even SystemExit
         sys.modules.pop(name, None)
         if isinstance(exc, KeyboardInterrupt):
@@ -126,6 +158,15 @@ def load_dag_file(
             sys.meta_path.remove(finder)
         if added_path:
             sys.path.remove(folder)
+        ours = [w for w in caught if isinstance(w.message, SparkflowWarning)]
+        for other in caught:  # not ours: hand back to the usual warning display
+            if other not in ours:
+                warnings.showwarning(other.message, other.category, other.filename, other.lineno)
+        summary = _summarise_warnings(path, ours)
+        if summary is not None:
+            log.warning("%s", summary)
+            if warnings_out is not None:
+                warnings_out.append(summary)
 
     candidates = list(bucket) + [v for v in vars(module).values() if isinstance(v, DAG) and v not in bucket]
     dags: list[DAG] = []
@@ -163,7 +204,7 @@ def collect_dags(
     finders = list(meta_path_finders)
     for path in files:
         bag.files.append(path)
-        dags, errors = load_dag_file(path, finders)
+        dags, errors = load_dag_file(path, finders, bag.warnings)
         bag.import_errors.extend(errors)
         for found in dags:
             other = bag.dags.get(found.dag_id)

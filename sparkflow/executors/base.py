@@ -41,5 +41,8 @@ class Executor(Protocol):
     def running(self) -> set[TIKey]:
         """Keys this executor is responsible for right now (queued or running)."""
 
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when a workload ends (so the loop reacts at once)."""
+
     def end(self, kill: bool = False) -> None:
         """Stop: wait for running workloads, or kill them (SIGTERM) when ``kill``."""

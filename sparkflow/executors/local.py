@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sparkflow.executors.base import ExecutorEvent, Workload
 from sparkflow.logs import task_log_path
 from sparkflow.metastore.records import TIKey
 from sparkflow.process import terminate_group
+
+POLL_SECONDS = 0.005  # how often wait() looks for ended task processes
 
 
 @dataclass
@@ -72,6 +75,16 @@ class LocalExecutor:
 
     def running(self) -> set[TIKey]:
         return set(self._running) | {w.key for w in self._queued}
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._queued or any(item.proc.poll() is not None for item in self._running.values()):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(POLL_SECONDS, left))
 
     def kill(self, key: TIKey) -> bool:
         item = self._running.get(key)

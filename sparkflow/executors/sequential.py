@@ -35,5 +35,8 @@ class SequentialExecutor:
     def running(self) -> set[TIKey]:
         return {w.key for w in self._pending}
 
+    def wait(self, timeout: float) -> None:
+        pass  # workloads run inside sync(); nothing runs in between
+
     def end(self, kill: bool = False) -> None:
         self._pending.clear()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from sparkflow.connections import SecretBox
+from sparkflow.connections import DEFAULT_CONNECTIONS, SecretBox
 from sparkflow.exceptions import ConfigError
-from sparkflow.metastore import migrate
+from sparkflow.metastore import migrate, queries
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.store import Store
 from sparkflow.settings import Settings
@@ -57,4 +57,10 @@ def init_metastore(settings: Settings) -> Metastore:
             fh.write(SecretBox.generate_key() + "\n")
     db = Database(settings.resolved_db_url, settings.sqlite_busy_timeout)
     migrate.upgrade(db)
-    return open_metastore(settings)
+    metastore = open_metastore(settings)
+    if settings.load_default_connections:
+        known = {c.conn_id for c in queries.list_connections(metastore.db, None)}
+        missing = [c for c in DEFAULT_CONNECTIONS if c.conn_id not in known]
+        if missing:
+            metastore.store.add_connections(missing)
+    return metastore

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from sparkflow.connections import Connection, SecretBox, connection_from_env
 from sparkflow.exceptions import NotFound
@@ -15,13 +16,15 @@ from sparkflow.metastore.records import (
     DagRecord,
     DagRunRecord,
     ImportErrorRecord,
+    PoolRecord,
     StateEventRecord,
     TaskInstanceRecord,
     TaskTryRecord,
     TIKey,
+    VariableRecord,
     XComRecord,
 )
-from sparkflow.state import RunState
+from sparkflow.state import RunState, TaskState
 
 
 def list_dags(db: Database, include_inactive: bool = False) -> list[DagRecord]:
@@ -77,6 +80,79 @@ def task_instances_of_runs(db: Database, run_ids: Sequence[int]) -> list[TaskIns
     with db.read() as conn:
         rows = conn.execute(select(t.task_instance).where(t.task_instance.c.dag_run_id.in_(run_ids)))
         return [TaskInstanceRecord.from_row(r) for r in rows]
+
+
+def task_instances_in_states(db: Database, states: Iterable[TaskState]) -> list[TaskInstanceRecord]:
+    """Task instances of every run in these states (the scheduler adopting work after a restart)."""
+    c = t.task_instance.c
+    with db.read() as conn:
+        rows = conn.execute(select(t.task_instance).where(c.state.in_([s.value for s in states])).order_by(c.id))
+        return [TaskInstanceRecord.from_row(r) for r in rows]
+
+
+def latest_run(db: Database, dag_id: str, run_types: Iterable[str]) -> DagRunRecord | None:
+    """The run of these types with the latest logical date (where scheduling continues from)."""
+    c = t.dag_run.c
+    query = (select(t.dag_run).where(c.dag_id == dag_id, c.run_type.in_(list(run_types)))
+             .order_by(c.logical_date.desc(), c.id.desc()).limit(1))
+    with db.read() as conn:
+        row = conn.execute(query).one_or_none()
+    return DagRunRecord.from_row(row) if row is not None else None
+
+
+def runs_at(db: Database, dag_id: str, logical_date: datetime) -> list[DagRunRecord]:
+    c = t.dag_run.c
+    with db.read() as conn:
+        rows = conn.execute(select(t.dag_run).where(c.dag_id == dag_id, c.logical_date == logical_date)
+                            .order_by(c.id))
+        return [DagRunRecord.from_row(r) for r in rows]
+
+
+def previous_task_states(
+    db: Database, dag_id: str, before: datetime, task_ids: Iterable[str]
+) -> dict[str, TaskState] | None:
+    """depends_on_past: the states of these tasks in the DAG's run just before ``before`` (by logical date);
+    None when there is no earlier run."""
+    c = t.dag_run.c
+    with db.read() as conn:
+        prev = conn.execute(select(t.dag_run.c.id).where(c.dag_id == dag_id, c.logical_date < before)
+                            .order_by(c.logical_date.desc(), c.id.desc()).limit(1)).scalar_one_or_none()
+        if prev is None:
+            return None
+        ti = t.task_instance.c
+        rows = conn.execute(select(ti.task_id, ti.state).where(ti.dag_run_id == prev, ti.task_id.in_(list(task_ids))))
+        return {r.task_id: TaskState(r.state) for r in rows}
+
+
+def external_states(
+    db: Database, dag_id: str, logical_date: datetime, task_ids: Sequence[str] | None
+) -> list[str]:
+    """ExternalTaskSensor: the states of these tasks in dag_id's runs at logical_date, or of the runs themselves
+    when task_ids is None."""
+    c = t.dag_run.c
+    with db.read() as conn:
+        if task_ids is None:
+            return list(conn.execute(select(c.state).where(c.dag_id == dag_id, c.logical_date == logical_date))
+                        .scalars())
+        ti = t.task_instance.c
+        query = (select(ti.state).join(t.dag_run, t.dag_run.c.id == ti.dag_run_id)
+                 .where(c.dag_id == dag_id, c.logical_date == logical_date, ti.task_id.in_(list(task_ids))))
+        return list(conn.execute(query).scalars())
+
+
+def list_pools(db: Database) -> list[PoolRecord]:
+    """Pools with their running and queued slots."""
+    ti = t.task_instance.c
+    with db.read() as conn:
+        pools = conn.execute(select(t.pool).order_by(t.pool.c.pool)).all()
+        used = conn.execute(
+            select(ti.pool, ti.state, func.sum(ti.pool_slots))
+            .where(ti.state.in_([TaskState.RUNNING.value, TaskState.QUEUED.value])).group_by(ti.pool, ti.state)
+        ).all()
+    running = {p: int(n) for p, state, n in used if state == TaskState.RUNNING.value}
+    queued = {p: int(n) for p, state, n in used if state == TaskState.QUEUED.value}
+    return [PoolRecord(p.pool, p.slots, p.description, running.get(p.pool, 0), queued.get(p.pool, 0))
+            for p in pools]
 
 
 def get_task_instance(db: Database, key: TIKey) -> TaskInstanceRecord:
@@ -167,6 +243,15 @@ def get_variable(db: Database, key: str, secrets: SecretBox | None) -> str | Non
     if row is None or secrets is None:
         return None
     return secrets.decrypt(row.val)
+
+
+def list_variables(db: Database, secrets: SecretBox | None) -> list[VariableRecord]:
+    """Every variable by key; values are decrypted only when the key is given."""
+    with db.read() as conn:
+        rows = conn.execute(select(t.variable).order_by(t.variable.c.key)).all()
+    return [
+        VariableRecord(r.key, secrets.decrypt(r.val) if secrets is not None else None, r.description) for r in rows
+    ]
 
 
 def resolve_connection(db: Database, conn_id: str, secrets: SecretBox | None) -> Connection:

@@ -90,6 +90,7 @@ class TaskInstanceRecord:
     max_tries: int
     operator: str | None
     pool: str
+    pool_slots: int
     queue: str
     priority_weight: int
     queued_at: datetime | None
@@ -191,3 +192,31 @@ class XComRecord:
     @classmethod
     def from_row(cls, row: Row[Any]) -> XComRecord:
         return _from_row(cls, row, value=json.loads(row.value) if row.value is not None else None)
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """A pool and its use right now: ``occupied`` = running + queued slots, ``open`` = what is left."""
+
+    pool: str
+    slots: int
+    description: str | None
+    running: int = 0
+    queued: int = 0
+
+    @property
+    def occupied(self) -> int:
+        return self.running + self.queued
+
+    @property
+    def open(self) -> int:
+        return max(self.slots - self.occupied, 0)
+
+
+@dataclass(frozen=True)
+class VariableRecord:
+    """A variable; ``val`` is the decrypted value, or None when read without the Fernet key."""
+
+    key: str
+    val: str | None
+    description: str | None

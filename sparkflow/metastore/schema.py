@@ -108,6 +108,7 @@ task_instance = Table(
     Column("max_tries", Integer, nullable=False, default=0),
     Column("operator", String(100)),
     Column("pool", String(ID), nullable=False, default="default_pool"),
+    Column("pool_slots", Integer, nullable=False, default=1, server_default="1"),  # slots of its pool it takes
     Column("queue", String(ID), nullable=False, default="default"),
     Column("priority_weight", Integer, nullable=False, default=1),
     Column("queued_at", TS),

@@ -21,12 +21,23 @@ from sparkflow.connections import Connection, SecretBox
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import ImportErrorInfo
 from sparkflow.definitions.schedule import DataInterval
-from sparkflow.exceptions import ConfigError, NotFound, UserError
+from sparkflow.exceptions import ConfigError, InvalidTransition, NotFound, UserError
 from sparkflow.metastore import schema as t
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
-from sparkflow.state import RunState, TaskState, check_run_transition, check_transition
+from sparkflow.state import (
+    RUN_CLEAR_TRANSITIONS,
+    TASK_ACTIVE,
+    RunState,
+    TaskState,
+    check_clear,
+    check_mark,
+    check_run_transition,
+    check_transition,
+)
 
+DEFAULT_POOL = "default_pool"
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 EXTERNAL_ID_COLUMNS = ("spark_app_id", "spark_driver_id", "spark_ui_url")
 # Columns of task_instance copied to the current try's history row whenever they change.
 _TRY_COLUMNS = ("hostname", "pid", "log_path", "error", *EXTERNAL_ID_COLUMNS)
@@ -50,9 +61,13 @@ class Store:
     # -- DAGs and import errors --------------------------------------------------------------------------------
     def sync_dags(
         self, dags: Iterable[DAG], import_errors: Sequence[ImportErrorInfo], parsed_files: Iterable[str],
-        now: datetime | None = None, deactivate_missing: bool = True,
+        now: datetime | None = None, complete: bool = False,
     ) -> None:
-        """Record what a parse of the DAG folder found; errors of the parsed files replace the old ones."""
+        """Record what a parse found; errors of the parsed files replace their old ones.
+
+        ``complete`` says ``parsed_files`` is the whole DAG folder: DAGs and import errors of any other file (a
+        deleted or renamed one) are then stale, so the DAGs go inactive and the errors go away.
+        """
         now = now or utcnow()
         files = set(parsed_files)
         with self.db.write() as conn:
@@ -74,13 +89,13 @@ class Store:
                 if updated.rowcount == 0:
                     paused = bool(dag.is_paused_upon_creation) if dag.is_paused_upon_creation is not None else False
                     conn.execute(insert(t.dag).values(dag_id=dag.dag_id, is_paused=paused, **values))
-            if deactivate_missing and files:
-                conn.execute(
-                    update(t.dag)
-                    .where(t.dag.c.fileloc.in_(files), t.dag.c.dag_id.not_in(seen))
-                    .values(is_active=False)
-                )
-            conn.execute(delete(t.import_error).where(t.import_error.c.filename.in_(files)))
+            gone_from_parsed_files = t.dag.c.fileloc.in_(files) & t.dag.c.dag_id.not_in(seen)
+            stale = (t.dag.c.dag_id.not_in(seen)) if complete else gone_from_parsed_files
+            conn.execute(update(t.dag).where(stale).values(is_active=False))
+            if complete:
+                conn.execute(delete(t.import_error))
+            else:
+                conn.execute(delete(t.import_error).where(t.import_error.c.filename.in_(files)))
             for error in import_errors:
                 conn.execute(insert(t.import_error).values(
                     filename=error.filename, lineno=error.lineno, dag_id=error.dag_id, task_id=error.task_id,
@@ -129,7 +144,8 @@ class Store:
                     dict(
                         dag_run_id=dag_run_id, dag_id=dag.dag_id, run_id=run_id, task_id=task.task_id,
                         state=TaskState.NONE, try_number=0, max_tries=task.retries, operator=type(task).__name__,
-                        pool=task.pool, queue=task.queue, priority_weight=task.priority_weight, updated_at=now,
+                        pool=task.pool, pool_slots=task.pool_slots, queue=task.queue,
+                        priority_weight=task.priority_weight, updated_at=now,
                     )
                     for task in dag.tasks
                 ])
@@ -168,12 +184,15 @@ class Store:
         actor: str,
         detail: str | None = None,
         now: datetime | None = None,
+        expected_try: int | None = None,
         **fields: Any,
     ) -> bool:
-        """Compare-and-set one task instance from ``expected`` to ``new`` with extra column values.
+        """Compare-and-set one task instance from ``expected`` (and ``expected_try``, when given) to ``new`` with
+        extra column values.
 
-        Entering RUNNING opens a try-history row; leaving RUNNING closes it. Returns False (and writes nothing)
-        when the row was not in ``expected``.
+        Entering RUNNING opens a try-history row (or re-opens it: a rescheduled sensor continues its try, keeping
+        the try's first start); leaving RUNNING closes it. Returns False (and writes nothing) when the row was
+        not in ``expected``.
         """
         check_transition(expected, new)
         now = now or utcnow()
@@ -182,25 +201,41 @@ class Store:
             ti = conn.execute(select(t.task_instance).where(*_ti_where(key))).one_or_none()
             if ti is None:
                 raise NotFound(f"task instance {key} does not exist")
+            continued = None
             if new is TaskState.RUNNING:
+                continued = conn.execute(select(t.task_instance_try.c.start_date).where(
+                    t.task_instance_try.c.ti_id == ti.id,
+                    t.task_instance_try.c.try_number == values.get("try_number", ti.try_number),
+                )).one_or_none()
+                if continued is not None and continued.start_date is not None:
+                    values.setdefault("start_date", continued.start_date)
                 values.setdefault("start_date", now)
                 values.setdefault("last_heartbeat_at", now)
                 values.setdefault("end_date", None)
                 values.setdefault("duration", None)
                 values.setdefault("error", None)
+                for column in (*EXTERNAL_ID_COLUMNS, "spark_progress", "spark_metrics"):
+                    values.setdefault(column, None)  # a new try starts without the last try's Spark state
             if expected is TaskState.RUNNING or new in (TaskState.FAILED, TaskState.SUCCESS):
                 values.setdefault("end_date", now)
                 start = values.get("start_date", ti.start_date)
                 if start is not None and values["end_date"] is not None:
                     values.setdefault("duration", (values["end_date"] - start).total_seconds())
-            result = conn.execute(
-                update(t.task_instance).where(t.task_instance.c.id == ti.id, t.task_instance.c.state == expected)
-                .values(**values)
-            )
+            where = [t.task_instance.c.id == ti.id, t.task_instance.c.state == expected]
+            if expected_try is not None:
+                where.append(t.task_instance.c.try_number == expected_try)
+            result = conn.execute(update(t.task_instance).where(*where).values(**values))
             if result.rowcount == 0:
                 return False
             try_number = values.get("try_number", ti.try_number)
-            if new is TaskState.RUNNING:
+            if new is TaskState.RUNNING and continued is not None:
+                conn.execute(
+                    update(t.task_instance_try)
+                    .where(t.task_instance_try.c.ti_id == ti.id, t.task_instance_try.c.try_number == try_number)
+                    .values(state=new, end_date=None, duration=None,
+                            **{c: values.get(c, ti._mapping[c]) for c in _TRY_COLUMNS})
+                )
+            elif new is TaskState.RUNNING:
                 conn.execute(insert(t.task_instance_try).values(
                     ti_id=ti.id, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, try_number=try_number,
                     state=new, start_date=values["start_date"],
@@ -230,6 +265,22 @@ class Store:
                          .where(t.task_instance_try.c.ti_id == ti_id, t.task_instance_try.c.try_number == try_number)
                          .values(**values))
 
+    def record_spark_progress(self, key: TIKey, try_number: int, progress: Mapping[str, Any]) -> None:
+        with self.db.write() as conn:
+            conn.execute(update(t.task_instance).where(*_ti_where(key), t.task_instance.c.try_number == try_number)
+                         .values(spark_progress=json.dumps(dict(progress))))
+
+    def record_spark_metrics(self, key: TIKey, try_number: int, metrics: Mapping[str, Any]) -> None:
+        """Metrics of the try's Spark application, on the task instance and in the try history."""
+        text = json.dumps(dict(metrics))
+        with self.db.write() as conn:
+            conn.execute(update(t.task_instance).where(*_ti_where(key), t.task_instance.c.try_number == try_number)
+                         .values(spark_metrics=text))
+            ti_id = select(t.task_instance.c.id).where(*_ti_where(key)).scalar_subquery()
+            conn.execute(update(t.task_instance_try)
+                         .where(t.task_instance_try.c.ti_id == ti_id, t.task_instance_try.c.try_number == try_number)
+                         .values(spark_metrics=text))
+
     def heartbeat(self, key: TIKey, try_number: int, now: datetime | None = None) -> bool:
         """Refresh a running try's heartbeat; False if the task is no longer running this try."""
         with self.db.write() as conn:
@@ -251,6 +302,101 @@ class Store:
                     moved.append(task_id)
                     break
         return moved
+
+    def clear_task_instances(
+        self, dag: DAG, selection: Iterable[tuple[DagRunRecord, Iterable[str]]], actor: str,
+        now: datetime | None = None,
+    ) -> list[TIKey]:
+        """Clear (re-run) the chosen task instances of each run, atomically: each goes back to ``none`` keeping its
+        try_number (the next try is try_number + 1) with its retries available again; a finished run is queued
+        again. Every change writes a ``clear`` event. Queued or running tasks are left alone (mark them failed
+        first). Returns the keys it cleared."""
+        now = now or utcnow()
+        cleared: list[TIKey] = []
+        c = t.task_instance.c
+        with self.db.write() as conn:
+            for run, task_ids in selection:
+                wanted = set(task_ids)
+                if not wanted:
+                    continue
+                rows = conn.execute(select(t.task_instance).where(
+                    c.dag_run_id == run.id, c.task_id.in_(wanted), c.state.not_in([s.value for s in TASK_ACTIVE]),
+                )).all()
+                for row in rows:
+                    old = TaskState(row.state)
+                    check_clear(old)
+                    task = dag.task_dict.get(row.task_id)
+                    retries = task.retries if task is not None else row.max_tries
+                    result = conn.execute(update(t.task_instance).where(c.id == row.id, c.state == old).values(
+                        state=TaskState.NONE, max_tries=row.try_number + retries, next_try_at=None, end_date=None,
+                        duration=None, error=None, queued_at=None, updated_at=now,
+                    ))
+                    if result.rowcount:
+                        key = TIKey(row.dag_id, row.run_id, row.task_id)
+                        cleared.append(key)
+                        self._event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "clear", old,
+                                    TaskState.NONE, actor, None)
+                current = RunState(conn.execute(select(t.dag_run.c.state).where(t.dag_run.c.id == run.id)).scalar_one())
+                target = RUN_CLEAR_TRANSITIONS[current]
+                if rows and target is not current:
+                    conn.execute(update(t.dag_run).where(t.dag_run.c.id == run.id, t.dag_run.c.state == current)
+                                 .values(state=target, queued_at=now, start_date=None, end_date=None))
+                    self._event(conn, now, run.dag_id, run.run_id, None, None, "clear", current, target, actor,
+                                f"{len(rows)} task(s) cleared")
+        return cleared
+
+    def mark_task_state(
+        self, key: TIKey, new: TaskState, actor: str, now: datetime | None = None
+    ) -> TaskInstanceRecord:
+        """Set a task's outcome by hand (success or failed), audited as a ``mark`` event; returns the task
+        instance as it was before. A running try is closed; killing its process is the caller's job."""
+        now = now or utcnow()
+        c = t.task_instance.c
+        with self.db.write() as conn:
+            row = conn.execute(select(t.task_instance).where(*_ti_where(key))).one_or_none()
+            if row is None:
+                raise NotFound(f"task instance {key} does not exist")
+            before = TaskInstanceRecord.from_row(row)
+            try:
+                check_mark(before.state, new)
+            except InvalidTransition as exc:
+                raise UserError(f"task '{key.task_id}' of run '{key.run_id}': {exc}; nothing to do") from None
+            values: dict[str, Any] = {"state": new, "updated_at": now, "next_try_at": None, "end_date": now}
+            if before.start_date is not None:
+                values["duration"] = (now - before.start_date).total_seconds()
+            if new is TaskState.FAILED:
+                values["error"] = f"marked failed by {actor}"
+            conn.execute(update(t.task_instance).where(c.id == row.id, c.state == before.state).values(**values))
+            if before.state is TaskState.RUNNING:
+                conn.execute(
+                    update(t.task_instance_try)
+                    .where(t.task_instance_try.c.ti_id == row.id, t.task_instance_try.c.try_number == row.try_number)
+                    .values(state=new, end_date=now, duration=values.get("duration"), error=values.get("error"))
+                )
+            self._event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "mark", before.state, new,
+                        actor, None)
+        return before
+
+    # -- pools -----------------------------------------------------------------------------------------------
+    def set_pool(self, name: str, slots: int, description: str | None = None) -> None:
+        """Create or resize a pool (Airflow: `pools set`)."""
+        if not name or not set(name) <= _ID_CHARS or len(name) > t.ID:
+            raise UserError(f"pool name {name!r} is invalid; use letters, digits, '_', '.', '-'")
+        if slots < 0:
+            raise UserError(f"pool '{name}': slots {slots} is negative; use 0 or more (0 holds its tasks back)")
+        with self.db.write() as conn:
+            values: dict[str, Any] = {"slots": slots}
+            if description is not None:
+                values["description"] = description
+            if conn.execute(update(t.pool).where(t.pool.c.pool == name).values(**values)).rowcount == 0:
+                conn.execute(insert(t.pool).values(pool=name, slots=slots, description=description))
+
+    def delete_pool(self, name: str) -> None:
+        if name == DEFAULT_POOL:
+            raise UserError(f"pool '{name}' cannot be deleted; resize it with `sparkflow pools set {name} SLOTS`")
+        with self.db.write() as conn:
+            if conn.execute(delete(t.pool).where(t.pool.c.pool == name)).rowcount == 0:
+                raise NotFound(f"pool '{name}' does not exist; see `sparkflow pools list`")
 
     # -- XCom ------------------------------------------------------------------------------------------------
     def set_xcom(self, ti: TaskInstanceRecord, key: str, value: Any, now: datetime | None = None) -> None:
@@ -309,9 +455,22 @@ class Store:
 
     # -- variables -------------------------------------------------------------------------------------------
     def set_variable(self, key: str, value: str, description: str | None = None) -> None:
+        self.set_variables({key: (value, description)})
+
+    def set_variables(self, items: Mapping[str, tuple[str, str | None]]) -> None:
+        """Set (key -> (value, description)) in one transaction: all of them or none."""
         with self.db.write() as conn:
-            conn.execute(delete(t.variable).where(t.variable.c.key == key))
-            conn.execute(insert(t.variable).values(key=key, val=self.secrets.encrypt(value), description=description))
+            for key, (value, description) in items.items():
+                conn.execute(delete(t.variable).where(t.variable.c.key == key))
+                conn.execute(
+                    insert(t.variable).values(key=key, val=self.secrets.encrypt(value), description=description)
+                )
+
+    def delete_variable(self, key: str) -> None:
+        with self.db.write() as conn:
+            result = conn.execute(delete(t.variable).where(t.variable.c.key == key))
+            if result.rowcount == 0:
+                raise NotFound(f"variable '{key}' does not exist; see `sparkflow variables list`")
 
     # -- audit -----------------------------------------------------------------------------------------------
     @staticmethod

@@ -11,8 +11,11 @@ from typing import Any
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import XCOM_RETURN_KEY, Context
 from sparkflow.definitions.dag import current_dag
+from sparkflow.definitions.taskgroup import current_task_group
+from sparkflow.definitions.templating import make_environment, render_value
 from sparkflow.definitions.xcom_arg import XComArg
 from sparkflow.exceptions import DagDefinitionError, TaskFailure
+from sparkflow.operators.bash import BashOperator
 
 
 def determine_kwargs(func: Callable[..., Any], args: tuple[Any, ...], context: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,7 +138,10 @@ class DecoratedPythonOperator(PythonOperator):
 class _TaskDecorator:
     """What ``@task`` returns: calling it inside a DAG creates a task and returns its output (an XComArg)."""
 
-    def __init__(self, func: Callable[..., Any], operator_class: type[PythonOperator], kwargs: dict[str, Any]):
+    def __init__(
+        self, func: Callable[..., Any], operator_class: type[PythonOperator] | type[_BashDecorated],
+        kwargs: dict[str, Any],
+    ):
         self.function = func
         self.operator_class = operator_class
         self.kwargs = kwargs
@@ -146,10 +152,12 @@ class _TaskDecorator:
 
     def _unique_task_id(self, task_id: str) -> str:
         dag = self.kwargs.get("dag") or current_dag()
-        if dag is None or task_id not in dag.task_dict:
+        group = self.kwargs.get("task_group") or current_task_group()
+        full = group.child_id if group is not None and group.dag is dag else str  # the id the task will get
+        if dag is None or full(task_id) not in dag.task_dict:
             return task_id
         n = 1
-        while f"{task_id}__{n}" in dag.task_dict:
+        while full(f"{task_id}__{n}") in dag.task_dict:
             n += 1
         return f"{task_id}__{n}"
 
@@ -182,7 +190,7 @@ def _returns_mapping(func: Callable[..., Any]) -> bool:
     return isinstance(origin, type) and issubclass(origin, Mapping)
 
 
-def _decorate(operator_class: type[PythonOperator]) -> Callable[..., Any]:
+def _decorate(operator_class: type[PythonOperator] | type[_BashDecorated]) -> Callable[..., Any]:
     def decorator(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         if python_callable is not None and callable(python_callable):
             return _TaskDecorator(python_callable, operator_class, kwargs)
@@ -199,13 +207,44 @@ class _ShortCircuitDecorated(DecoratedPythonOperator, ShortCircuitOperator):
     pass
 
 
+class _BashDecorated(BashOperator):
+    """``@task.bash``: the function returns the bash command (rendered as a template), run as by BashOperator."""
+
+    template_fields = (*BashOperator.template_fields, "op_args", "op_kwargs")  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        op_args: Iterable[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(bash_command="", **kwargs)
+        self.python_callable = python_callable
+        self.op_args = list(op_args or [])
+        self.op_kwargs = dict(op_kwargs or {})
+
+    def execute(self, context: Context) -> Any:
+        kwargs = {**determine_kwargs(self.python_callable, tuple(self.op_args), context), **self.op_kwargs}
+        command = self.python_callable(*self.op_args, **kwargs)
+        if not isinstance(command, str) or not command.strip():
+            raise TaskFailure(
+                f"task '{self.task_id}': a @task.bash function must return a non-empty bash command string, "
+                f"got {command!r}"
+            )
+        self.bash_command = render_value(command, context, make_environment())
+        return super().execute(context)
+
+
 class _TaskNamespace:
-    """``@task``, ``@task(...)``, ``@task.python``, ``@task.branch``, ``@task.short_circuit``."""
+    """``@task``, ``@task(...)``, ``@task.python``, ``@task.branch``, ``@task.short_circuit``, ``@task.bash``."""
 
     def __init__(self) -> None:
         self.python = _decorate(DecoratedPythonOperator)
         self.branch = _decorate(_BranchDecorated)
         self.short_circuit = _decorate(_ShortCircuitDecorated)
+        self.bash = _decorate(_BashDecorated)
 
     def __call__(self, python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         return self.python(python_callable, **kwargs)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import os
+import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from sparkflow.definitions.baseoperator import BaseOperator
-from sparkflow.definitions.context import Context, lookup_connection
+from sparkflow.definitions.context import Context, TaskInstanceHandle, lookup_connection
 from sparkflow.exceptions import SparkSubmitFailed
-from sparkflow.logs import masker
+from sparkflow.logs import mask_sensitive_settings, masker
 from sparkflow.process import GroupProcess
 from sparkflow.spark.command import build_spark_submit_argv
-from sparkflow.spark.spec import SparkSubmitSpec, resolve_target
+from sparkflow.spark.eventlog import EVENT_LOG_CONF, read_metrics
+from sparkflow.spark.rest_submission import (
+    DRIVER_FAILED,
+    DRIVER_RUNNING,
+    DriverLogTail,
+    RestSubmissionClient,
+    python_submission,
+    rest_url,
+)
+from sparkflow.spark.spec import SparkSubmitSpec, SparkTarget, resolve_target
 from sparkflow.spark.submit import locate_binary, parse_ids, submit_environment
+from sparkflow.spark.tracking import DriverProgressPoller, SparkProgress
 
 _INT_FIELDS = ("total_executor_cores", "executor_cores", "num_executors")
 _DEPLOY_MODES = ("client", "cluster")
@@ -95,6 +110,7 @@ class SparkSubmitOperator(BaseOperator):
         self.use_krb5ccache = use_krb5ccache
         self.post_submit_commands = post_submit_commands
         self._process: GroupProcess | None = None
+        self._rest_driver: tuple[RestSubmissionClient, str] | None = None
         self._validate()
 
     def _validate(self) -> None:
@@ -103,6 +119,10 @@ class SparkSubmitOperator(BaseOperator):
             raise self._error("application must be the path of a .py, .jar or .R file to submit")
         if self.conf is not None and not isinstance(self.conf, dict):
             raise self._error(f"conf must be a dict of Spark properties, got {type(self.conf).__name__}")
+        if not isinstance(self.status_poll_interval, (int, float)) or self.status_poll_interval <= 0:
+            raise self._error(
+                f"status_poll_interval must be a positive number of seconds, got {self.status_poll_interval!r}"
+            )
         for field in _INT_FIELDS:
             value = getattr(self, field)
             if value is not None and not (isinstance(value, int) and value > 0):
@@ -149,30 +169,153 @@ class SparkSubmitOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         conn = lookup_connection(self.conn_id)
         masker.add(*conn.secrets())
-        spec = self.spec()
-        target = resolve_target(conn, spec)
-        argv = build_spark_submit_argv(spec, target, locate_binary(target.spark_binary), os.environ)
-        env = submit_environment(target, spec.env_vars, os.environ)
-        self.log.info("Submitting to %s (%s): %s", target.master, target.cluster_manager, " ".join(argv))
         ti = context["ti"]
-        found: dict[str, str] = {}
-
-        def on_line(line: str) -> None:
-            self.log.info("%s", line)
-            ids = parse_ids(line)
-            new = {k: v for k, v in vars(ids).items() if v and found.get(k) != v}
-            if new:
-                found.update(new)
-                ti.record_external_ids(**{f"spark_{k}": v for k, v in new.items()})
-
+        event_dir = ti.artifact_dir("spark-events")
+        spec = with_event_log(self.spec(), event_dir)
+        target = resolve_target(conn, spec)
+        env = submit_environment(target, spec.env_vars, os.environ)
+        tracker = SparkRunTracker(ti, self.status_poll_interval, self.log)
+        if is_rest_python_submission(spec, target):
+            try:
+                self._run_rest(spec, target, env, ti, tracker)
+            finally:
+                tracker.stop()
+                tracker.record_metrics(event_dir)
+            return tracker.ids.get("app_id")
+        argv = build_spark_submit_argv(spec, target, locate_binary(target.spark_binary), os.environ)
+        self.log.info("Submitting to %s (%s): %s", target.master, target.cluster_manager,
+                      mask_sensitive_settings(" ".join(argv)))
         self._process = GroupProcess(argv, env=env)
-        result = self._process.run(on_line)
+        try:
+            result = self._process.run(tracker.on_line)
+        finally:
+            tracker.stop()
+            tracker.record_metrics(event_dir)
         if result.returncode != 0:
-            tail = "\n".join(masker.mask(line) for line in result.last_lines[-10:])
+            tail = "\n".join(masker.mask(mask_sensitive_settings(line)) for line in result.last_lines[-10:])
             raise SparkSubmitFailed(f"spark-submit exited with code {result.returncode}; last output:\n{tail}")
-        self.log.info("spark-submit finished with code 0 (application %s)", found.get("app_id", "unknown"))
-        return found.get("app_id")
+        self.log.info("spark-submit finished with code 0 (application %s)", tracker.ids.get("app_id", "unknown"))
+        return tracker.ids.get("app_id")
+
+    def _run_rest(
+        self, spec: SparkSubmitSpec, target: SparkTarget, env: dict[str, str], ti: TaskInstanceHandle,
+        tracker: SparkRunTracker,
+    ) -> None:
+        """Standalone cluster mode for a Python application, through the master's REST server; reattaches to the
+        previous try's driver when it is still running instead of submitting a duplicate."""
+        client = RestSubmissionClient(rest_url(target))
+        driver_id = ti.previous_try_ids().get("spark_driver_id")
+        if driver_id and client.status(driver_id).state in DRIVER_RUNNING:
+            self.log.info("Reattaching to driver %s of the previous try, which is still running", driver_id)
+        else:
+            request = python_submission(spec, target, _spark_version(), env)
+            self.log.info("Submitting %s to %s (standalone cluster mode, REST)", spec.application, client.base_url)
+            driver_id = client.create(request)
+        self._rest_driver = (client, driver_id)
+        tracker.on_line(f"Driver {driver_id} submitted")  # records the driver id at once
+        logs = DriverLogTail(target.master_web_ui) if target.master_web_ui else None
+        state = None
+        while True:
+            status = client.status(driver_id)
+            if status.state != state:
+                state = status.state
+                self.log.info("Driver %s is %s", driver_id, state)
+            if logs is not None:
+                for log_type in ("stdout", "stderr"):
+                    for line in logs.read(driver_id, status.worker_id, log_type).splitlines():
+                        tracker.on_line(line)
+            if state == "FINISHED":
+                return
+            if state in DRIVER_FAILED or state is None:
+                raise SparkSubmitFailed(
+                    f"Spark driver {driver_id} ended {state or 'unknown to the master'}"
+                    + (f": {status.message}" if status.message else "")
+                )
+            time.sleep(self.status_poll_interval)
 
     def on_kill(self) -> None:
         if self._process is not None:
             self._process.kill()
+        if self._rest_driver is not None:
+            client, driver_id = self._rest_driver
+            killed = client.kill(driver_id)
+            self.log.info("Asked the master to kill driver %s: %s", driver_id, "accepted" if killed else "refused")
+
+
+def is_rest_python_submission(spec: SparkSubmitSpec, target: SparkTarget) -> bool:
+    """spark-submit cannot run Python apps in standalone cluster mode; the master's REST server can."""
+    return target.cluster_manager == "standalone" and target.deploy_mode == "cluster" and spec.application.endswith(
+        ".py"
+    )
+
+
+def _spark_version() -> str:
+    try:
+        return importlib.metadata.version("pyspark")
+    except importlib.metadata.PackageNotFoundError:
+        return "4.0.0"
+
+
+def with_event_log(spec: SparkSubmitSpec, directory: Path) -> SparkSubmitSpec:
+    """Give the try its own readable event log, for metrics; a user's own eventLog settings win."""
+    conf = {**EVENT_LOG_CONF, "spark.eventLog.dir": directory.resolve().as_uri(), **spec.conf}
+    return replace(spec, conf=conf)
+
+
+class SparkRunTracker:
+    """Follows one submission: ids from the output (recorded at once), live progress from the driver's REST API,
+    metrics from the event log at the end."""
+
+    def __init__(self, ti: TaskInstanceHandle, interval: float, log: logging.Logger) -> None:
+        self.ti = ti
+        self.interval = float(interval)
+        self.log = log
+        self.ids: dict[str, str] = {}
+        self.poller: DriverProgressPoller | None = None
+
+    def on_line(self, line: str) -> None:
+        self.log.info("%s", mask_sensitive_settings(line))
+        found = {k: v for k, v in vars(parse_ids(line)).items() if v and self.ids.get(k) != v}
+        if not found:
+            return
+        self.ids.update(found)
+        self.ti.record_external_ids(**{f"spark_{k}": v for k, v in found.items()})
+        if "ui_url" in found and self.poller is None:
+            self.poller = DriverProgressPoller(
+                found["ui_url"], self.interval, self.on_progress, self.on_app_id, app_id=self.ids.get("app_id")
+            )
+            self.poller.start()
+
+    def on_app_id(self, app_id: str) -> None:
+        if self.ids.get("app_id") != app_id:
+            self.ids["app_id"] = app_id
+            self.ti.record_external_ids(spark_app_id=app_id)
+
+    def on_progress(self, progress: SparkProgress) -> None:
+        self.ti.record_spark_progress(progress.to_dict())
+        self.log.info("Spark progress %s", progress.describe())
+
+    def stop(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+
+    def record_metrics(self, event_dir: Path) -> None:
+        metrics = read_metrics(event_dir)
+        if metrics is None:
+            return
+        if metrics.app_id:
+            self.on_app_id(metrics.app_id)
+        self.ti.record_spark_metrics(metrics.to_dict())
+        if metrics.jobs:
+            final = SparkProgress(jobs_total=metrics.jobs, jobs_done=metrics.jobs - metrics.jobs_failed,
+                                  jobs_failed=metrics.jobs_failed, tasks_total=metrics.tasks,
+                                  tasks_done=metrics.tasks - metrics.tasks_failed - metrics.tasks_killed,
+                                  tasks_failed=metrics.tasks_failed)
+            self.ti.record_spark_progress(final.to_dict())
+        self.log.info(
+            "Spark metrics: %s jobs, %s stages, %s tasks (%s failed), input %s B, shuffle read %s B / write %s B, "
+            "spill %s B, GC %s ms, duration %s ms",
+            metrics.jobs, metrics.stages, metrics.tasks, metrics.tasks_failed, metrics.input_bytes,
+            metrics.shuffle_read_bytes, metrics.shuffle_write_bytes,
+            metrics.memory_spilled_bytes + metrics.disk_spilled_bytes, metrics.jvm_gc_time_ms, metrics.duration_ms,
+        )

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pendulum
 
+from sparkflow.connections import Connection
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import (
     XCOM_RETURN_KEY,
     Context,
     conn_accessor,
     macros,
+    task_environment,
     var_namespace,
 )
 from sparkflow.definitions.dag import DAG
+from sparkflow.logs import masker, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
-from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord
+from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
 
 log = logging.getLogger("sparkflow.task")
 
@@ -27,8 +35,13 @@ log = logging.getLogger("sparkflow.task")
 class RuntimeTaskInstance:
     """``context["ti"]``: XCom, skips and external ids of one task try, written through the store."""
 
-    def __init__(self, metastore: Metastore, ti: TaskInstanceRecord, run: DagRunRecord, dag: DAG) -> None:
+    def __init__(
+        self, metastore: Metastore, ti: TaskInstanceRecord, run: DagRunRecord, dag: DAG, log_folder: Path,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._ms = metastore
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._log_folder = log_folder
         self._record = ti
         self._run = run
         self.dag_id = ti.dag_id
@@ -78,6 +91,55 @@ class RuntimeTaskInstance:
             if value:
                 log.info("Recorded %s = %s", name, value)
 
+    def record_spark_progress(self, progress: dict[str, Any]) -> None:
+        self._ms.store.record_spark_progress(self._record.key, self.try_number, progress)
+
+    def record_spark_metrics(self, metrics: dict[str, Any]) -> None:
+        self._ms.store.record_spark_metrics(self._record.key, self.try_number, metrics)
+
+    def artifact_dir(self, name: str) -> Path:
+        return _artifact_dir(self._log_folder, self._record.key, self.try_number, name)
+
+    def previous_try_ids(self) -> dict[str, str | None]:
+        earlier = [t for t in queries.task_tries(self._ms.db, self._record.key) if t.try_number < self.try_number]
+        if not earlier:
+            return {}
+        last = earlier[-1]
+        return {"spark_app_id": last.spark_app_id, "spark_driver_id": last.spark_driver_id,
+                "spark_ui_url": last.spark_ui_url}
+
+    def get_external_states(
+        self, dag_id: str, logical_date: datetime, task_ids: list[str] | None = None
+    ) -> list[str]:
+        return queries.external_states(self._ms.db, dag_id, logical_date, task_ids)
+
+    def try_elapsed_seconds(self) -> float:
+        started = self._record.start_date
+        return 0.0 if started is None else max((self._clock() - started).total_seconds(), 0.0)
+
+
+@contextmanager
+def metastore_environment(metastore: Metastore, context: Context | None = None) -> Iterator[None]:
+    """Connections and variables from the metastore for a running task (``context``) or for DAG-file parsing
+    (``context`` None: a DAG file may call ``Variable.get`` or ``BaseHook.get_connection`` at the top level)."""
+
+    def connections(conn_id: str) -> Connection:
+        conn = queries.resolve_connection(metastore.db, conn_id, metastore.secrets)
+        masker.add(*conn.secrets())
+        return conn
+
+    def variables(key: str) -> str | None:
+        return queries.get_variable(metastore.db, key, metastore.secrets)
+
+    def write_variable(key: str, value: str | None, description: str | None = None) -> None:
+        if value is None:
+            metastore.store.delete_variable(key)
+        else:
+            metastore.store.set_variable(key, value, description)
+
+    with task_environment(context, connections, variables, write_variable):
+        yield
+
 
 def build_context(
     dag: DAG, task: BaseOperator, run: DagRunRecord, ti: Any, test_mode: bool = False
@@ -113,6 +175,14 @@ def build_context(
     return context
 
 
+def _artifact_dir(log_folder: Path, key: TIKey, try_number: int, name: str) -> Path:
+    """Next to the try's log: ``.../task_id=T/attempt=N.<name>/``."""
+    log_path = task_log_path(log_folder, key.dag_id, key.run_id, key.task_id, try_number)
+    path = log_path.with_name(f"{log_path.stem}.{name}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _pendulum(value: datetime | None) -> pendulum.DateTime | None:
     return pendulum.instance(value) if value is not None else None
 
@@ -121,12 +191,15 @@ class InMemoryTaskInstance:
     """The ``ti`` of `sparkflow tasks test`: nothing is recorded, XComs live in memory for the one task."""
 
     def __init__(self, dag: DAG, task_id: str, run_id: str) -> None:
+        self.spark_progress: dict[str, Any] | None = None
+        self.spark_metrics: dict[str, Any] | None = None
         self.dag_id = dag.dag_id
         self.run_id = run_id
         self.task_id = task_id
         self.try_number = 1
         self.max_tries = 0
         self.xcoms: dict[str, Any] = {}
+        self._started = time.monotonic()
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
@@ -137,6 +210,15 @@ class InMemoryTaskInstance:
             return self.xcoms.get(key, default)
         return default if isinstance(task_ids, str) else [default for _ in task_ids]
 
+    def get_external_states(
+        self, dag_id: str, logical_date: datetime, task_ids: list[str] | None = None
+    ) -> list[str]:
+        log.info("Would read the states of DAG '%s' at %s (test mode: none recorded)", dag_id, logical_date)
+        return []
+
+    def try_elapsed_seconds(self) -> float:
+        return time.monotonic() - self._started
+
     def skip(self, task_ids: list[str]) -> None:
         log.info("Would mark skipped (test mode, nothing recorded): %s", ", ".join(task_ids))
 
@@ -144,4 +226,16 @@ class InMemoryTaskInstance:
         for name, value in ids.items():
             if value:
                 log.info("Found %s = %s (test mode, not recorded)", name, value)
+
+    def record_spark_progress(self, progress: dict[str, Any]) -> None:
+        self.spark_progress = progress
+
+    def record_spark_metrics(self, metrics: dict[str, Any]) -> None:
+        self.spark_metrics = metrics
+
+    def artifact_dir(self, name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"sparkflow-test-{name}-"))
+
+    def previous_try_ids(self) -> dict[str, str | None]:
+        return {}
 

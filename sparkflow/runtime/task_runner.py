@@ -4,6 +4,7 @@ The outcome table (the one place exceptions become states):
 
     returns normally                 -> success (return value pushed as XCom 'return_value')
     SkipTask                         -> skipped
+    RescheduleTask (sensor)          -> up_for_reschedule, poked again after its delay in the same try
     FailTaskNoRetry                  -> failed (retries not used)
     any other exception / TaskTimeout -> up_for_retry while tries are left, else failed
 """
@@ -26,17 +27,23 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import XCOM_RETURN_KEY, Context, task_environment
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import load_dag_file
 from sparkflow.definitions.templating import make_environment
-from sparkflow.exceptions import FailTaskNoRetry, NotFound, SkipTask, TaskTimeout, UserError
+from sparkflow.exceptions import FailTaskNoRetry, NotFound, RescheduleTask, SkipTask, TaskTimeout, UserError
 from sparkflow.logs import masker, open_task_log_handler, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
-from sparkflow.runtime.context import InMemoryTaskInstance, RuntimeTaskInstance, build_context
+from sparkflow.runtime.context import (
+    InMemoryTaskInstance,
+    RuntimeTaskInstance,
+    build_context,
+    metastore_environment,
+)
 from sparkflow.settings import Settings
 from sparkflow.state import RunState, TaskState
 
@@ -56,7 +63,8 @@ def utcnow() -> datetime:
 def load_task_dag(metastore: Metastore, dag_id: str) -> DAG:
     """Re-import the DAG file recorded for dag_id (a task process starts from the file, as in Airflow)."""
     record = queries.get_dag(metastore.db, dag_id)
-    dags, errors = load_dag_file(Path(record.fileloc))
+    with metastore_environment(metastore):
+        dags, errors = load_dag_file(Path(record.fileloc), airflow_finders())
     for found in dags:
         if found.dag_id == dag_id:
             return found
@@ -88,42 +96,35 @@ def run_task_instance(
             return TaskState.FAILED
         started = metastore.store.set_task_state(
             key, TaskState.QUEUED, TaskState.RUNNING, ACTOR, now=clock(), hostname=socket.gethostname(),
-            pid=os.getpid(), log_path=str(log_path),
+            pid=os.getpid(), log_path=str(log_path), expected_try=try_number,
         )
         if not started:
             log.warning("%s was moved by someone else before it started; not running it", key)
             return queries.get_task_instance(metastore.db, key).state
         ti = queries.get_task_instance(metastore.db, key)
         with _heartbeat(metastore, key, try_number, settings.heartbeat_interval):
-            return _run_try(metastore, dag, task, ti, clock)
+            return _run_try(metastore, dag, task, ti, clock, settings.resolved_log_folder)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
 def _run_try(
-    metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord, clock: Callable[[], datetime]
+    metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord, clock: Callable[[], datetime],
+    log_folder: Path,
 ) -> TaskState:
     run = queries.get_run(metastore.db, ti.dag_id, ti.run_id)
-    handle = RuntimeTaskInstance(metastore, ti, run, dag)
+    handle = RuntimeTaskInstance(metastore, ti, run, dag, log_folder, clock)
     context = build_context(dag, task, run, handle)
     log.info("Starting attempt %s of %s: %s", ti.try_number, ti.max_tries + 1, ti.key)
 
-    def connections(conn_id: str) -> Any:
-        conn = queries.resolve_connection(metastore.db, conn_id, metastore.secrets)
-        masker.add(*conn.secrets())
-        return conn
-
-    def variables(key: str) -> str | None:
-        return queries.get_variable(metastore.db, key, metastore.secrets)
-
     metastore.store.clear_xcoms(ti.key)
-    with task_environment(context, connections, variables):
+    with metastore_environment(metastore, context):
         outcome = execute_task(dag, task, context)
     state = outcome.state
     if state is TaskState.FAILED and outcome.retryable and ti.try_number <= ti.max_tries:
         state = TaskState.UP_FOR_RETRY
-    return _finish(metastore, ti, task, context, state, outcome.error, clock())
+    return _finish(metastore, ti, task, context, state, outcome.error, clock(), outcome.reschedule_delay)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Outcome:
     state: TaskState
     error: str | None = None
     retryable: bool = True
+    reschedule_delay: float | None = None  # UP_FOR_RESCHEDULE: seconds until the next poke
 
 
 def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
@@ -155,6 +157,8 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
     except SkipTask as exc:
         log.info("Task skipped: %s", exc)
         return Outcome(TaskState.SKIPPED, str(exc))
+    except RescheduleTask as exc:
+        return Outcome(TaskState.UP_FOR_RESCHEDULE, reschedule_delay=exc.delay)
     except (Exception, TaskKilled) as exc:  # the user-code boundary: any exception is this try's failure
         if isinstance(exc, (TaskTimeout, TaskKilled)):
             work.on_kill()
@@ -167,13 +171,16 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
 
 def _finish(
     metastore: Metastore, ti: TaskInstanceRecord, task: BaseOperator, context: Context, state: TaskState,
-    error: str | None, now: datetime,
+    error: str | None, now: datetime, reschedule_delay: float | None = None,
 ) -> TaskState:
     fields: dict[str, Any] = {"error": error}
     if state is TaskState.UP_FOR_RETRY:
         delay = task.retry_delay_for(ti.try_number)
         fields["next_try_at"] = now + delay
         log.info("Marking for retry in %s (attempt %s of %s)", delay, ti.try_number, ti.max_tries + 1)
+    if state is TaskState.UP_FOR_RESCHEDULE:
+        fields["next_try_at"] = now + timedelta(seconds=reschedule_delay or 0)
+        log.info("Rescheduling: next poke at %s (the slot is free until then)", fields["next_try_at"].isoformat())
     moved = metastore.store.set_task_state(ti.key, TaskState.RUNNING, state, ACTOR, detail=error, now=now, **fields)
     if not moved:
         current = queries.get_task_instance(metastore.db, ti.key).state

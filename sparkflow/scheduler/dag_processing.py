@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import DagBag, collect_dags
 from sparkflow.exceptions import NotFound
 from sparkflow.metastore.bootstrap import Metastore
+from sparkflow.runtime.context import metastore_environment
 from sparkflow.settings import Settings
 
 
 def parse_dags(settings: Settings, metastore: Metastore, only_file: Path | None = None) -> DagBag:
     folder = settings.resolved_dags_folder
-    bag = collect_dags(folder, only_file=only_file)
-    metastore.store.sync_dags(bag.dags.values(), bag.import_errors, [str(p.resolve()) for p in bag.files])
+    # Airflow DAG files load unchanged: `airflow.*` imports resolve to sparkflow unless Airflow is installed.
+    with metastore_environment(metastore):  # DAG files may read Variables/connections at the top level
+        bag = collect_dags(folder, airflow_finders(), only_file=only_file)
+    metastore.store.sync_dags(
+        bag.dags.values(), bag.import_errors, [str(p.resolve()) for p in bag.files], complete=only_file is None
+    )
     return bag
 
 

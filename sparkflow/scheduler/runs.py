@@ -1,15 +1,19 @@
-"""Creating DagRuns: manual triggers (CLI, API) with Airflow's run ids and data intervals."""
+"""Creating DagRuns: manual triggers (CLI, API) and scheduled runs, with Airflow's run ids and data intervals."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.schedule import DataInterval
 from sparkflow.exceptions import UserError
+from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord
+from sparkflow.state import RUN_ACTIVE
 
 RUN_TYPES = ("manual", "scheduled", "backfill")
 
@@ -40,3 +44,40 @@ def trigger_dag(
     return metastore.store.create_dag_run(
         dag, run_id or make_run_id("manual", logical), "manual", logical, interval, conf, actor=actor, now=now
     )
+
+
+@dataclass
+class ScheduledRuns:
+    """What one pass of scheduling did for a DAG: the runs created, and whether ``max_runs`` held more back."""
+
+    created: list[DagRunRecord] = field(default_factory=list)
+    capped: bool = False
+
+
+def create_scheduled_runs(
+    metastore: Metastore, dag: DAG, now: datetime, max_runs: int, actor: str = "scheduler"
+) -> ScheduledRuns:
+    """Create the scheduled runs that are due for ``dag``: each interval after the last scheduled run whose end
+    has passed (every missed one with catchup, else only the latest), while the DAG has fewer than
+    max_active_runs active runs, and at most ``max_runs`` in one call (``capped`` says more were due).
+    A logical date that already has a run (a backfill, a manual run at that date) is skipped, not duplicated."""
+    result = ScheduledRuns()
+    db = metastore.db
+    last_run = queries.latest_run(db, dag.dag_id, ["scheduled"])
+    last = None
+    if last_run is not None and last_run.data_interval_start is not None and last_run.data_interval_end is not None:
+        last = DataInterval(last_run.data_interval_start, last_run.data_interval_end)
+    room = dag.max_active_runs - len(queries.list_runs(db, dag.dag_id, states=RUN_ACTIVE))
+    limit = min(room, max_runs)
+    interval = dag.next_data_interval(last, now)
+    while interval is not None and room > 0:
+        if len(result.created) >= limit:
+            result.capped = limit == max_runs
+            break
+        if not queries.runs_at(db, dag.dag_id, interval.start):
+            result.created.append(metastore.store.create_dag_run(
+                dag, make_run_id("scheduled", interval.start), "scheduled", interval.start, interval, actor=actor,
+                now=now,
+            ))
+        interval = dag.next_data_interval(interval, now)
+    return result

@@ -67,3 +67,49 @@ def build_spark_submit_argv(
     argv.append(spec.application)
     argv += [str(arg) for arg in spec.application_args]
     return argv
+
+
+def build_spark_sql_argv(
+    sql: str,
+    master: str | None,
+    conf: dict[str, str] | str | None = None,
+    total_executor_cores: int | None = None,
+    executor_cores: int | None = None,
+    executor_memory: str | None = None,
+    keytab: str | None = None,
+    principal: str | None = None,
+    num_executors: int | None = None,
+    name: str | None = "default-name",
+    verbose: bool = True,
+    yarn_queue: str | None = None,
+    binary: str = "spark-sql",
+) -> list[str]:
+    """argv for spark-sql in the provider's SparkSqlHook order; a .sql/.hql path runs with -f, text with -e."""
+    argv = [binary]
+    if isinstance(conf, dict):
+        for key, value in conf.items():
+            argv += ["--conf", f"{key}={value}"]
+    elif conf:
+        for item in conf.split(","):
+            argv += ["--conf", item.strip()]
+    for flag, value in (
+        ("--total-executor-cores", total_executor_cores),
+        ("--executor-cores", executor_cores),
+        ("--executor-memory", executor_memory),
+        ("--keytab", keytab),
+        ("--principal", principal),
+        ("--num-executors", num_executors),
+    ):
+        if value:
+            argv += [flag, str(value)]
+    text = sql.strip()
+    argv += ["-f", text] if text.endswith((".sql", ".hql")) else ["-e", text]
+    if master:
+        argv += ["--master", master]
+    if name:
+        argv += ["--name", name]
+    if verbose:
+        argv.append("--verbose")
+    if yarn_queue:
+        argv += ["--queue", yarn_queue]
+    return argv

@@ -25,6 +25,7 @@ class SparkTarget:
     spark_binary: str = DEFAULT_SPARK_BINARY
     rest_scheme: str = "http"
     rest_port: int = 6066
+    master_web_ui: str | None = None  # standalone master's web UI (for driver logs in cluster mode)
 
     @property
     def cluster_manager(self) -> str:
@@ -104,7 +105,14 @@ def resolve_target(conn: Connection, spec: SparkSubmitSpec) -> SparkTarget:
         spark_binary=binary,
         rest_scheme=extra.get("rest-scheme", "http"),
         rest_port=rest_port,
+        master_web_ui=extra.get("master-web-ui") or _default_master_ui(master),
     )
+
+
+def _default_master_ui(master: str) -> str | None:
+    if classify_master(master) != "standalone":
+        return None
+    return f"http://{urlsplit(master).hostname}:8080"
 
 
 def master_url(conn: Connection) -> str:

@@ -13,11 +13,12 @@ from pathlib import Path
 from sparkflow.exceptions import UserError
 from sparkflow.spark.spec import SparkTarget
 
-_APP_ID = re.compile(r"\b(app-\d{14}-\d{4}|local-\d{13}|application_\d+_\d+|spark-[0-9a-f]{32})\b")
+# Not \b at the start: Spark writes ids glued to "_" too ("eventlog_v2_local-1795964805692").
+_APP_ID = re.compile(r"(?<![A-Za-z0-9-])(app-\d{14}-\d{4}|local-\d{13}|application_\d+_\d+|spark-[0-9a-f]{32})\b")
 _DRIVER_ID = re.compile(r"\b(driver-\d{14}-\d{4})\b")
 # Spark 4 logs "Start Jetty 127.0.0.1:4040 for SparkUI"; Spark 3 "Bound SparkUI to 0.0.0.0, and started at URL".
 _UI_JETTY = re.compile(r"Start Jetty (\S+):(\d+) for SparkUI")
-_UI_BOUND = re.compile(r"Bound SparkUI to \S+, and started at (https?://\S+)")
+_UI_BOUND = re.compile(r"(?:Bound SparkUI to \S+, and started at|Spark Web UI available at) (https?://\S+)")
 
 
 @dataclass(frozen=True)

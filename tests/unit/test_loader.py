@@ -5,8 +5,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from sparkflow.definitions.loader import ImportErrorInfo, collect_dags, list_dag_files, load_dag_file
 
 GOOD = """

@@ -8,7 +8,8 @@ import pytest
 
 from sparkflow.connections import Connection
 from sparkflow.exceptions import InvalidConnection, UserError
-from sparkflow.spark.command import build_spark_submit_argv
+from sparkflow.spark.command import build_spark_sql_argv, build_spark_submit_argv
+from sparkflow.spark.rest_submission import python_submission, rest_url
 from sparkflow.spark.spec import SparkSubmitSpec, classify_master, master_url, resolve_target
 from sparkflow.spark.submit import parse_ids
 
@@ -153,3 +154,38 @@ def test_parse_ids(line: str, field: str, value: str) -> None:
 
 def test_stopped_ui_line_is_not_taken_for_the_ui() -> None:
     assert not parse_ids("INFO SparkUI: Stopped Spark web UI at http://localhost:4040").any()
+
+
+def test_rest_python_submission_request() -> None:
+
+
+    spec = SparkSubmitSpec(application="/jobs/app.py", name="job", conf={"spark.x": "1"}, driver_memory="512m",
+                           total_executor_cores=1, application_args=("a", "b c"), env_vars={"K": "V"})
+    target = resolve_target(conn("spark://127.0.0.1:7077", **{"deploy-mode": "cluster", "rest-port": "6166"}), spec)
+    assert rest_url(target) == "http://127.0.0.1:6166"
+    request = python_submission(spec, target, "4.3.0", {"SPARK_LOCAL_IP": "127.0.0.1", "HOME": "/root"})
+    assert request == {
+        "action": "CreateSubmissionRequest",
+        "appResource": "file:/jobs/app.py",
+        "mainClass": "org.apache.spark.deploy.PythonRunner",
+        "appArgs": ["/jobs/app.py", "", "a", "b c"],
+        "clientSparkVersion": "4.3.0",
+        "environmentVariables": {"SPARK_ENV_LOADED": "1", "SPARK_LOCAL_IP": "127.0.0.1", "K": "V"},
+        "sparkProperties": {
+            "spark.app.name": "job", "spark.master": "spark://127.0.0.1:7077", "spark.submit.deployMode": "cluster",
+            "spark.driver.supervise": "false", "spark.x": "1", "spark.driver.memory": "512m", "spark.cores.max": "1",
+        },
+    }
+
+
+def test_spark_sql_argv_in_provider_order() -> None:
+    argv = build_spark_sql_argv(
+        "SELECT 1", "yarn", {"spark.a": "1"}, total_executor_cores=4, executor_cores=2, executor_memory="1g",
+        keytab="k.keytab", principal="me@R", num_executors=3, name="q", verbose=True, yarn_queue="etl",
+    )
+    assert argv == ["spark-sql", "--conf", "spark.a=1", "--total-executor-cores", "4", "--executor-cores", "2",
+                    "--executor-memory", "1g", "--keytab", "k.keytab", "--principal", "me@R", "--num-executors", "3",
+                    "-e", "SELECT 1", "--master", "yarn", "--name", "q", "--verbose", "--queue", "etl"]
+    from_file = build_spark_sql_argv(" /sql/report.hql ", "local[*]", "spark.a=1, spark.b=2", verbose=False, name=None)
+    assert from_file == ["spark-sql", "--conf", "spark.a=1", "--conf", "spark.b=2", "-f", "/sql/report.hql",
+                         "--master", "local[*]"]

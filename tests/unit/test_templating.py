@@ -282,11 +282,6 @@ def test_missing_variable_names_the_key() -> None:
         _ = ctx["var"].value.absent
 
 
-@pytest.mark.xfail(
-    reason="BUG: the missing-variable message tells users to run `sparkflow variables set`, "
-    "but the CLI has no `variables` command",
-    strict=True,
-)
 def test_missing_variable_fix_names_an_existing_command() -> None:
     import re
 

@@ -1,0 +1,39 @@
+"""sparkflow scheduler: the daemon that schedules and runs DAGs until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from sparkflow.cli.env import CliEnv
+from sparkflow.exceptions import UserError
+from sparkflow.logs import MaskingFormatter, configure_sparkflow_log
+from sparkflow.scheduler.daemon import SchedulerDaemon
+
+
+@click.command("scheduler")
+@click.option("--num-runs", "-n", type=int, default=None,
+              help="Stop after this many loop iterations (default: run until SIGTERM/SIGINT).")
+@click.option("--executor", type=click.Choice(["local", "sequential"]), default=None,
+              help="Executor (default: the 'executor' setting).")
+@click.pass_obj
+def scheduler(env: CliEnv, num_runs: int | None, executor: str | None) -> int:
+    """Run the scheduler: parse the DAG folder, create scheduled runs, run their tasks. Stops cleanly on
+    SIGTERM/SIGINT, leaving running tasks to finish on their own."""
+    if num_runs is not None and num_runs < 1:
+        raise UserError(f"--num-runs {num_runs} must be at least 1; leave it out to run until stopped")
+    settings = env.settings
+    metastore = env.metastore
+    configure_sparkflow_log(settings.resolved_log_folder)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(MaskingFormatter("[%(asctime)s] %(levelname)s - %(message)s"))
+    logging.getLogger("sparkflow.scheduler").addHandler(handler)
+    click.echo(f"sparkflow scheduler: DAG folder {settings.resolved_dags_folder}, metastore "
+               f"{settings.display_db_url}", err=True)
+    return SchedulerDaemon(settings, metastore, executor).run(num_runs)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(scheduler)

@@ -1,0 +1,1 @@
+"""Compatibility layers that let DAG files written for other orchestrators run on sparkflow unchanged."""

@@ -1,0 +1,108 @@
+"""A user's hand on runs: clear (re-run) task instances and mark them success/failed, both audited in the store.
+
+Marking a running task kills its process: the task process leads its own process group (the local executor
+starts it in a new session) and its pid and host are on the task instance, so SIGTERM goes to the group; the
+runner turns SIGTERM into TaskKilled and calls the operator's on_kill() (spark-submit is killed with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sparkflow.definitions.dag import DAG
+from sparkflow.exceptions import UserError
+from sparkflow.metastore import queries
+from sparkflow.metastore.bootstrap import Metastore
+from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.state import TASK_ACTIVE, TASK_FAILED_LIKE, TaskState
+
+
+@dataclass
+class ClearSelection:
+    items: list[tuple[DagRunRecord, list[str]]] = field(default_factory=list)
+    active: list[TaskInstanceRecord] = field(default_factory=list)  # queued/running: left alone
+
+    @property
+    def count(self) -> int:
+        return sum(len(ids) for _, ids in self.items)
+
+
+def select_for_clear(
+    metastore: Metastore, dag: DAG, task_regex: str | None = None, start: datetime | None = None,
+    end: datetime | None = None, only_failed: bool = False, downstream: bool = False,
+) -> ClearSelection:
+    """Which task instances `tasks clear` would reset: tasks matching the regex (plus their downstream), in runs
+    whose logical date is in [start, end], only failed ones with only_failed. Writes nothing."""
+    if start is not None and end is not None and end < start:
+        raise UserError(f"--end-date {end.isoformat()} is before --start-date {start.isoformat()}; swap them")
+    task_ids = set(dag.task_dict)
+    if task_regex is not None:
+        try:
+            pattern = re.compile(task_regex)
+        except re.error as exc:
+            raise UserError(f"-t/--task-regex {task_regex!r} is not a valid regular expression ({exc}); fix it, "
+                            "e.g. '^load_'") from None
+        task_ids = {tid for tid in dag.task_dict if pattern.search(tid)}
+        if not task_ids:
+            raise UserError(f"-t/--task-regex {task_regex!r} matches no task of DAG '{dag.dag_id}'; known: "
+                            f"{', '.join(sorted(dag.task_dict))}")
+    if downstream:
+        for tid in list(task_ids):
+            task_ids |= dag.downstream_of(tid)
+    selection = ClearSelection()
+    for run in sorted(queries.list_runs(metastore.db, dag.dag_id), key=lambda r: r.logical_date):
+        if (start is not None and run.logical_date < start) or (end is not None and run.logical_date > end):
+            continue
+        chosen = []
+        for ti in queries.task_instances(metastore.db, run.dag_id, run.run_id):
+            if ti.task_id not in task_ids or (only_failed and ti.state not in TASK_FAILED_LIKE):
+                continue
+            if ti.state in TASK_ACTIVE:
+                selection.active.append(ti)
+            else:
+                chosen.append(ti.task_id)
+        if chosen:
+            selection.items.append((run, chosen))
+    return selection
+
+
+def clear(metastore: Metastore, dag: DAG, selection: ClearSelection, actor: str = "cli") -> list[TIKey]:
+    return metastore.store.clear_task_instances(dag, selection.items, actor)
+
+
+@dataclass(frozen=True)
+class MarkResult:
+    before: TaskInstanceRecord
+    killed_pid: int | None = None
+    note: str | None = None
+
+
+def mark(metastore: Metastore, key: TIKey, state: TaskState, actor: str = "cli") -> MarkResult:
+    """Set a task's state by hand (audited); a running task's process group gets SIGTERM."""
+    queries.get_run(metastore.db, key.dag_id, key.run_id)  # a clear error for an unknown run
+    before = metastore.store.mark_task_state(key, state, actor)
+    if before.state is not TaskState.RUNNING:
+        return MarkResult(before)
+    return _terminate(before)
+
+
+def _terminate(ti: TaskInstanceRecord) -> MarkResult:
+    if ti.pid is None:
+        return MarkResult(ti, note="no process id is recorded for it")
+    if ti.hostname != socket.gethostname():
+        return MarkResult(ti, note=f"it runs on host {ti.hostname}; stop it there (pid {ti.pid})")
+    try:
+        leads_group = os.getpgid(ti.pid) == ti.pid
+    except ProcessLookupError:
+        return MarkResult(ti, note=f"its process {ti.pid} is already gone")
+    if not leads_group or ti.pid == os.getpid():
+        return MarkResult(ti, note=f"process {ti.pid} is not a task process of its own (sequential executor?)")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(ti.pid, signal.SIGTERM)
+    return MarkResult(ti, killed_pid=ti.pid)

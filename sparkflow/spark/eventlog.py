@@ -1,0 +1,144 @@
+"""Metrics of one Spark application, read from its event log when it ends.
+
+Each try runs with ``spark.eventLog.enabled=true`` in a directory of its own, uncompressed and not rolling (Spark 4
+defaults to zstd-compressed rolling logs, which would need a zstd library to read), so the directory holds exactly
+one application's JSON-lines log: ``<app id>`` when it ended, ``<app id>.inprogress`` when it was killed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# Confs that give each try its own readable event log; a user's own value for any of them wins.
+EVENT_LOG_CONF = {
+    "spark.eventLog.enabled": "true",
+    "spark.eventLog.compress": "false",
+    "spark.eventLog.rolling.enabled": "false",
+}
+
+
+@dataclass(frozen=True)
+class SparkMetrics:
+    app_id: str | None = None
+    app_name: str | None = None
+    duration_ms: int | None = None
+    succeeded: bool | None = None  # every job succeeded and the application ended
+    jobs: int = 0
+    jobs_failed: int = 0
+    stages: int = 0
+    stages_failed: int = 0
+    tasks: int = 0
+    tasks_failed: int = 0
+    tasks_killed: int = 0
+    input_bytes: int = 0
+    input_records: int = 0
+    output_bytes: int = 0
+    output_records: int = 0
+    shuffle_read_bytes: int = 0
+    shuffle_read_records: int = 0
+    shuffle_write_bytes: int = 0
+    shuffle_write_records: int = 0
+    memory_spilled_bytes: int = 0
+    disk_spilled_bytes: int = 0
+    executor_run_time_ms: int = 0
+    executor_cpu_time_ms: int = 0
+    jvm_gc_time_ms: int = 0
+    peak_execution_memory_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_event_log(directory: Path) -> Path | None:
+    """The application's log in a per-try directory (finished or in progress), or None."""
+    if not directory.is_dir():
+        return None
+    candidates = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    finished = [p for p in candidates if not p.name.endswith(".inprogress")]
+    return (finished or candidates or [None])[0]
+
+
+def _events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of an in-progress log may be cut short
+        if isinstance(event, dict):
+            yield event
+
+
+def metrics_from_events(lines: Iterable[str]) -> SparkMetrics:
+    totals: dict[str, int] = {name: 0 for name in (
+        "jobs", "jobs_failed", "stages", "stages_failed", "tasks", "tasks_failed", "tasks_killed", "input_bytes",
+        "input_records", "output_bytes", "output_records", "shuffle_read_bytes", "shuffle_read_records",
+        "shuffle_write_bytes", "shuffle_write_records", "memory_spilled_bytes", "disk_spilled_bytes",
+        "executor_run_time_ms", "executor_cpu_time_ms", "jvm_gc_time_ms", "peak_execution_memory_bytes",
+    )}
+    app_id = app_name = None
+    start = end = None
+    for event in _events(lines):
+        kind = event.get("Event")
+        if kind == "SparkListenerApplicationStart":
+            app_id, app_name, start = event.get("App ID"), event.get("App Name"), event.get("Timestamp")
+        elif kind == "SparkListenerApplicationEnd":
+            end = event.get("Timestamp")
+        elif kind == "SparkListenerJobEnd":
+            totals["jobs"] += 1
+            if (event.get("Job Result") or {}).get("Result") != "JobSucceeded":
+                totals["jobs_failed"] += 1
+        elif kind == "SparkListenerStageCompleted":
+            totals["stages"] += 1
+            if (event.get("Stage Info") or {}).get("Failure Reason"):
+                totals["stages_failed"] += 1
+        elif kind == "SparkListenerTaskEnd":
+            _add_task(totals, event)
+    duration = end - start if isinstance(start, int) and isinstance(end, int) else None
+    succeeded = end is not None and totals["jobs_failed"] == 0
+    return SparkMetrics(app_id=app_id, app_name=app_name, duration_ms=duration, succeeded=succeeded, **totals)
+
+
+def _add_task(totals: dict[str, int], event: dict[str, Any]) -> None:
+    info = event.get("Task Info") or {}
+    totals["tasks"] += 1
+    if info.get("Killed"):
+        totals["tasks_killed"] += 1
+    elif info.get("Failed"):
+        totals["tasks_failed"] += 1
+    metrics = event.get("Task Metrics") or {}
+    read = metrics.get("Shuffle Read Metrics") or {}
+    write = metrics.get("Shuffle Write Metrics") or {}
+    inputs = metrics.get("Input Metrics") or {}
+    outputs = metrics.get("Output Metrics") or {}
+    totals["input_bytes"] += int(inputs.get("Bytes Read", 0))
+    totals["input_records"] += int(inputs.get("Records Read", 0))
+    totals["output_bytes"] += int(outputs.get("Bytes Written", 0))
+    totals["output_records"] += int(outputs.get("Records Written", 0))
+    totals["shuffle_read_bytes"] += int(read.get("Remote Bytes Read", 0)) + int(read.get("Local Bytes Read", 0))
+    totals["shuffle_read_records"] += int(read.get("Total Records Read", 0))
+    totals["shuffle_write_bytes"] += int(write.get("Shuffle Bytes Written", 0))
+    totals["shuffle_write_records"] += int(write.get("Shuffle Records Written", 0))
+    totals["memory_spilled_bytes"] += int(metrics.get("Memory Bytes Spilled", 0))
+    totals["disk_spilled_bytes"] += int(metrics.get("Disk Bytes Spilled", 0))
+    totals["executor_run_time_ms"] += int(metrics.get("Executor Run Time", 0))
+    totals["executor_cpu_time_ms"] += int(metrics.get("Executor CPU Time", 0)) // 1_000_000  # reported in ns
+    totals["jvm_gc_time_ms"] += int(metrics.get("JVM GC Time", 0))
+    totals["peak_execution_memory_bytes"] = max(
+        totals["peak_execution_memory_bytes"], int(metrics.get("Peak Execution Memory", 0))
+    )
+
+
+def read_metrics(directory: Path) -> SparkMetrics | None:
+    """Metrics of the application logged in ``directory``, or None when it holds no event log."""
+    path = find_event_log(directory)
+    if path is None:
+        return None
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        return metrics_from_events(fh)

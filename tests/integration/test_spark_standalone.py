@@ -1,0 +1,112 @@
+"""SparkSubmitOperator against a real standalone cluster on loopback, through the local executor (a process per
+task): the app id, live progress and metrics land on the task instance; a timeout kills the application."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sparkflow.definitions.loader import collect_dags
+from sparkflow.metastore import queries
+from sparkflow.metastore.records import TIKey
+from sparkflow.scheduler.loop import drive_run
+from sparkflow.scheduler.runs import trigger_dag
+from sparkflow.settings import load_settings
+from sparkflow.state import RunState, TaskState
+
+pytestmark = pytest.mark.spark
+SLOW_APP = Path(__file__).parent / "apps" / "slow_app.py"
+
+
+def run_spark_dag(metastore, dags_folder: Path, dag_id: str, body: str):  # type: ignore[no-untyped-def]
+    path = dags_folder / f"{dag_id}.py"
+    path.write_text(textwrap.dedent(f"""
+        from datetime import datetime, timedelta
+        from sparkflow import DAG, SparkSubmitOperator
+
+        with DAG({dag_id!r}, start_date=datetime(2024, 1, 1)) as dag:
+    """) + textwrap.indent(textwrap.dedent(body), "    "))
+    bag = collect_dags(dags_folder, only_file=path)
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags[dag_id]
+    metastore.store.sync_dags([dag], [], [str(path)])
+    run = trigger_dag(metastore, dag, datetime.now(UTC))
+    started = time.monotonic()
+    final = drive_run(load_settings(), metastore, dag, run, "local")
+    return final, time.monotonic() - started
+
+
+@pytest.fixture
+def cluster_env(spark_cluster, metastore, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SPARKFLOW_CONN_SPARK_CLUSTER", spark_cluster.master_url)
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    return spark_cluster
+
+
+def test_client_mode_records_app_id_progress_and_metrics(cluster_env, metastore, settings) -> None:
+    final, _ = run_spark_dag(metastore, settings.resolved_dags_folder, "standalone_ok", f"""
+        SparkSubmitOperator(task_id="slow", application={str(SLOW_APP)!r}, application_args=["6"],
+                            conn_id="spark_cluster", name="slow_app", executor_memory="512m",
+                            total_executor_cores=2, status_poll_interval=1)
+    """)
+    ti = queries.get_task_instance(metastore.db, TIKey("standalone_ok", final.run_id, "slow"))
+    log = Path(ti.log_path).read_text()
+    assert final.state is RunState.SUCCESS, log[-3000:]
+    assert ti.spark_app_id and ti.spark_app_id.startswith("app-")
+    assert ti.spark_ui_url and ti.spark_ui_url.startswith("http://127.0.0.1:")
+    assert "Spark progress [" in log  # live progress was polled from the driver while the job ran
+    assert ti.spark_progress["jobs_total"] >= 2 and ti.spark_progress["jobs_done"] == ti.spark_progress["jobs_total"]
+    metrics = ti.spark_metrics
+    assert metrics["app_id"] == ti.spark_app_id and metrics["succeeded"] is True
+    assert metrics["tasks"] >= 3 and metrics["executor_run_time_ms"] >= 2 * 6000 * 0.9
+    tries = queries.task_tries(metastore.db, ti.key)
+    assert tries[-1].spark_metrics == metrics and tries[-1].spark_app_id == ti.spark_app_id
+    completed = {app["id"]: app for app in cluster_env.state()["completedapps"]}
+    assert ti.spark_app_id in completed
+
+
+def test_timeout_kills_the_application_on_the_cluster(cluster_env, metastore, settings) -> None:
+    final, elapsed = run_spark_dag(metastore, settings.resolved_dags_folder, "standalone_kill", f"""
+        SparkSubmitOperator(task_id="slow", application={str(SLOW_APP)!r}, application_args=["300"],
+                            conn_id="spark_cluster", name="slow_app_killed", executor_memory="512m",
+                            total_executor_cores=2, execution_timeout=timedelta(seconds=30))
+    """)
+    ti = queries.get_task_instance(metastore.db, TIKey("standalone_kill", final.run_id, "slow"))
+    assert final.state is RunState.FAILED and ti.state is TaskState.FAILED
+    assert "execution_timeout" in ti.error
+    assert elapsed < 30 + 25  # the task ended within seconds of its timeout, not after the 300 s job
+    assert ti.spark_app_id and ti.spark_app_id.startswith("app-")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        active = [app["id"] for app in cluster_env.state()["activeapps"]]
+        if ti.spark_app_id not in active:
+            break
+        time.sleep(0.5)
+    assert ti.spark_app_id not in active, "the application still runs on the cluster"
+
+
+def test_python_app_in_cluster_mode_goes_through_the_rest_server(cluster_env, metastore, settings, monkeypatch):
+    """spark-submit refuses this; sparkflow submits it to the master's REST server and tracks the driver."""
+    rest_port = cluster_env.rest_url.rsplit(":", 1)[1]
+    monkeypatch.setenv("SPARKFLOW_CONN_SPARK_REST", json.dumps({
+        "conn_type": "spark", "host": cluster_env.master_url,
+        "extra": {"deploy-mode": "cluster", "rest-port": rest_port, "master-web-ui": cluster_env.ui_url},
+    }))
+    final, _ = run_spark_dag(metastore, settings.resolved_dags_folder, "standalone_rest", f"""
+        SparkSubmitOperator(task_id="slow", application={str(SLOW_APP)!r}, application_args=["2"],
+                            conn_id="spark_rest", name="slow_app_rest", driver_memory="512m",
+                            executor_memory="512m", total_executor_cores=1)
+    """)
+    ti = queries.get_task_instance(metastore.db, TIKey("standalone_rest", final.run_id, "slow"))
+    log = Path(ti.log_path).read_text()
+    assert final.state is RunState.SUCCESS, log[-3000:]
+    assert ti.spark_driver_id and ti.spark_driver_id.startswith("driver-")
+    assert f"Driver {ti.spark_driver_id} is FINISHED" in log
+    assert "slow_app: counted 1000 rows" in log  # the driver's own output, read from its worker
+    completed = {d["id"]: d for d in cluster_env.state()["completeddrivers"]}
+    assert completed[ti.spark_driver_id]["state"] == "FINISHED"

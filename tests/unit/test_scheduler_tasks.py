@@ -1,0 +1,253 @@
+"""Task semantics on top of the planner: pools, depends_on_past, clear and mark (audited), lost task processes and
+queued tasks a dead scheduler never started."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from sparkflow.cli import main
+from sparkflow.definitions.loader import collect_dags
+from sparkflow.executors.base import ExecutorEvent, Workload
+from sparkflow.executors.factory import make_executor
+from sparkflow.metastore import queries
+from sparkflow.metastore.records import TIKey
+from sparkflow.runtime.task_runner import run_task_instance
+from sparkflow.scheduler import interventions
+from sparkflow.scheduler.loop import SchedulerLoop
+from sparkflow.scheduler.runs import trigger_dag
+from sparkflow.state import RunState, TaskState
+from tests.helpers import NOW, Clock, run_dag, states
+
+
+class HoldingExecutor:
+    """Accepts workloads and never runs them: lets a test look at what the loop queued."""
+
+    name = "holding"
+
+    def __init__(self, slots: int = 100) -> None:
+        self.slots = slots
+        self.queued: list[Workload] = []
+
+    def start(self) -> None: ...
+    def open_slots(self) -> int: return self.slots - len(self.queued)
+    def queue(self, workload: Workload) -> None: self.queued.append(workload)
+    def sync(self) -> list[ExecutorEvent]: return []
+    def running(self) -> set[TIKey]: return {w.key for w in self.queued}
+    def wait(self, timeout: float) -> None: ...
+    def end(self, kill: bool = False) -> None: ...
+
+
+def load(path: Path, metastore) -> dict:
+    bag = collect_dags(path.parent, only_file=path)
+    assert not bag.import_errors, bag.import_errors
+    metastore.store.sync_dags(bag.dags.values(), [], [str(path)])
+    return bag.dags
+
+
+def test_pool_slots_limit_what_is_queued(settings, metastore, write_dag, capsys) -> None:
+    path = write_dag("pooled", """
+        from datetime import datetime
+        from sparkflow import DAG, EmptyOperator
+
+        with DAG("pooled", start_date=datetime(2024, 1, 1)) as dag:
+            for i in range(4):
+                EmptyOperator(task_id=f"t{i}", pool="spark", priority_weight=i)
+            EmptyOperator(task_id="big", pool="spark", pool_slots=2)
+            EmptyOperator(task_id="free")
+    """)
+    dags = load(path, metastore)
+    trigger_dag(metastore, dags["pooled"], NOW)
+    executor = HoldingExecutor()
+    loop = SchedulerLoop(metastore, executor, dags.get, clock=Clock(NOW))
+    loop.tick()
+    assert [w.key.task_id for w in executor.queued] == ["free"]  # pool 'spark' does not exist yet: tasks wait
+    assert main(["pools", "set", "spark", "1", "--description", "one Spark app at a time"]) == 0
+    loop.tick()
+    assert [w.key.task_id for w in executor.queued] == ["free", "t3"]  # highest priority first, one slot
+    loop.tick()
+    assert len(executor.queued) == 2
+    assert main(["pools", "set", "spark", "3"]) == 0
+    loop.tick()
+    assert [w.key.task_id for w in executor.queued] == ["free", "t3", "t2", "t1"]  # big needs 2, only 0 open
+    capsys.readouterr()
+    assert main(["pools", "list", "-o", "json"]) == 0
+    pools = {p["pool"]: p for p in json.loads(capsys.readouterr().out)}
+    assert pools["spark"]["queued_slots"] == 3 and pools["spark"]["open_slots"] == 0
+    assert pools["default_pool"]["slots"] == 128 and pools["default_pool"]["queued_slots"] == 1
+    assert main(["pools", "set", "spark", "many"]) == 2
+    assert "SLOTS 'many' is not a whole number" in capsys.readouterr().err
+    assert main(["pools", "delete", "default_pool"]) == 2
+    assert main(["pools", "delete", "spark"]) == 0 and main(["pools", "delete", "spark"]) == 2
+
+
+def test_depends_on_past_waits_for_the_previous_run(settings, metastore, write_dag, tmp_path) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("")
+    path = write_dag("dop", f"""
+        from datetime import datetime
+        from sparkflow import DAG, BashOperator
+
+        with DAG("dop", start_date=datetime(2024, 1, 1), schedule="@daily") as dag:
+            BashOperator(task_id="load", bash_command="test ! -e {flag}", depends_on_past=True)
+    """)
+    dags = load(path, metastore)
+    dag = dags["dop"]
+    clock = Clock(NOW)
+    first = trigger_dag(metastore, dag, NOW, logical_date=NOW - timedelta(days=1))
+    second = trigger_dag(metastore, dag, NOW, logical_date=NOW)
+    loop = SchedulerLoop(metastore, make_executor(settings, metastore, dags.get, "sequential", clock=clock),
+                         dags.get, clock=clock)
+    for _ in range(10):
+        loop.tick()
+    assert states(metastore, first) == {"load": "failed"}
+    assert states(metastore, second) == {"load": "none"}  # waits: the previous run's instance failed
+    flag.unlink()
+    interventions.mark(metastore, TIKey("dop", first.run_id, "load"), TaskState.SUCCESS)
+    for _ in range(10):
+        loop.tick()
+    assert states(metastore, second) == {"load": "success"}
+
+
+def test_clear_resets_failed_tasks_keeps_tries_and_is_audited(settings, metastore, write_dag, tmp_path,
+                                                              capsys) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("")
+    path = write_dag("clr", f"""
+        from datetime import datetime
+        from sparkflow import DAG, BashOperator, EmptyOperator
+
+        with DAG("clr", start_date=datetime(2024, 1, 1)) as dag:
+            extract = EmptyOperator(task_id="extract")
+            load = BashOperator(task_id="load", bash_command="test ! -e {flag}", retries=1, retry_delay=1)
+            report = EmptyOperator(task_id="report")
+            extract >> load >> report
+    """)
+    run = run_dag(settings, metastore, path, "clr")
+    assert states(metastore, run) == {"extract": "success", "load": "failed", "report": "upstream_failed"}
+    assert main(["tasks", "clear", "clr", "-t", "^load$", "--downstream"]) == 2  # no terminal: needs --yes
+    assert "Pass --yes to confirm" in capsys.readouterr().err
+    assert main(["tasks", "clear", "clr", "-t", "(", "--yes"]) == 2
+    assert "-t/--task-regex '(' is not a valid regular expression" in capsys.readouterr().err
+    assert main(["tasks", "clear", "clr", "-t", "^load$", "--downstream", "--yes"]) == 0
+    assert states(metastore, run) == {"extract": "success", "load": "none", "report": "none"}
+    assert queries.get_run(metastore.db, "clr", run.run_id).state is RunState.QUEUED
+    load_ti = queries.get_task_instance(metastore.db, TIKey("clr", run.run_id, "load"))
+    assert load_ti.try_number == 2 and load_ti.max_tries == 3  # both tries kept; retries available again
+    events = [e for e in queries.state_events(metastore.db, "clr", run.run_id) if e.event == "clear"]
+    assert {(e.task_id, e.old_state, e.new_state) for e in events} == {
+        ("load", "failed", "none"), ("report", "upstream_failed", "none"), (None, "failed", "queued"),
+    }
+    flag.unlink()
+    bag = collect_dags(path.parent, only_file=path)
+    clock = Clock(NOW)
+    loop = SchedulerLoop(metastore, make_executor(settings, metastore, bag.dags.get, "sequential", clock=clock),
+                         bag.dags.get, clock=clock)
+    for _ in range(10):
+        loop.tick()
+    assert queries.get_run(metastore.db, "clr", run.run_id).state is RunState.SUCCESS
+    tries = queries.task_tries(metastore.db, TIKey("clr", run.run_id, "load"))
+    assert [t.try_number for t in tries] == [1, 2, 3] and tries[-1].state is TaskState.SUCCESS
+
+
+def test_mark_failed_kills_the_running_task_process_group(settings, metastore, write_dag, capsys) -> None:
+    path = write_dag("marked", """
+        from datetime import datetime
+        from sparkflow import DAG, EmptyOperator
+
+        with DAG("marked", start_date=datetime(2024, 1, 1)) as dag:
+            EmptyOperator(task_id="long")
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["marked"], NOW)
+    key = TIKey("marked", run.run_id, "long")
+    store = metastore.store
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        assert store.set_task_state(key, TaskState.NONE, TaskState.SCHEDULED, "test")
+        assert store.set_task_state(key, TaskState.SCHEDULED, TaskState.QUEUED, "test", try_number=1)
+        assert store.set_task_state(key, TaskState.QUEUED, TaskState.RUNNING, "test", pid=proc.pid,
+                                    hostname=socket.gethostname())
+        assert main(["tasks", "mark", "marked", run.run_id, "long", "--state", "failed"]) == 0
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+    out = capsys.readouterr().out
+    assert "Marked long" in out and f"process group {proc.pid}" in out
+    ti = queries.get_task_instance(metastore.db, key)
+    assert ti.state is TaskState.FAILED
+    (try_row,) = queries.task_tries(metastore.db, key)
+    assert try_row.state is TaskState.FAILED
+    marks = [e for e in queries.state_events(metastore.db, "marked", run.run_id) if e.event == "mark"]
+    assert [(m.old_state, m.new_state, m.actor) for m in marks] == [("running", "failed", "cli")]
+    assert main(["tasks", "mark", "marked", run.run_id, "long", "--state", "failed"]) == 2
+    assert "already 'failed'" in capsys.readouterr().err
+
+
+def test_running_task_whose_process_is_gone_is_retried_with_the_reason_in_its_log(settings, metastore,
+                                                                                  write_dag, tmp_path) -> None:
+    path = write_dag("lost", """
+        from datetime import datetime
+        from sparkflow import DAG, EmptyOperator
+
+        with DAG("lost", start_date=datetime(2024, 1, 1)) as dag:
+            EmptyOperator(task_id="victim", retries=1)
+            EmptyOperator(task_id="alive")
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["lost"], NOW)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer exists (SIGKILLed, OOM-killed: the same to us)
+    store = metastore.store
+    for task_id, pid, host in (("victim", dead.pid, socket.gethostname()), ("alive", 4242, "other-host")):
+        key = TIKey("lost", run.run_id, task_id)
+        store.set_task_state(key, TaskState.NONE, TaskState.SCHEDULED, "test")
+        store.set_task_state(key, TaskState.SCHEDULED, TaskState.QUEUED, "test", try_number=1)
+        store.set_task_state(key, TaskState.QUEUED, TaskState.RUNNING, "test", now=NOW, hostname=host, pid=pid,
+                             log_path=str(tmp_path / f"{task_id}.log"))
+    store.set_run_state(queries.get_run(metastore.db, "lost", run.run_id), RunState.RUNNING, "test")
+    loop = SchedulerLoop(metastore, HoldingExecutor(), dags.get, clock=Clock(NOW + timedelta(seconds=1)))
+    loop.tick()
+    # On this host a dead pid is seen at once; on another host only the heartbeat tells.
+    assert states(metastore, run) == {"victim": "up_for_retry", "alive": "running"}
+    text = (tmp_path / "victim.log").read_text()
+    assert f"pid {dead.pid}" in text and "is gone" in text and "marked the task up_for_retry" in text
+    loop.clock = Clock(NOW + timedelta(seconds=61))
+    loop.tick()
+    assert states(metastore, run)["alive"] == "failed"
+    assert "no heartbeat for 0:01:00" in (tmp_path / "alive.log").read_text()
+
+
+def test_queued_task_nobody_started_is_scheduled_again_and_runs_once(settings, metastore, write_dag,
+                                                                     tmp_path) -> None:
+    out = tmp_path / "ran.txt"
+    path = write_dag("orphan", f"""
+        from datetime import datetime
+        from sparkflow import DAG, BashOperator
+
+        with DAG("orphan", start_date=datetime(2024, 1, 1)) as dag:
+            BashOperator(task_id="once", bash_command="echo ran >> {out}")
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["orphan"], NOW)
+    clock = Clock(NOW)
+    crashed = SchedulerLoop(metastore, HoldingExecutor(), dags.get, clock=clock)
+    crashed.tick()
+    crashed.tick()
+    assert states(metastore, run) == {"once": "queued"}  # queued, then the scheduler "died" before launching it
+    fresh = SchedulerLoop(metastore, make_executor(settings, metastore, dags.get, "sequential", clock=clock),
+                          dags.get, clock=clock)
+    assert fresh.adopt_orphans(clock.now) == 1
+    for _ in range(5):
+        fresh.tick()
+    assert queries.get_run(metastore.db, "orphan", run.run_id).state is RunState.SUCCESS
+    assert out.read_text() == "ran\n"
+    # The old scheduler's workload (try 1) can no longer start: the try moved on.
+    assert run_task_instance(settings, metastore, TIKey("orphan", run.run_id, "once"), 1) is TaskState.SUCCESS
+    assert out.read_text() == "ran\n"

@@ -1,0 +1,132 @@
+"""Spark progress from REST answers (recorded shapes from Spark 4.3), the poller's tolerance, event-log metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from sparkflow.spark.eventlog import find_event_log, metrics_from_events, read_metrics
+from sparkflow.spark.tracking import DriverProgressPoller, SparkProgress, Unavailable, progress_from_rest
+
+JOBS = [  # newest first, as the driver answers: job 1 just started, job 0 done
+    {"jobId": 1, "status": "RUNNING", "numTasks": 1, "numActiveTasks": 0, "numCompletedTasks": 0,
+     "numSkippedTasks": 0, "numFailedTasks": 0},
+    {"jobId": 0, "status": "SUCCEEDED", "numTasks": 2, "numActiveTasks": 0, "numCompletedTasks": 2,
+     "numSkippedTasks": 0, "numFailedTasks": 0},
+]
+STAGES = [
+    {"status": "ACTIVE", "stageId": 1, "numTasks": 1, "numActiveTasks": 1, "numCompleteTasks": 0,
+     "numFailedTasks": 0, "name": "collect at slow_app.py:12"},
+]
+
+
+def test_progress_from_recorded_rest_answers() -> None:
+    progress = progress_from_rest(JOBS, STAGES)
+    assert (progress.jobs_total, progress.jobs_done, progress.jobs_running) == (2, 1, 1)
+    assert (progress.tasks_total, progress.tasks_done, progress.tasks_failed) == (3, 2, 0)
+    assert progress.active_stages[0].stage_id == 1 and progress.active_stages[0].tasks_total == 1
+    assert progress.bar(10) == "[#######---]  67%"
+    assert "jobs 1/2" in progress.describe() and "stage 1 (collect at slow_app.py:12) 0/1" in progress.describe()
+    assert SparkProgress.from_dict(json.loads(json.dumps(progress.to_dict()))) == progress
+
+
+class FakeDriver:
+    """Answers like a starting driver: refused, then HTML, then JSON."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.answers = [Unavailable("refused"), Unavailable("text/html: Spark is starting up")]
+
+    def __call__(self, url: str) -> object:
+        self.calls.append(url)
+        if self.answers:
+            raise self.answers.pop(0)
+        if url.endswith("/applications"):
+            return [{"id": "local-1795964850322", "name": "x"}]
+        if url.endswith("/jobs"):
+            return JOBS
+        return STAGES
+
+
+def test_poller_survives_a_starting_driver_and_reports_only_changes() -> None:
+    driver = FakeDriver()
+    found: list[str] = []
+    poller = DriverProgressPoller("http://127.0.0.1:4040/", 1, lambda p: None, found.append, fetch=driver)
+    for _ in range(2):
+        with pytest.raises(Unavailable):
+            poller.poll_once()
+    first = poller.poll_once()
+    assert found == ["local-1795964850322"]
+    assert first is not None and first.jobs_total == 2
+    assert poller.poll_once() is None  # unchanged progress is not reported again
+    assert driver.calls[-1] == "http://127.0.0.1:4040/api/v1/applications/local-1795964850322/stages?status=active"
+
+
+def test_poller_thread_backs_off_and_never_raises() -> None:
+    calls: list[str] = []
+
+    def always_down(url: str) -> object:
+        calls.append(url)
+        raise Unavailable("connection refused")
+
+    poller = DriverProgressPoller("http://127.0.0.1:1", 0.2, lambda p: None, lambda a: None, fetch=always_down)
+    poller.start()
+    time.sleep(1.5)
+    poller.stop()
+    assert poller.failures == len(calls) >= 1
+    assert len(calls) <= 4  # 0.2, 0.4, 0.8 ... seconds apart, not 7 polls in 1.5 s
+
+
+def _event(kind: str, **fields: object) -> str:
+    return json.dumps({"Event": kind, **fields})
+
+
+def _task_end(failed: bool = False, killed: bool = False, **metrics: object) -> str:
+    base = {"Executor Run Time": 100, "Executor CPU Time": 50_000_000, "JVM GC Time": 7,
+            "Memory Bytes Spilled": 10, "Disk Bytes Spilled": 20, "Peak Execution Memory": 4096,
+            "Input Metrics": {"Bytes Read": 1000, "Records Read": 10},
+            "Output Metrics": {"Bytes Written": 300, "Records Written": 3},
+            "Shuffle Read Metrics": {"Remote Bytes Read": 5, "Local Bytes Read": 6, "Total Records Read": 2},
+            "Shuffle Write Metrics": {"Shuffle Bytes Written": 40, "Shuffle Records Written": 4}}
+    base.update(metrics)
+    return _event("SparkListenerTaskEnd", **{"Task Info": {"Failed": failed, "Killed": killed},
+                                            "Task Metrics": base})
+
+
+def test_metrics_from_event_log_lines() -> None:
+    lines = [
+        _event("SparkListenerApplicationStart", **{"App Name": "count", "App ID": "local-1", "Timestamp": 1000}),
+        _task_end(),
+        _task_end(failed=True, **{"Peak Execution Memory": 9000}),
+        _task_end(killed=True),
+        _event("SparkListenerStageCompleted", **{"Stage Info": {"Stage ID": 0}}),
+        _event("SparkListenerStageCompleted", **{"Stage Info": {"Stage ID": 1, "Failure Reason": "boom"}}),
+        _event("SparkListenerJobEnd", **{"Job Result": {"Result": "JobSucceeded"}}),
+        _event("SparkListenerApplicationEnd", Timestamp=4500),
+    ]
+    m = metrics_from_events(lines)
+    assert (m.app_id, m.app_name, m.duration_ms, m.succeeded) == ("local-1", "count", 3500, True)
+    assert (m.jobs, m.stages, m.stages_failed) == (1, 2, 1)
+    assert (m.tasks, m.tasks_failed, m.tasks_killed) == (3, 1, 1)
+    assert (m.input_bytes, m.input_records, m.output_bytes) == (3000, 30, 900)
+    assert (m.shuffle_read_bytes, m.shuffle_write_bytes, m.shuffle_write_records) == (33, 120, 12)
+    assert (m.memory_spilled_bytes, m.disk_spilled_bytes) == (30, 60)
+    assert (m.executor_run_time_ms, m.executor_cpu_time_ms, m.jvm_gc_time_ms) == (300, 150, 21)
+    assert m.peak_execution_memory_bytes == 9000
+
+
+def test_killed_application_log_is_read_in_progress(tmp_path: Path) -> None:
+    log = tmp_path / "local-1795964850322.inprogress"
+    log.write_text("\n".join([
+        _event("SparkListenerApplicationStart", **{"App Name": "x", "App ID": "local-1795964850322",
+                                                   "Timestamp": 1}),
+        _task_end(),
+        '{"Event": "SparkListenerTaskEnd", "Task Info": {"Fai',  # cut short by the kill
+    ]))
+    assert find_event_log(tmp_path) == log
+    metrics = read_metrics(tmp_path)
+    assert metrics is not None and metrics.tasks == 1 and metrics.succeeded is False
+    assert read_metrics(tmp_path / "missing") is None
