@@ -60,7 +60,7 @@ with DAG(
         driver_memory="1g",
     )
 
-    @task
+    @task(multiple_outputs=False)  # one XCom with the whole table, not one per day
     def report_busiest_days(output_dir: str, top: int) -> dict[str, int]:
         """Read the per-day counts Spark wrote, print them all and name the busiest days."""
         parts = sorted(Path(output_dir).glob("part-*.csv"))

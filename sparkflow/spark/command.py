@@ -113,3 +113,41 @@ def build_spark_sql_argv(
     if yarn_queue:
         argv += ["--queue", yarn_queue]
     return argv
+
+
+def build_jdbc_app_args(
+    cmd_type: str,
+    jdbc_url: str,
+    metastore_table: str | None,
+    jdbc_table: str | None,
+    jdbc_truncate: bool = False,
+    jdbc_driver: str | None = None,
+    batch_size: int | None = None,
+    fetch_size: int | None = None,
+    num_partitions: int | None = None,
+    partition_column: str | None = None,
+    lower_bound: str | None = None,
+    upper_bound: str | None = None,
+    save_mode: str | None = None,
+    save_format: str | None = None,
+    create_table_column_types: str | None = None,
+) -> list[str]:
+    """Arguments of the JDBC transfer application, in the provider's order, without the credentials."""
+    args = ["-cmdType", cmd_type, "-url", jdbc_url]
+    if metastore_table:
+        args += ["-metastoreTable", metastore_table]
+    if jdbc_table:
+        args += ["-jdbcTable", jdbc_table]
+    if jdbc_truncate:
+        args += ["-jdbcTruncate", str(jdbc_truncate)]
+    for flag, value in (("-jdbcDriver", jdbc_driver), ("-batchsize", batch_size), ("-fetchsize", fetch_size),
+                        ("-numPartitions", num_partitions)):
+        if value:
+            args += [flag, str(value)]
+    if partition_column and lower_bound and upper_bound and num_partitions:
+        args += ["-partitionColumn", partition_column, "-lowerBound", str(lower_bound), "-upperBound", str(upper_bound)]
+    for flag, value in (("-saveMode", save_mode), ("-saveFormat", save_format),
+                        ("-createTableColumnTypes", create_table_column_types)):
+        if value:
+            args += [flag, value]
+    return args

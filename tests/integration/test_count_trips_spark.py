@@ -56,8 +56,16 @@ def test_count_trips_sql_runs_end_to_end_with_real_spark_submit(tmp_path: Path) 
     assert by_task["submit_job"]["pid"] and by_task["submit_job"]["duration"] > 0
 
     # The Python task read what Spark wrote; its XCom is the per-day count, equal to counting the CSV here.
-    db = sqlite3_rows(home / "sparkflow.db", "SELECT value FROM xcom WHERE task_id = 'report_busiest_days'")
+    db = sqlite3_rows(home / "sparkflow.db",
+                      "SELECT value FROM xcom WHERE task_id = 'report_busiest_days' AND key = 'return_value'")
     assert json.loads(db[0][0]) == dict(expected)
+
+    # The application id (from the event log in local mode) and the metrics of the try are on record.
+    assert by_task["submit_job"]["spark_app_id"].startswith("local-")
+    metrics_out = sparkflow(env, "tasks", "metrics", "count_trips_sql", "it_run", "submit_job", "-o", "json")
+    metrics = json.loads(metrics_out.stdout)
+    assert metrics[0]["spark_app_id"] == by_task["submit_job"]["spark_app_id"]
+    assert metrics[0]["succeeded"] is True and metrics[0]["input_records"] >= 5000 and metrics[0]["jobs"] >= 2
 
     logs = sparkflow(env, "logs", "count_trips_sql", "it_run", "submit_job")
     assert logs.returncode == 0 and "spark-submit finished with code 0" in logs.stdout

@@ -8,7 +8,8 @@ import pytest
 
 from sparkflow.connections import Connection
 from sparkflow.exceptions import InvalidConnection, UserError
-from sparkflow.spark.command import build_spark_sql_argv, build_spark_submit_argv
+from sparkflow.spark import jdbc_app
+from sparkflow.spark.command import build_jdbc_app_args, build_spark_sql_argv, build_spark_submit_argv
 from sparkflow.spark.rest_submission import python_submission, rest_url
 from sparkflow.spark.spec import SparkSubmitSpec, classify_master, master_url, resolve_target
 from sparkflow.spark.submit import parse_ids
@@ -189,3 +190,29 @@ def test_spark_sql_argv_in_provider_order() -> None:
     from_file = build_spark_sql_argv(" /sql/report.hql ", "local[*]", "spark.a=1, spark.b=2", verbose=False, name=None)
     assert from_file == ["spark-sql", "--conf", "spark.a=1", "--conf", "spark.b=2", "-f", "/sql/report.hql",
                          "--master", "local[*]"]
+
+
+def test_jdbc_app_args_in_provider_order_without_credentials() -> None:
+    args = build_jdbc_app_args(
+        "spark_to_jdbc", "jdbc:postgresql://db:5432/sales", "default.trips", "public.trips", jdbc_truncate=True,
+        jdbc_driver="org.postgresql.Driver", batch_size=500, fetch_size=100, num_partitions=4,
+        partition_column="id", lower_bound="1", upper_bound="1000", save_mode="overwrite", save_format="parquet",
+        create_table_column_types="id INT",
+    )
+    assert args == [
+        "-cmdType", "spark_to_jdbc", "-url", "jdbc:postgresql://db:5432/sales", "-metastoreTable", "default.trips",
+        "-jdbcTable", "public.trips", "-jdbcTruncate", "True", "-jdbcDriver", "org.postgresql.Driver",
+        "-batchsize", "500", "-fetchsize", "100", "-numPartitions", "4", "-partitionColumn", "id",
+        "-lowerBound", "1", "-upperBound", "1000", "-saveMode", "overwrite", "-saveFormat", "parquet",
+        "-createTableColumnTypes", "id INT",
+    ]
+    assert not any("password" in a.lower() or a == "-user" for a in args)
+
+
+def test_jdbc_app_reads_credentials_from_the_environment() -> None:
+    parsed = jdbc_app.parse_args(["-cmdType", "jdbc_to_spark", "-url", "jdbc:x", "-jdbcTable", "t",
+                                  "-metastoreTable", "m", "-numPartitions", "2", "-partitionColumn", "id",
+                                  "-lowerBound", "1", "-upperBound", "9"])
+    options = jdbc_app.jdbc_options(parsed, {jdbc_app.USER_ENV: "bob", jdbc_app.PASSWORD_ENV: "pw"})
+    assert options == {"url": "jdbc:x", "dbtable": "t", "user": "bob", "password": "pw", "numPartitions": 2,
+                       "partitionColumn": "id", "lowerBound": "1", "upperBound": "9"}

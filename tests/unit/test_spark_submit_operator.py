@@ -13,6 +13,7 @@ from sparkflow.connections import Connection
 from sparkflow.exceptions import DagDefinitionError
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
+from sparkflow.operators.spark_jdbc import SparkJDBCOperator
 from sparkflow.state import RunState, TaskState
 from tests.helpers import run_dag
 
@@ -100,3 +101,15 @@ def test_provider_defaults() -> None:
     op = SparkSubmitOperator(task_id="t", application="a.py")
     assert (op.conn_id, op.name, op.status_poll_interval, op.verbose) == ("spark_default", "arrow-spark", 1, False)
     assert "application_args" in op.template_fields and "post_submit_commands" in op.template_fields
+
+
+def test_jdbc_operator_validates_and_keeps_provider_defaults() -> None:
+    op = SparkJDBCOperator(task_id="t", jdbc_table="a", metastore_table="b")
+    assert (op.conn_id, op.jdbc_conn_id, op.name, op.cmd_type) == (
+        "spark-default", "jdbc-default", "airflow-spark-jdbc", "spark_to_jdbc"
+    )
+    assert op.application.endswith("sparkflow/spark/jdbc_app.py")
+    with pytest.raises(DagDefinitionError, match="cmd_type has bad value 'copy'"):
+        SparkJDBCOperator(task_id="t2", cmd_type="copy", jdbc_table="a", metastore_table="b")
+    with pytest.raises(DagDefinitionError, match="jdbc_table and metastore_table are both required"):
+        SparkJDBCOperator(task_id="t3", jdbc_table="a")
