@@ -134,12 +134,9 @@ class SparkSqlOperator(BaseOperator):
             self.keytab, self.principal, self.master, self.name, self.num_executors, self.verbose, self.yarn_queue,
         )
         tracker = SparkRunTracker(ti, 1.0, self.log)
-        try:
+        with tracker.following(event_dir):
             # spark-sql starts a Hive client: keep its metastore_db/ and derby.log in the try's own directory.
             self._hook.run_query(on_line=tracker.on_line, cwd=ti.artifact_dir("spark-sql"))
-        finally:
-            tracker.stop()
-            tracker.record_metrics(event_dir)
         return None
 
     def on_kill(self) -> None:

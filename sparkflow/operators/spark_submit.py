@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -176,21 +178,15 @@ class SparkSubmitOperator(BaseOperator):
         env = submit_environment(target, spec.env_vars, os.environ)
         tracker = SparkRunTracker(ti, self.status_poll_interval, self.log)
         if is_rest_python_submission(spec, target):
-            try:
+            with tracker.following(event_dir):
                 self._run_rest(spec, target, env, ti, tracker)
-            finally:
-                tracker.stop()
-                tracker.record_metrics(event_dir)
             return tracker.ids.get("app_id")
         argv = build_spark_submit_argv(spec, target, locate_binary(target.spark_binary), os.environ)
         self.log.info("Submitting to %s (%s): %s", target.master, target.cluster_manager,
                       mask_sensitive_settings(" ".join(argv)))
         self._process = GroupProcess(argv, env=env)
-        try:
+        with tracker.following(event_dir):
             result = self._process.run(tracker.on_line)
-        finally:
-            tracker.stop()
-            tracker.record_metrics(event_dir)
         if result.returncode != 0:
             tail = "\n".join(masker.mask(mask_sensitive_settings(line)) for line in result.last_lines[-10:])
             raise SparkSubmitFailed(f"spark-submit exited with code {result.returncode}; last output:\n{tail}")
@@ -295,9 +291,16 @@ class SparkRunTracker:
         self.ti.record_spark_progress(progress.to_dict())
         self.log.info("Spark progress %s", progress.describe())
 
-    def stop(self) -> None:
-        if self.poller is not None:
-            self.poller.stop()
+    @contextlib.contextmanager
+    def following(self, event_dir: Path) -> Iterator[None]:
+        """While the application runs; afterwards (also when it failed or was killed) stop polling and record
+        the metrics from its event log."""
+        try:
+            yield
+        finally:
+            if self.poller is not None:
+                self.poller.stop()
+            self.record_metrics(event_dir)
 
     def record_metrics(self, event_dir: Path) -> None:
         metrics = read_metrics(event_dir)
