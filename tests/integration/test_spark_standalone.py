@@ -4,7 +4,10 @@ task): the app id, live progress and metrics land on the task instance; a timeou
 from __future__ import annotations
 
 import json
+import os
+import signal
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,3 +113,45 @@ def test_python_app_in_cluster_mode_goes_through_the_rest_server(cluster_env, me
     assert "slow_app: counted 1000 rows" in log  # the driver's own output, read from its worker
     completed = {d["id"]: d for d in cluster_env.state()["completeddrivers"]}
     assert completed[ti.spark_driver_id]["state"] == "FINISHED"
+
+
+def test_retry_reattaches_to_a_cluster_driver_that_is_still_running(cluster_env, metastore, settings, monkeypatch):
+    """The task process dies (kill -9) while its cluster-mode driver runs on: the retry polls that driver instead
+    of submitting a duplicate, and the run succeeds with exactly one driver submitted."""
+    rest_port = cluster_env.rest_url.rsplit(":", 1)[1]
+    monkeypatch.setenv("SPARKFLOW_CONN_SPARK_REST", json.dumps({
+        "conn_type": "spark", "host": cluster_env.master_url,
+        "extra": {"deploy-mode": "cluster", "rest-port": rest_port, "master-web-ui": cluster_env.ui_url},
+    }))
+    drivers_before = {d["id"] for d in cluster_env.state()["completeddrivers"] + cluster_env.state()["activedrivers"]}
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        result["final"], _ = run_spark_dag(metastore, settings.resolved_dags_folder, "standalone_reattach", f"""
+            SparkSubmitOperator(task_id="slow", application={str(SLOW_APP)!r}, application_args=["15"],
+                                conn_id="spark_rest", name="slow_app_reattach", driver_memory="512m",
+                                executor_memory="512m", total_executor_cores=1, retries=1, retry_delay=0)
+        """)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 120
+    killed = None
+    while time.monotonic() < deadline and killed is None:
+        runs = queries.list_runs(metastore.db, "standalone_reattach")
+        if runs:
+            ti = queries.get_task_instance(metastore.db, TIKey("standalone_reattach", runs[0].run_id, "slow"))
+            if ti.spark_driver_id and ti.try_number == 1 and ti.pid:
+                os.kill(ti.pid, signal.SIGKILL)  # the task process dies; its driver on the cluster does not
+                killed = ti.spark_driver_id
+        time.sleep(0.5)
+    runner.join(timeout=240)
+    assert killed, "the first try never recorded a driver id"
+    final = result["final"]
+    ti = queries.get_task_instance(metastore.db, TIKey("standalone_reattach", final.run_id, "slow"))
+    log = Path(ti.log_path).read_text()
+    assert final.state is RunState.SUCCESS, log[-3000:]
+    assert ti.try_number == 2 and ti.spark_driver_id == killed
+    assert f"Reattaching to driver {killed}" in log
+    drivers = {d["id"] for d in cluster_env.state()["completeddrivers"] + cluster_env.state()["activedrivers"]}
+    assert drivers - drivers_before == {killed}  # no duplicate submission
