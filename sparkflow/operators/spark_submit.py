@@ -267,11 +267,19 @@ class SparkRunTracker:
         self.interval = float(interval)
         self.log = log
         self.ids: dict[str, str] = {}
+        self.ui_host = "127.0.0.1"  # a client-mode driver runs here; Spark's "Start Jetty HOST:PORT" line may say more
         self.poller: DriverProgressPoller | None = None
 
     def on_line(self, line: str) -> None:
         self.log.info("%s", mask_sensitive_settings(line))
-        found = {k: v for k, v in vars(parse_ids(line)).items() if v and self.ids.get(k) != v}
+        seen = parse_ids(line)
+        if not seen.any():
+            return
+        if seen.ui_host:
+            self.ui_host = seen.ui_host
+        ui_url = seen.ui_url or (f"http://{self.ui_host}:{seen.ui_port}" if seen.ui_port else None)
+        found = {k: v for k, v in (("app_id", seen.app_id), ("driver_id", seen.driver_id), ("ui_url", ui_url))
+                 if v and self.ids.get(k) != v}
         if not found:
             return
         self.ids.update(found)
@@ -283,7 +291,8 @@ class SparkRunTracker:
             self.poller.start()
 
     def on_app_id(self, app_id: str) -> None:
-        if self.ids.get("app_id") != app_id:
+        """The id the driver's REST API reports; what the output or event log said wins (it is this app's)."""
+        if "app_id" not in self.ids:
             self.ids["app_id"] = app_id
             self.ti.record_external_ids(spark_app_id=app_id)
 
@@ -306,8 +315,9 @@ class SparkRunTracker:
         metrics = read_metrics(event_dir)
         if metrics is None:
             return
-        if metrics.app_id:
-            self.on_app_id(metrics.app_id)
+        if metrics.app_id and self.ids.get("app_id") != metrics.app_id:  # the event log is the authority
+            self.ids["app_id"] = metrics.app_id
+            self.ti.record_external_ids(spark_app_id=metrics.app_id)
         self.ti.record_spark_metrics(metrics.to_dict())
         if metrics.jobs:
             final = SparkProgress(jobs_total=metrics.jobs, jobs_done=metrics.jobs - metrics.jobs_failed,

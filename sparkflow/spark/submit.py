@@ -16,37 +16,41 @@ from sparkflow.spark.spec import SparkTarget
 # Not \b at the start: Spark writes ids glued to "_" too ("eventlog_v2_local-1795964805692").
 _APP_ID = re.compile(r"(?<![A-Za-z0-9-])(app-\d{14}-\d{4}|local-\d{13}|application_\d+_\d+|spark-[0-9a-f]{32})\b")
 _DRIVER_ID = re.compile(r"\b(driver-\d{14}-\d{4})\b")
-# Spark 4 logs "Start Jetty 127.0.0.1:4040 for SparkUI"; Spark 3 "Bound SparkUI to 0.0.0.0, and started at URL".
-_UI_JETTY = re.compile(r"Start Jetty (\S+):(\d+) for SparkUI")
-_UI_BOUND = re.compile(r"(?:Bound SparkUI to \S+, and started at|Spark Web UI available at) (https?://\S+)")
+# Spark 4 logs "Start Jetty 127.0.0.1:4040 for SparkUI" *before* binding (the port may still move to 4041 when 4040
+# is taken), then "Successfully started service 'SparkUI' on port 4041.": the host comes from the first line, the
+# port from the second. Spark 3 logs "Bound SparkUI to 0.0.0.0, and started at URL"; spark-sql "Spark Web UI
+# available at URL".
+_UI_HOST = re.compile(r"Start Jetty (\S+):\d+ for SparkUI")
+_UI_PORT = re.compile(r"Successfully started service 'SparkUI' on port (\d+)")
+_UI_URL = re.compile(r"(?:Bound SparkUI to \S+, and started at|Spark Web UI available at) (https?://\S+)")
 
 
 @dataclass(frozen=True)
 class SparkIds:
-    """Ids found in one line of spark-submit output (None when the line has none)."""
+    """What one line of spark-submit output tells (None when the line says nothing of it)."""
 
     app_id: str | None = None
     driver_id: str | None = None
     ui_url: str | None = None
+    ui_host: str | None = None
+    ui_port: int | None = None
 
     def any(self) -> bool:
-        return bool(self.app_id or self.driver_id or self.ui_url)
+        return any(v is not None for v in (self.app_id, self.driver_id, self.ui_url, self.ui_host, self.ui_port))
 
 
 def parse_ids(line: str) -> SparkIds:
     app = _APP_ID.search(line)
     driver = _DRIVER_ID.search(line)
-    ui_url = None
-    jetty = _UI_JETTY.search(line)
-    bound = _UI_BOUND.search(line)
-    if jetty:
-        ui_url = f"http://{jetty.group(1)}:{jetty.group(2)}"
-    elif bound:
-        ui_url = bound.group(1).rstrip(".")
+    host = _UI_HOST.search(line)
+    port = _UI_PORT.search(line)
+    url = _UI_URL.search(line)
     return SparkIds(
         app_id=app.group(1) if app else None,
         driver_id=driver.group(1) if driver else None,
-        ui_url=ui_url,
+        ui_url=url.group(1).rstrip(".") if url else None,
+        ui_host=host.group(1) if host else None,
+        ui_port=int(port.group(1)) if port else None,
     )
 
 

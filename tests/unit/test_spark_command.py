@@ -145,11 +145,13 @@ def test_connection_without_host_is_a_clear_error() -> None:
         ("INFO Client: Submitted application application_1700000000000_0042", "app_id",
          "application_1700000000000_0042"),
         ('"submissionId" : "driver-20261129135854-0001",', "driver_id", "driver-20261129135854-0001"),
-        ("INFO JettyUtils: Start Jetty 127.0.0.1:4040 for SparkUI", "ui_url", "http://127.0.0.1:4040"),
+        ("INFO JettyUtils: Start Jetty 127.0.0.1:4040 for SparkUI", "ui_host", "127.0.0.1"),
+        ("INFO Utils: Successfully started service 'SparkUI' on port 4041.", "ui_port", 4041),
+        ("Spark Web UI available at http://localhost:4040", "ui_url", "http://localhost:4040"),
         ("INFO SparkUI: Bound SparkUI to 0.0.0.0, and started at http://h:4041", "ui_url", "http://h:4041"),
     ],
 )
-def test_parse_ids(line: str, field: str, value: str) -> None:
+def test_parse_ids(line: str, field: str, value: object) -> None:
     assert getattr(parse_ids(line), field) == value
 
 

@@ -43,6 +43,8 @@ def test_failure_names_exit_code_and_last_lines_with_secrets_masked(
 echo "args: $*"
 echo "INFO StandaloneSchedulerBackend: Connected to Spark cluster with app ID app-20240101000000-0007"
 echo "INFO JettyUtils: Start Jetty 127.0.0.1:4040 for SparkUI"
+echo "WARN Utils: Service 'SparkUI' could not bind on port 4040. Attempting port 4041."
+echo "INFO Utils: Successfully started service 'SparkUI' on port 4041."
 echo "ERROR connecting with s3cr3t-pass failed" >&2
 exit 3
 """)
@@ -54,7 +56,7 @@ exit 3
     assert "spark-submit exited with code 3" in ti.error
     assert "ERROR connecting with *** failed" in ti.error and "s3cr3t-pass" not in ti.error
     assert ti.spark_app_id == "app-20240101000000-0007"
-    assert ti.spark_ui_url == "http://127.0.0.1:4040"
+    assert ti.spark_ui_url == "http://127.0.0.1:4041"  # the port Spark really bound, not the one it tried first
     log = Path(ti.log_path).read_text()
     assert "s3cr3t-pass" not in log
     # argv reached the binary intact: templated first arg, the arg with a space kept whole
