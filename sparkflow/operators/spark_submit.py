@@ -6,6 +6,8 @@ import contextlib
 import importlib.metadata
 import logging
 import os
+import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -178,14 +180,14 @@ class SparkSubmitOperator(BaseOperator):
         env = submit_environment(target, spec.env_vars, os.environ)
         tracker = SparkRunTracker(ti, self.status_poll_interval, self.log)
         if is_rest_python_submission(spec, target):
-            with tracker.following(event_dir):
+            with tracker.following(event_dir), self._post_submit():
                 self._run_rest(spec, target, env, ti, tracker)
             return tracker.ids.get("app_id")
         argv = build_spark_submit_argv(spec, target, locate_binary(target.spark_binary), os.environ)
         self.log.info("Submitting to %s (%s): %s", target.master, target.cluster_manager,
                       mask_sensitive_settings(" ".join(argv)))
         self._process = GroupProcess(argv, env=env)
-        with tracker.following(event_dir):
+        with tracker.following(event_dir), self._post_submit():
             result = self._process.run(tracker.on_line)
         if result.returncode != 0:
             tail = "\n".join(masker.mask(mask_sensitive_settings(line)) for line in result.last_lines[-10:])
@@ -228,6 +230,25 @@ class SparkSubmitOperator(BaseOperator):
                     + (f": {status.message}" if status.message else "")
                 )
             time.sleep(self.status_poll_interval)
+
+    @contextlib.contextmanager
+    def _post_submit(self) -> Iterator[None]:
+        """The provider's post_submit_commands (e.g. stopping a service-mesh sidecar): after the submission, also
+        when it failed; each split like a shell would but run without one, 30 s at most, failures only logged."""
+        try:
+            yield
+        finally:
+            self._run_post_submit_commands()
+
+    def _run_post_submit_commands(self) -> None:
+        for command in self.post_submit_commands or []:
+            try:
+                done = subprocess.run(shlex.split(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, check=False, timeout=30, stdin=subprocess.DEVNULL)
+                self.log.info("post_submit_command %r exited with %s: %s", command, done.returncode,
+                              done.stdout.strip()[-500:])
+            except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                self.log.warning("post_submit_command %r failed: %s", command, exc)
 
     def on_kill(self) -> None:
         if self._process is not None:

@@ -115,3 +115,25 @@ def test_jdbc_operator_validates_and_keeps_provider_defaults() -> None:
         SparkJDBCOperator(task_id="t2", cmd_type="copy", jdbc_table="a", metastore_table="b")
     with pytest.raises(DagDefinitionError, match="jdbc_table and metastore_table are both required"):
         SparkJDBCOperator(task_id="t3", jdbc_table="a")
+
+
+def test_post_submit_commands_run_after_a_failed_submit_too(settings, metastore, write_dag, tmp_path,
+                                                           monkeypatch) -> None:
+    monkeypatch.setenv("SPARKFLOW_CONN_SPARK_TEST", "spark://local%5B2%5D")
+    binary = fake_spark_submit(tmp_path, "exit 4\n")
+    marker = tmp_path / "post.txt"
+    path = write_dag("posty", f"""
+        from datetime import datetime
+        from sparkflow import DAG, SparkSubmitOperator
+
+        with DAG("posty", start_date=datetime(2024, 1, 1)) as dag:
+            SparkSubmitOperator(task_id="submit", application="/jobs/app.py", conn_id="spark_test",
+                                spark_binary={str(binary)!r},
+                                post_submit_commands=["touch {marker}", "false", "no-such-binary-xyz"])
+    """)
+    run = run_dag(settings, metastore, path, "posty")
+    ti = queries.get_task_instance(metastore.db, TIKey("posty", run.run_id, "submit"))
+    assert ti.state is TaskState.FAILED and "exited with code 4" in ti.error
+    assert marker.exists()  # ran although the submission failed; the failing commands were only logged
+    log = Path(ti.log_path).read_text()
+    assert "post_submit_command 'false' exited with 1" in log and "'no-such-binary-xyz' failed" in log
