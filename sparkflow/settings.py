@@ -55,6 +55,20 @@ class Settings:
     spark_history_url: str | None = _setting(
         None, "Spark History Server URL (e.g. http://127.0.0.1:18080): links to finished applications."
     )
+    celery_broker_url: str = _setting(
+        "redis://127.0.0.1:6379/0", "CeleryExecutor: Celery broker URL (Redis) that the scheduler sends task keys to.",
+        secret=True,
+    )
+    celery_result_backend: str = _setting(
+        "redis://127.0.0.1:6379/1", "CeleryExecutor: Celery result backend URL (Redis): workers report exit codes.",
+        secret=True,
+    )
+    celery_default_queue: str = _setting(
+        "default", "CeleryExecutor: queue of tasks whose `queue` is 'default'; what `sparkflow worker` consumes."
+    )
+    celery_worker_concurrency: int = _setting(
+        4, "CeleryExecutor: task processes one `sparkflow worker` runs at once (its --concurrency default)."
+    )
     load_examples: bool = _setting(False, "Unused placeholder kept for Airflow users; examples live in jobs/.")
     load_default_connections: bool = _setting(
         True, "`db init` adds Airflow's default connections when absent: fs_default (/) and spark_default (local[*])."
@@ -163,6 +177,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"setting 'max_runs_per_loop' has bad value {settings.max_runs_per_loop}; it must be at least 1"
         )
+    if settings.celery_worker_concurrency < 1:
+        raise ConfigError(f"setting 'celery_worker_concurrency' has bad value {settings.celery_worker_concurrency}; "
+                          "it must be at least 1")
     if settings.parallelism < 1:
         raise ConfigError(f"setting 'parallelism' has bad value {settings.parallelism}; it must be at least 1")
     return settings

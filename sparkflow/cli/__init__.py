@@ -23,7 +23,10 @@ from sparkflow.cli import (
     runs_cmd,
     scheduler_cmd,
     tasks_cmd,
+    users_cmd,
     variables_cmd,
+    web_cmd,
+    worker_cmd,
 )
 from sparkflow.cli.env import CliEnv
 from sparkflow.exceptions import SparkflowError
@@ -39,7 +42,8 @@ def cli(ctx: click.Context) -> None:
 
 
 for module in (db_cmd, config_cmd, connections_cmd, dags_cmd, runs_cmd, tasks_cmd, logs_cmd,
-               scheduler_cmd, backfill_cmd, pools_cmd, variables_cmd):
+               scheduler_cmd, backfill_cmd, pools_cmd, variables_cmd, users_cmd, web_cmd,
+               worker_cmd):
     module.register(cli)
 
 

@@ -16,7 +16,7 @@ from sparkflow.scheduler.daemon import SchedulerDaemon
 @click.command("scheduler")
 @click.option("--num-runs", "-n", type=int, default=None,
               help="Stop after this many loop iterations (default: run until SIGTERM/SIGINT).")
-@click.option("--executor", type=click.Choice(["local", "sequential"]), default=None,
+@click.option("--executor", type=click.Choice(["local", "sequential", "celery"]), default=None,
               help="Executor (default: the 'executor' setting).")
 @click.pass_obj
 def scheduler(env: CliEnv, num_runs: int | None, executor: str | None) -> int:

@@ -1,4 +1,4 @@
-"""Build the executor the settings name."""
+"""Build the executor the settings name: local, sequential or celery (SPARKFLOW_EXECUTOR)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime
 from sparkflow.definitions.dag import DAG
 from sparkflow.exceptions import ConfigError
 from sparkflow.executors.base import Executor, Workload
+from sparkflow.executors.celery import CeleryExecutor, make_celery_app
 from sparkflow.executors.local import LocalExecutor
 from sparkflow.executors.sequential import SequentialExecutor
 from sparkflow.metastore.bootstrap import Metastore
@@ -29,4 +30,11 @@ def make_executor(
                                      dag=get_dag(workload.key.dag_id), clock=clock)
 
         return SequentialExecutor(run)
-    raise ConfigError(f"executor {name!r} is not available in this build; use local or sequential")
+    if name == "celery":
+        try:
+            app = make_celery_app(settings)
+        except ImportError as exc:
+            raise ConfigError(f"the celery executor needs Celery and redis ({exc}); pip install 'sparkflow[celery]'")\
+                from None
+        return CeleryExecutor(settings, metastore, app)
+    raise ConfigError(f"executor {name!r} is not available in this build; use local, sequential or celery")

@@ -1,29 +1,51 @@
-"""Runs each workload in its own Python process (``python -m sparkflow.runtime``), up to ``parallelism`` at once.
+"""Runs each workload in its own process, up to ``parallelism`` at once, forked from a warm fork server.
 
-A task that crashes, leaks memory or calls os._exit cannot take the scheduler down; its exit code comes back as
-an event and the scheduler fails or retries the task if the runner could not record an outcome.
+A task that crashes, leaks memory or calls os._exit cannot take the scheduler down: it is a separate process
+(a child of the fork server, sparkflow.runtime.forkserver, which the executor starts once and talks to over a
+Unix socket pair). Its exit code comes back as an event and the scheduler fails or retries the task if the
+runner could not record an outcome.
+
+Why a fork server instead of ``python -m sparkflow.runtime`` per task: the fresh interpreter cost about a second
+of imports per task on a 2-core machine; a fork of a process that already imported everything costs a few
+milliseconds (bench/scheduler.py prints both sides). The events come over the socket the moment a child ends,
+so wait() blocks in select() and the scheduler reacts at once instead of polling.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sparkflow.executors.base import ExecutorEvent, Workload
 from sparkflow.logs import task_log_path
 from sparkflow.metastore.records import TIKey
-from sparkflow.process import terminate_group
+from sparkflow.process import KILL_GRACE_SECONDS
+from sparkflow.runtime.forkserver import encode, serve_in_fork
 
-POLL_SECONDS = 0.005  # how often wait() looks for ended task processes
+log = logging.getLogger("sparkflow.executor")
+SERVER_MODULE = "sparkflow.runtime.forkserver"
+# This process's ends of every fork server's socket: a fork server forked later must not hold a copy, or the
+# server it belongs to would not see EOF when its executor closes it.
+_OPEN_SOCKETS: set[socket.socket] = set()
 
 
 @dataclass
 class _Running:
     workload: Workload
-    proc: subprocess.Popen[bytes]
+    request_id: int
+    pid: int | None = None  # known once the fork server reports the fork
 
 
 class LocalExecutor:
@@ -35,10 +57,114 @@ class LocalExecutor:
         self.env = env
         self._queued: list[Workload] = []
         self._running: dict[TIKey, _Running] = {}
+        self._by_request: dict[int, TIKey] = {}
+        self._next_request = 0
+        self._ended: list[ExecutorEvent] = []  # exits read from the server, handed out by the next sync()
+        self._server: subprocess.Popen[bytes] | None = None  # when started as a fresh interpreter
+        self._server_pid: int | None = None
+        self._sock: socket.socket | None = None
+        self._buffer = b""
 
+    # -- the fork server ----------------------------------------------------------------------------------------
     def start(self) -> None:
-        pass
+        """Start the fork server now, so its imports overlap with the scheduler's first loop."""
+        self._ensure_server()
 
+    def _ensure_server(self) -> socket.socket:
+        """Start the fork server. Forked from this process when it is single-threaded (the scheduler daemon,
+        `trigger --wait`, `backfill`): it inherits every import and is ready in milliseconds. Otherwise (a
+        scheduler embedded in a threaded process, where forking could copy a lock some other thread holds) a
+        fresh interpreter, which spends about a second on imports before the first task starts."""
+        if self._sock is not None:
+            return self._sock
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if threading.active_count() == 1:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                for sock in (ours, *_OPEN_SOCKETS):  # another executor's server must see EOF when it closes
+                    sock.close()
+                serve_in_fork(theirs, self.env)  # never returns
+            self._server_pid = pid
+        else:
+            self._server = subprocess.Popen(
+                [sys.executable, "-m", SERVER_MODULE, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, env=self.env, pass_fds=[theirs.fileno()],
+            )
+            self._server_pid = self._server.pid
+        theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        _OPEN_SOCKETS.add(ours)
+        return ours
+
+    def _server_gone(self) -> None:
+        """The fork server died (it should not): its children live on in their own sessions and record their
+        own outcomes; the scheduler watches them like any task it does not own (pid and heartbeat). The next
+        launch starts a new server."""
+        log.error("the local executor's fork server (pid %s) ended unexpectedly; %d running task(s) are left to "
+                  "their runners and the heartbeat check", self._server_pid, len(self._running))
+        self._close_server()
+        self._running.clear()
+        self._by_request.clear()
+
+    def _close_server(self) -> None:
+        if self._sock is not None:
+            _OPEN_SOCKETS.discard(self._sock)
+            self._sock.close()
+            self._sock = None
+        if self._server is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._server.wait(timeout=5)  # EOF stops it at once; its children are not waited for
+        elif self._server_pid is not None:
+            deadline = time.monotonic() + 5
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(self._server_pid, os.WNOHANG) == (0, 0) and time.monotonic() < deadline:
+                    time.sleep(0.001)
+        self._server = None
+        self._server_pid = None
+        self._buffer = b""
+
+    def _read(self, timeout: float | None) -> bool:
+        """Take in what the server sent, waiting up to ``timeout`` for something to arrive. True if anything
+        arrived."""
+        sock = self._sock
+        if sock is None:
+            return False
+        if timeout is not None and timeout > 0:
+            ready, _, _ = select.select([sock], [], [], timeout)
+            if not ready:
+                return False
+        try:
+            data = sock.recv(1 << 16)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self._server_gone()
+            return True
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line:
+                self._on_message(json.loads(line))
+        return True
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        key = self._by_request.get(message["id"])
+        item = self._running.get(key) if key is not None else None
+        if key is None or item is None:
+            return
+        item.pid = message["pid"] or None
+        if "exit" in message:
+            code = int(message["exit"])
+            del self._running[key]
+            del self._by_request[item.request_id]
+            self._ended.append(ExecutorEvent(item.workload, code, _reason(code)))
+
+    # -- the executor protocol ----------------------------------------------------------------------------------
     def open_slots(self) -> int:
         return max(self.parallelism - len(self._running) - len(self._queued), 0)
 
@@ -47,27 +173,32 @@ class LocalExecutor:
 
     def _launch(self, workload: Workload) -> None:
         key = workload.key
-        # Anything the process prints before the runner takes over its log (an import crash) lands in the same
-        # file the runner will write, so the reason is never lost.
+        # Anything the process prints before the runner takes over its log (a crash) lands in the same file the
+        # runner will write, so the reason is never lost.
         path = task_log_path(self.log_folder, key.dag_id, key.run_id, key.task_id, workload.try_number)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "sparkflow.runtime", key.dag_id, key.run_id, key.task_id,
-                 str(workload.try_number)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                start_new_session=True,  # its own group: killing it takes its children (spark-submit) along
-            )
-        self._running[key] = _Running(workload, proc)
+        self._next_request += 1
+        request = {"id": self._next_request, "key": list(key), "try": workload.try_number, "log": str(path)}
+        for attempt in (1, 2):
+            sock = self._ensure_server()
+            sock.setblocking(True)
+            try:
+                sock.sendall(encode(request))
+                break
+            except OSError:
+                if attempt == 2:
+                    raise
+                self._server_gone()  # and send it to a new one
+            finally:
+                if self._sock is not None:
+                    self._sock.setblocking(False)
+        self._running[key] = _Running(workload, self._next_request)
+        self._by_request[self._next_request] = key
 
     def sync(self) -> list[ExecutorEvent]:
-        events = []
-        for key, item in list(self._running.items()):
-            code = item.proc.poll()
-            if code is not None:
-                del self._running[key]
-                reason = None if code == 0 else f"task process exited with code {code}"
-                events.append(ExecutorEvent(item.workload, code, reason))
+        while self._read(None):
+            pass
+        events, self._ended = self._ended, []
         self._queued.sort(key=lambda w: -w.priority_weight)
         while self._queued and len(self._running) < self.parallelism:
             self._launch(self._queued.pop(0))
@@ -77,27 +208,76 @@ class LocalExecutor:
         return set(self._running) | {w.key for w in self._queued}
 
     def wait(self, timeout: float) -> None:
+        """Return as soon as a task process ends (or there is something to launch), else after ``timeout``."""
         deadline = time.monotonic() + timeout
-        while True:
-            if self._queued or any(item.proc.poll() is not None for item in self._running.values()):
-                return
+        while not self._ended and not (self._queued and len(self._running) < self.parallelism):
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._sock is None:
                 return
-            time.sleep(min(POLL_SECONDS, left))
+            self._read(left)
 
-    def kill(self, key: TIKey) -> bool:
+    def pid(self, key: TIKey, timeout: float = 5.0) -> int | None:
+        """The process id of a running workload (waiting briefly for the fork to be reported)."""
+        deadline = time.monotonic() + timeout
+        while (item := self._running.get(key)) is not None and item.pid is None and time.monotonic() < deadline:
+            self._read(deadline - time.monotonic())
         item = self._running.get(key)
-        if item is None:
+        return item.pid if item is not None else None
+
+    def kill(self, key: TIKey, grace: float = KILL_GRACE_SECONDS) -> bool:
+        """SIGTERM the workload's process group, SIGKILL it after ``grace`` seconds if it is still there."""
+        if key not in self._running:
             return False
-        terminate_group(item.proc)
+        self._kill([key], grace)
         return True
 
-    def end(self, kill: bool = False) -> None:
-        self._queued.clear()
-        for item in self._running.values():
-            if kill:
-                terminate_group(item.proc)
-            item.proc.wait()
-        self._running.clear()
+    def _kill(self, keys: list[TIKey], grace: float) -> None:
+        pids = {key: self.pid(key) for key in keys}
+        for pid in pids.values():
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(key in self._running for key in keys) and time.monotonic() < deadline and self._sock is not None:
+            self._read(deadline - time.monotonic())
+        for key, pid in pids.items():
+            if key in self._running or pid is not None:
+                _signal_group(pid, signal.SIGKILL)  # stragglers of the group (the leader may be gone already)
+        while any(key in self._running for key in keys) and self._sock is not None:
+            self._read(1.0)
 
+    def end(self, kill: bool = False) -> None:
+        """Stop: kill (SIGTERM, then SIGKILL after the grace period) or wait for running workloads, then stop the
+        fork server."""
+        self._queued.clear()
+        if kill and self._running:
+            self._kill(list(self._running), KILL_GRACE_SECONDS)
+        while self._running and self._sock is not None:
+            self._read(1.0)
+        self._running.clear()
+        self._by_request.clear()
+        self._ended.clear()
+        self._close_server()
+
+
+def _signal_group(pid: int | None, signum: int) -> None:
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        # Not (yet) a group leader: the child had not reached os.setsid(), so it has started nothing yet.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    except PermissionError:
+        pass
+
+
+def _reason(code: int) -> str | None:
+    if code == 0:
+        return None
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"task process was killed by {name}"
+    return f"task process exited with code {code}"

@@ -19,8 +19,10 @@ from sparkflow.metastore.records import (
     PoolRecord,
     StateEventRecord,
     TaskInstanceRecord,
+    TaskSlot,
     TaskTryRecord,
     TIKey,
+    UserRecord,
     VariableRecord,
     XComRecord,
 )
@@ -88,6 +90,24 @@ def task_instances_in_states(db: Database, states: Iterable[TaskState]) -> list[
     with db.read() as conn:
         rows = conn.execute(select(t.task_instance).where(c.state.in_([s.value for s in states])).order_by(c.id))
         return [TaskInstanceRecord.from_row(r) for r in rows]
+
+
+def task_slots(db: Database, dag_id: str, run_id: str) -> dict[str, TaskSlot]:
+    """task_id -> scheduling columns of one run's task instances (the scheduler loop's per-run read)."""
+    c = t.task_instance.c
+    query = select(c.id, c.task_id, c.state, c.try_number, c.next_try_at, c.priority_weight, c.pool, c.pool_slots,
+                   c.queue).where(c.dag_id == dag_id, c.run_id == run_id)
+    with db.read() as conn:
+        rows = conn.execute(query).all()
+    return {r[1]: TaskSlot(r[0], r[1], TaskState(r[2]), *r[3:]) for r in rows}
+
+
+def count_task_instances(db: Database, dag_id: str, states: Iterable[TaskState]) -> int:
+    """How many of the DAG's task instances are in these states (max_active_tasks)."""
+    c = t.task_instance.c
+    with db.read() as conn:
+        return conn.execute(select(func.count()).select_from(t.task_instance)
+                            .where(c.dag_id == dag_id, c.state.in_([s.value for s in states]))).scalar_one()
 
 
 def latest_run(db: Database, dag_id: str, run_types: Iterable[str]) -> DagRunRecord | None:
@@ -270,3 +290,42 @@ def resolve_connection(db: Database, conn_id: str, secrets: SecretBox | None) ->
             "--conn-type spark --conn-host 'local[*]'` or set SPARKFLOW_CONN_" + conn_id.upper()
         )
     return found
+
+
+def find_user(db: Database, username: str) -> UserRecord | None:
+    with db.read() as conn:
+        row = conn.execute(select(t.ab_user).where(t.ab_user.c.username == username)).one_or_none()
+    return UserRecord.from_row(row) if row is not None else None
+
+
+def find_user_by_token(db: Database, token_hash: str) -> UserRecord | None:
+    """The active user owning the API token with this SHA-256, if any."""
+    query = (select(t.ab_user).join(t.api_token, t.api_token.c.user_id == t.ab_user.c.id)
+             .where(t.api_token.c.token_hash == token_hash, t.ab_user.c.active.is_(True)))
+    with db.read() as conn:
+        row = conn.execute(query).one_or_none()
+    return UserRecord.from_row(row) if row is not None else None
+
+
+def list_users(db: Database) -> list[UserRecord]:
+    with db.read() as conn:
+        return [UserRecord.from_row(r) for r in conn.execute(select(t.ab_user).order_by(t.ab_user.c.username))]
+
+
+def task_history(db: Database, dag_id: str, task_id: str, limit: int = 20) -> list[TaskInstanceRecord]:
+    """This task's instances in the DAG's latest runs (by logical date), oldest first: trends across runs."""
+    c = t.task_instance.c
+    query = (select(t.task_instance).join(t.dag_run, t.dag_run.c.id == c.dag_run_id)
+             .where(c.dag_id == dag_id, c.task_id == task_id)
+             .order_by(t.dag_run.c.logical_date.desc(), t.dag_run.c.id.desc()).limit(limit))
+    with db.read() as conn:
+        rows = conn.execute(query).all()
+    return [TaskInstanceRecord.from_row(r) for r in reversed(rows)]
+
+
+def get_task_instance_by_id(db: Database, ti_id: int) -> TaskInstanceRecord:
+    with db.read() as conn:
+        row = conn.execute(select(t.task_instance).where(t.task_instance.c.id == ti_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"task instance {ti_id} does not exist")
+    return TaskInstanceRecord.from_row(row)

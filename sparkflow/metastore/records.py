@@ -121,6 +121,22 @@ class TaskInstanceRecord:
         return TIKey(self.dag_id, self.run_id, self.task_id)
 
 
+class TaskSlot(NamedTuple):
+    """The scheduling columns of one task instance: what the scheduler loop reads every time a run advances.
+    A plain tuple (no JSON, no datetime columns but next_try_at) so reading a 200-task run costs well under a
+    millisecond; the loop reads full TaskInstanceRecords only for the few instances it acts on."""
+
+    id: int
+    task_id: str
+    state: TaskState
+    try_number: int
+    next_try_at: datetime | None
+    priority_weight: int
+    pool: str
+    pool_slots: int
+    queue: str
+
+
 @dataclass(frozen=True)
 class TaskTryRecord:
     ti_id: int
@@ -220,3 +236,19 @@ class VariableRecord:
     key: str
     val: str | None
     description: str | None
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A web user; ``password_hash`` is the scrypt hash, never the password."""
+
+    id: int
+    username: str
+    password_hash: str
+    role: str
+    active: bool
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> UserRecord:
+        return _from_row(cls, row)

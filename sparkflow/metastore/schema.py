@@ -230,3 +230,27 @@ import_error = Table(
     Column("message", Text, nullable=False),
     Column("timestamp", TS, nullable=False),
 )
+
+# Web users: the password is kept only as a scrypt hash ("scrypt$n$r$p$salt$hash", see sparkflow.web.auth).
+ab_user = Table(
+    "ab_user",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(ID), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(20), nullable=False),  # admin, op, viewer
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("username"),
+)
+
+# API bearer tokens: only the SHA-256 of the (random, high-entropy) token is stored.
+api_token = Table(
+    "api_token",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("token_hash"),
+)

@@ -9,7 +9,9 @@ first; the caller is told (False) and nothing is overwritten.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +39,7 @@ from sparkflow.state import (
 )
 
 DEFAULT_POOL = "default_pool"
+USER_ROLES = ("admin", "op", "viewer")  # web roles: everything / run and edit / read only
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 EXTERNAL_ID_COLUMNS = ("spark_app_id", "spark_driver_id", "spark_ui_url")
 # Columns of task_instance copied to the current try's history row whenever they change.
@@ -45,6 +48,47 @@ _TRY_COLUMNS = ("hostname", "pid", "log_path", "error", *EXTERNAL_ID_COLUMNS)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TaskStateChange:
+    """One compare-and-set of :meth:`Store.set_task_states`: the arguments of :meth:`Store.set_task_state`."""
+
+    key: TIKey
+    expected: TaskState
+    new: TaskState
+    actor: str
+    detail: str | None = None
+    now: datetime | None = None
+    expected_try: int | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SchedulingClaims:
+    """The DAGs one scheduler iteration may advance (PostgreSQL: their ``dag`` rows locked ``FOR UPDATE SKIP
+    LOCKED`` in a transaction held until the iteration ends). Two schedulers on one database thus never advance
+    the same DAG's runs at once, so max_active_runs and max_active_tasks hold across them; each skips, for this
+    iteration, what the other holds. The lock is on the ``dag`` row because the iteration itself updates its runs
+    and task instances through other connections (a lock on those rows would block its own writes); nothing in an
+    iteration writes ``dag`` rows. DAGs without a ``dag`` row are not locked. On SQLite every run is claimed (its
+    writers are serialised anyway)."""
+
+    def __init__(self, conn: SAConnection | None) -> None:
+        self._conn = conn
+        self._dag_ids: set[str] = set()
+
+    def runs(self, runs: Sequence[DagRunRecord]) -> list[DagRunRecord]:
+        """Those of ``runs`` whose DAG this iteration holds (locking what it can without waiting)."""
+        if self._conn is None:
+            return list(runs)
+        wanted = sorted({r.dag_id for r in runs} - self._dag_ids)
+        if wanted:
+            c = t.dag.c
+            query = select(c.dag_id).where(c.dag_id.in_(wanted))
+            locked = set(self._conn.execute(query.with_for_update(skip_locked=True)).scalars())
+            known = set(self._conn.execute(query).scalars())
+            self._dag_ids |= locked | (set(wanted) - known)
+        return [r for r in runs if r.dag_id in self._dag_ids]
 
 
 class Store:
@@ -175,6 +219,15 @@ class Store:
             self._event(conn, now, run.dag_id, run.run_id, None, None, "state_change", run.state, new, actor, None)
         return True
 
+    @contextmanager
+    def scheduling_claims(self) -> Iterator[SchedulingClaims]:
+        """Hold the row locks of one scheduler iteration (see SchedulingClaims); released when the block ends."""
+        if self.db.dialect != "postgresql":
+            yield SchedulingClaims(None)
+            return
+        with self.db.engine.connect() as conn, conn.begin():
+            yield SchedulingClaims(conn)
+
     # -- task instances ----------------------------------------------------------------------------------------
     def set_task_state(
         self,
@@ -195,61 +248,92 @@ class Store:
         not in ``expected``.
         """
         check_transition(expected, new)
+        with self.db.write() as conn:
+            return self._set_task_state(conn, key, expected, new, actor, detail, now, expected_try, fields)
+
+    def set_task_states(self, changes: Sequence[TaskStateChange]) -> list[bool]:
+        """Several compare-and-set changes in one transaction (the scheduler loop's decisions of one iteration):
+        one commit instead of one per change, each change exactly as :meth:`set_task_state` makes it. Changes run
+        in order, so one task may move twice (none -> scheduled -> queued); a change whose compare-and-set fails
+        is skipped with every later change of the same task instance. Returns, per change, whether it moved."""
+        for change in changes:
+            check_transition(change.expected, change.new)
+        done: list[bool] = []
+        failed: set[TIKey] = set()
+        with self.db.write() as conn:
+            for c in changes:
+                moved = c.key not in failed and self._set_task_state(
+                    conn, c.key, c.expected, c.new, c.actor, c.detail, c.now, c.expected_try, dict(c.fields),
+                    skip_locked=True)
+                if not moved:
+                    failed.add(c.key)
+                done.append(moved)
+        return done
+
+    def _set_task_state(
+        self, conn: SAConnection, key: TIKey, expected: TaskState, new: TaskState, actor: str, detail: str | None,
+        now: datetime | None, expected_try: int | None, fields: dict[str, Any], skip_locked: bool = False,
+    ) -> bool:
         now = now or utcnow()
         values: dict[str, Any] = {"state": new, "updated_at": now, **fields}
-        with self.db.write() as conn:
-            ti = conn.execute(select(t.task_instance).where(*_ti_where(key))).one_or_none()
-            if ti is None:
-                raise NotFound(f"task instance {key} does not exist")
-            continued = None
-            if new is TaskState.RUNNING:
-                continued = conn.execute(select(t.task_instance_try.c.start_date).where(
-                    t.task_instance_try.c.ti_id == ti.id,
-                    t.task_instance_try.c.try_number == values.get("try_number", ti.try_number),
-                )).one_or_none()
-                if continued is not None and continued.start_date is not None:
-                    values.setdefault("start_date", continued.start_date)
-                values.setdefault("start_date", now)
-                values.setdefault("last_heartbeat_at", now)
-                values.setdefault("end_date", None)
-                values.setdefault("duration", None)
-                values.setdefault("error", None)
-                for column in (*EXTERNAL_ID_COLUMNS, "spark_progress", "spark_metrics"):
-                    values.setdefault(column, None)  # a new try starts without the last try's Spark state
-            if expected is TaskState.RUNNING or new in (TaskState.FAILED, TaskState.SUCCESS):
-                values.setdefault("end_date", now)
-                start = values.get("start_date", ti.start_date)
-                if start is not None and values["end_date"] is not None:
-                    values.setdefault("duration", (values["end_date"] - start).total_seconds())
-            where = [t.task_instance.c.id == ti.id, t.task_instance.c.state == expected]
-            if expected_try is not None:
-                where.append(t.task_instance.c.try_number == expected_try)
-            result = conn.execute(update(t.task_instance).where(*where).values(**values))
-            if result.rowcount == 0:
-                return False
-            try_number = values.get("try_number", ti.try_number)
-            if new is TaskState.RUNNING and continued is not None:
-                conn.execute(
-                    update(t.task_instance_try)
-                    .where(t.task_instance_try.c.ti_id == ti.id, t.task_instance_try.c.try_number == try_number)
-                    .values(state=new, end_date=None, duration=None,
-                            **{c: values.get(c, ti._mapping[c]) for c in _TRY_COLUMNS})
-                )
-            elif new is TaskState.RUNNING:
-                conn.execute(insert(t.task_instance_try).values(
-                    ti_id=ti.id, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, try_number=try_number,
-                    state=new, start_date=values["start_date"],
-                    **{c: values.get(c, ti._mapping[c]) for c in _TRY_COLUMNS},
-                ))
-            elif expected is TaskState.RUNNING:
-                conn.execute(
-                    update(t.task_instance_try)
-                    .where(t.task_instance_try.c.ti_id == ti.id, t.task_instance_try.c.try_number == try_number)
-                    .values(state=new, end_date=values.get("end_date"), duration=values.get("duration"),
-                            **{c: values[c] for c in _TRY_COLUMNS if c in values})
-                )
-            self._event(conn, now, key.dag_id, key.run_id, key.task_id, try_number, "state_change", expected, new,
-                        actor, detail)
+        query = select(t.task_instance).where(*_ti_where(key))
+        # PostgreSQL, a batch of scheduler decisions: lock the row, skipping one another scheduler (or a runner)
+        # holds right now; that change counts as "moved by someone else" and is decided again next iteration.
+        # No batch ever waits for a row, so two schedulers cannot deadlock. SQLite ignores FOR UPDATE.
+        ti = conn.execute(query.with_for_update(skip_locked=True) if skip_locked else query).one_or_none()
+        if ti is None and skip_locked and conn.execute(query).first() is not None:
+            return False
+        if ti is None:
+            raise NotFound(f"task instance {key} does not exist")
+        continued = None
+        if new is TaskState.RUNNING:
+            continued = conn.execute(select(t.task_instance_try.c.start_date).where(
+                t.task_instance_try.c.ti_id == ti.id,
+                t.task_instance_try.c.try_number == values.get("try_number", ti.try_number),
+            )).one_or_none()
+            if continued is not None and continued.start_date is not None:
+                values.setdefault("start_date", continued.start_date)
+            values.setdefault("start_date", now)
+            values.setdefault("last_heartbeat_at", now)
+            values.setdefault("end_date", None)
+            values.setdefault("duration", None)
+            values.setdefault("error", None)
+            for column in (*EXTERNAL_ID_COLUMNS, "spark_progress", "spark_metrics"):
+                values.setdefault(column, None)  # a new try starts without the last try's Spark state
+        if expected is TaskState.RUNNING or new in (TaskState.FAILED, TaskState.SUCCESS):
+            values.setdefault("end_date", now)
+            start = values.get("start_date", ti.start_date)
+            if start is not None and values["end_date"] is not None:
+                values.setdefault("duration", (values["end_date"] - start).total_seconds())
+        where = [t.task_instance.c.id == ti.id, t.task_instance.c.state == expected]
+        if expected_try is not None:
+            where.append(t.task_instance.c.try_number == expected_try)
+        result = conn.execute(update(t.task_instance).where(*where).values(**values))
+        if result.rowcount == 0:
+            return False
+        try_number = values.get("try_number", ti.try_number)
+        if new is TaskState.RUNNING and continued is not None:
+            conn.execute(
+                update(t.task_instance_try)
+                .where(t.task_instance_try.c.ti_id == ti.id, t.task_instance_try.c.try_number == try_number)
+                .values(state=new, end_date=None, duration=None,
+                        **{c: values.get(c, ti._mapping[c]) for c in _TRY_COLUMNS})
+            )
+        elif new is TaskState.RUNNING:
+            conn.execute(insert(t.task_instance_try).values(
+                ti_id=ti.id, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, try_number=try_number,
+                state=new, start_date=values["start_date"],
+                **{c: values.get(c, ti._mapping[c]) for c in _TRY_COLUMNS},
+            ))
+        elif expected is TaskState.RUNNING:
+            conn.execute(
+                update(t.task_instance_try)
+                .where(t.task_instance_try.c.ti_id == ti.id, t.task_instance_try.c.try_number == try_number)
+                .values(state=new, end_date=values.get("end_date"), duration=values.get("duration"),
+                        **{c: values[c] for c in _TRY_COLUMNS if c in values})
+            )
+        self._event(conn, now, key.dag_id, key.run_id, key.task_id, try_number, "state_change", expected, new,
+                    actor, detail)
         return True
 
     def record_external_ids(self, key: TIKey, try_number: int, **ids: str | None) -> None:
@@ -471,6 +555,29 @@ class Store:
             result = conn.execute(delete(t.variable).where(t.variable.c.key == key))
             if result.rowcount == 0:
                 raise NotFound(f"variable '{key}' does not exist; see `sparkflow variables list`")
+
+    # -- web users and API tokens ----------------------------------------------------------------------------
+    def create_user(self, username: str, password_hash: str, role: str, now: datetime | None = None) -> None:
+        """Add a web user; the caller hashes the password (sparkflow.web.auth), the store never sees it."""
+        if not username or not set(username) <= _ID_CHARS or len(username) > t.ID:
+            raise UserError(f"username {username!r} is invalid; use letters, digits, '_', '.', '-'")
+        if role not in USER_ROLES:
+            raise UserError(f"role {role!r} is unknown; choose one of {', '.join(USER_ROLES)}")
+        with self.db.write() as conn:
+            try:
+                conn.execute(insert(t.ab_user).values(username=username, password_hash=password_hash, role=role,
+                                                      active=True, created_at=now or utcnow()))
+            except IntegrityError:
+                raise UserError(f"user '{username}' already exists; choose another --username") from None
+
+    def add_api_token(self, username: str, token_hash: str, now: datetime | None = None) -> None:
+        """Store the SHA-256 of a new API token of ``username`` (the token itself is shown once, never kept)."""
+        with self.db.write() as conn:
+            user_id = conn.execute(select(t.ab_user.c.id).where(t.ab_user.c.username == username)).scalar()
+            if user_id is None:
+                raise NotFound(f"user '{username}' does not exist; create it with `sparkflow users create`")
+            conn.execute(insert(t.api_token).values(user_id=user_id, token_hash=token_hash,
+                                                    created_at=now or utcnow()))
 
     # -- audit -----------------------------------------------------------------------------------------------
     @staticmethod

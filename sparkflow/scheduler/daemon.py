@@ -123,7 +123,11 @@ class SchedulerDaemon:
         self.executor.start()
         self.refresh_dags(force=True)
         self._next_parse = time.monotonic() + self.settings.dag_parse_interval
-        adopted = self.loop.adopt_orphans(self.clock())
+        # Another scheduler may share a PostgreSQL metastore (high availability): its queued tasks are not orphans,
+        # so there only those queued longer than the heartbeat timeout are adopted (as in every loop iteration).
+        shared = self.ms.db.dialect != "sqlite"
+        adopted = self.loop.adopt_orphans(
+            self.clock() - timedelta(seconds=self.settings.heartbeat_timeout) if shared else self.clock())
         if adopted:
             log.warning("%d queued task(s) of a previous scheduler never started; scheduled them again", adopted)
         log.info("scheduler started (executor %s, parallelism %d)", self.executor.name, self.settings.parallelism)

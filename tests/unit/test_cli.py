@@ -290,6 +290,7 @@ def test_connections_import_missing_file(cli: Cli, home: Path, tmp_path: Path) -
     assert_user_error(cli("connections", "import", str(tmp_path / "absent.yaml")), "absent.yaml", "cannot be read")
 
 
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)  # a second home / the raw SQLite file
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_connections_export_then_import_into_a_fresh_home(
     cli: Cli, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str

@@ -421,6 +421,7 @@ def test_resolve_unknown_connection_with_no_spark_connections(metastore: Metasto
         queries.resolve_connection(metastore.db, "x", metastore.secrets)
 
 
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)  # a second home / the raw SQLite file
 def test_raw_database_holds_no_plaintext_secret(metastore: Metastore, settings: Settings) -> None:
     metastore.store.add_connections([spark_conn()])
     metastore.db.dispose()

@@ -1,0 +1,389 @@
+"""A warm fork server for task processes: ``python -m sparkflow.runtime.forkserver FD``.
+
+Why: a task process started as a fresh ``python -m sparkflow.runtime`` spends about a second on a 2-core machine
+importing sparkflow, SQLAlchemy, Jinja and pendulum before it runs a line of the task (measured; issue 4's
+benchmark). The fork server pays that once: it imports everything, opens the metastore (checking the schema
+once), and then forks one fresh child per task try. Each child is still a separate process, as isolated from the
+scheduler as before: it leads its own session and process group (``os.setsid``, so marking a task failed or a
+timeout still kills the group, spark-submit included), writes its output to the try's log file, and its exit code
+means what it always meant (0: the runner recorded the outcome; anything else: it died first and the scheduler
+fails or retries the task). A crash in a task cannot take the fork server or the scheduler down.
+
+Protocol (the scheduler's LocalExecutor holds the other end of a Unix socket pair), one JSON object per line:
+
+    scheduler -> server  {"id": N, "key": [dag_id, run_id, task_id], "try": T, "log": "/path/attempt=T.log"}
+    server -> scheduler  {"id": N, "pid": P}                 the child was forked
+                         {"id": N, "pid": P, "exit": CODE}    the child ended (negative: killed by that signal)
+
+The server ends when the socket closes (the scheduler stopped or was killed): children are left running to
+their runners, as task processes always were; they record their own outcomes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sqlalchemy import Connection
+
+from sparkflow.definitions.dag import DAG
+from sparkflow.exceptions import SparkflowError
+from sparkflow.logs import configure_sparkflow_log
+from sparkflow.metastore import queries
+from sparkflow.metastore.bootstrap import Metastore, open_metastore
+from sparkflow.metastore.engine import Database
+from sparkflow.metastore.records import TIKey
+from sparkflow.metastore.store import Store
+from sparkflow.operators.python import PythonOperator
+from sparkflow.runtime.task_runner import load_task_dag, run_task_instance
+from sparkflow.settings import Settings, load_settings
+from sparkflow.state import TaskState
+
+log = logging.getLogger("sparkflow.runtime")
+
+
+def run_workload(
+    settings: Settings, metastore: Metastore | None, key: TIKey, try_number: int, dag: DAG | None = None
+) -> int:
+    """Run one queued try in this process and return the exit code: 0 when the runner recorded the outcome, 1
+    when a sparkflow error (an uninitialised metastore, say) stopped it first. Anything else propagates."""
+    try:
+        run_task_instance(settings, metastore or open_metastore(settings), key, try_number, dag=dag)
+    except SparkflowError as exc:
+        print(f"sparkflow task runner: {exc}", file=sys.stderr)
+        return 1
+    except Exception:
+        log.exception("task runner crashed")
+        raise
+    return 0
+
+
+def _warm_up_noop() -> None:
+    pass
+
+
+class _OneTransaction(Database):
+    """A Database whose reads and writes all run in one given transaction (which warm_up rolls back)."""
+
+    def __init__(self, db: Database, conn: Connection) -> None:  # shares db's engine; opens nothing itself
+        self.url, self.dialect, self.engine = db.url, db.dialect, db.engine
+        self._conn = conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        yield self._conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        yield self._conn
+
+
+def warm_up(settings: Settings, metastore: Metastore) -> bool:
+    """Run one no-op try through the real runner here, inside a transaction that is rolled back.
+
+    Why: SQLAlchemy compiles each statement shape once per engine and caches it. A fresh child would compile
+    the ~10 statements of a try itself (measured: about half of a no-op task's time in the child); run once here,
+    they are compiled in the cache every child inherits. Nothing of it is kept: the rows go with the rollback,
+    the log goes to a temporary folder. Best effort: a failure only means children compile for themselves.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            conn = stack.enter_context(metastore.db.engine.connect())
+            conn = conn.execution_options(sparkflow_write=True)  # BEGIN IMMEDIATE on SQLite: waits its turn
+            transaction = conn.begin()
+            stack.callback(transaction.rollback)
+            db = _OneTransaction(metastore.db, conn)
+            warm = Metastore(db, Store(db, metastore.secrets), metastore.secrets)
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="sparkflow-warm-up-"))
+            warm_settings = dataclasses.replace(settings, log_folder=Path(folder), heartbeat_interval=3600.0)
+            now = datetime.now(UTC)
+            dag = DAG("sparkflow_fork_server_warm_up", start_date=now, schedule=None)
+            PythonOperator(task_id="noop", python_callable=_warm_up_noop, dag=dag)
+            run = warm.store.create_dag_run(dag, "warm_up", "manual", now, dag.infer_manual_data_interval(now),
+                                            actor="fork_server", now=now)
+            key = TIKey(dag.dag_id, run.run_id, "noop")
+            warm.store.set_task_state(key, TaskState.NONE, TaskState.SCHEDULED, "fork_server")
+            warm.store.set_task_state(key, TaskState.SCHEDULED, TaskState.QUEUED, "fork_server", try_number=1)
+            ok = run_task_instance(warm_settings, warm, key, 1, dag=dag) is TaskState.SUCCESS
+        except Exception:  # noqa: BLE001 - best effort, see above
+            log.debug("fork server warm-up failed; task processes compile their SQL themselves", exc_info=True)
+            ok = False
+    metastore.db.dispose()  # fork with no open connection: each child opens its own
+    return ok
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+class _Server:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.settings = load_settings()  # as a fresh task process would: from this process's environment
+        configure_sparkflow_log(self.settings.resolved_log_folder)
+        self.metastore: Metastore | None = None
+        self.setup_error: str | None = None
+        try:
+            self.metastore = open_metastore(self.settings)  # the schema check, once for every task
+        except SparkflowError as exc:
+            self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
+        else:
+            warm_up(self.settings, self.metastore)
+        self.children: dict[int, int] = {}  # pid -> request id
+        self.dags: dict[str, tuple[tuple[str, int, int, int], DAG]] = {}  # dag_id -> (file version, DAG)
+        self.generation = 0  # bumped whenever self.dags changes: a spare forked before cannot be used
+        self.spare: tuple[int, int, int] | None = None  # (pid, write end of its pipe, generation)
+        self.leaving: set[int] = set()  # spares told to leave, to be reaped
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def serve(self) -> int:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctrl-c is the scheduler's to handle; EOF stops us
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_w)  # a child's end wakes select() below at once
+        buffer = b""
+        watched: list[Any] = [self.sock, self.wake_r]
+        while True:
+            try:
+                readable, _, _ = select.select(watched, [], [])
+            except InterruptedError:
+                readable = []
+            if self.wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wake_r, 512):
+                        pass
+            self._reap()
+            if self.sock in readable:
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    if self.spare is not None:
+                        os.close(self.spare[1])  # the spare sees EOF and leaves
+                    return 0  # the scheduler is gone; children carry on and record their own outcomes
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        self._fork(json.loads(line))
+                self._reap()
+
+    def _reap(self) -> None:
+        while self.children or self.leaving:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.leaving.discard(pid)
+            request_id = self.children.pop(pid, None)
+            if request_id is not None:
+                self._send({"id": request_id, "pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.sendall(encode(message))
+        except OSError:
+            pass  # the scheduler went away; its successor judges the task by its pid and heartbeat
+
+    def _dag(self, dag_id: str) -> DAG | None:
+        """The DAG as its file defines it now, parsed here once per version of the file and inherited by every
+        child. Re-parsing the file in each task process cost ~20 ms for a 100-task DAG file (measured), more than
+        everything else a task process does. A changed file (mtime, size or inode) is parsed again, so a task
+        still runs what its DAG file says when it starts; what a cached parse cannot see is a change to a helper
+        module the file imports without the file changing (the scheduler's own parse has the same limit). On any
+        problem the child parses the file itself, and reports the error in the try's log as it always did."""
+        if self.metastore is None:
+            return None
+        cached = self.dags.get(dag_id)
+        if cached is not None:  # the hot path: one stat(), no query
+            with contextlib.suppress(OSError):
+                st = os.stat(cached[0][0])
+                if cached[0] == (cached[0][0], st.st_mtime_ns, st.st_size, st.st_ino):
+                    return cached[1]
+        try:
+            fileloc = queries.get_dag(self.metastore.db, dag_id).fileloc
+            st = os.stat(fileloc)
+        except (SparkflowError, OSError):
+            return None
+        version = (fileloc, st.st_mtime_ns, st.st_size, st.st_ino)
+        if self.dags.pop(dag_id, None) is not None:
+            self.generation += 1
+        try:
+            dag = load_task_dag(self.metastore, dag_id)
+        except Exception:  # noqa: BLE001 - the child loads it again and reports the error where users look
+            return None
+        self.dags[dag_id] = (version, dag)
+        self.generation += 1
+        return dag
+
+    # -- forking ------------------------------------------------------------------------------------------------
+    # One spare child is always forked ahead, detached and connected to the metastore, blocked on a pipe until a
+    # task is handed to it: the fork and the child's set-up then happen while the previous task runs, off the
+    # critical path of a chain of tasks. A spare serves one task and is used only if no DAG was (re)parsed since
+    # it was forked (it must hold the same parse the server has); otherwise it is told to leave (EOF) and the
+    # task gets a child forked at once.
+    def _fork(self, request: dict[str, Any]) -> None:
+        dag = self._dag(request["key"][0])
+        request = {**request, "cached": dag is not None}
+        spare, self.spare = self.spare, None
+        pid = None
+        if spare is not None and spare[2] == self.generation:
+            try:
+                os.write(spare[1], encode(request))
+                pid = spare[0]
+            except OSError:  # the spare died (OOM killer?): fork one for this task instead
+                pass
+        if spare is not None:
+            os.close(spare[1])
+            if pid is None:
+                self.leaving.add(spare[0])
+        if pid is None:
+            try:
+                gc.freeze()  # see _prefork
+                pid = os.fork()
+            except OSError as exc:  # no process to be had: the scheduler fails or retries the task
+                print(f"sparkflow fork server: cannot start a process for {request['key']}: {exc}", file=sys.stderr)
+                self._send({"id": request["id"], "pid": 0, "exit": 1})
+                return
+            if pid == 0:
+                self._child(request, dag)  # never returns
+        self.children[pid] = request["id"]
+        self._send({"id": request["id"], "pid": pid})
+        with contextlib.suppress(OSError):  # no spare this time: the next task is forked when it comes
+            self._prefork()
+
+    def _prefork(self) -> None:
+        r, w = os.pipe()
+        # Everything allocated so far goes to the collector's permanent generation: a child's garbage collection
+        # then never walks (and so never copies, page by page) the objects it shares with the server.
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            self._spare(r)  # never returns
+        os.close(r)
+        self.spare = (pid, w, self.generation)
+
+    def _detach(self) -> None:
+        """First steps of every child: its own session and process group (killing the group takes whatever the
+        task started), default signal handling, none of the server's descriptors."""
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        self.sock.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        if self.metastore is not None:
+            self.metastore.db.engine.dispose(close=False)  # never share a pooled connection with the server
+
+    def _spare(self, r: int) -> None:
+        code = 1
+        try:
+            self._detach()
+            if self.metastore is not None:
+                with contextlib.suppress(Exception), self.metastore.db.engine.connect():
+                    pass  # connect now (and keep the connection pooled), not when the task has started
+            data = b""
+            while chunk := os.read(r, 1 << 16):
+                data += chunk
+            if not data:
+                code = 0  # not needed: the server left, or re-parsed a DAG since this spare was forked
+                return
+            request = json.loads(data)
+            cached = self.dags.get(request["key"][0]) if request["cached"] else None
+            code = self._run(request, cached[1] if cached is not None else None)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            self._leave(code)
+
+    def _child(self, request: dict[str, Any], dag: DAG | None) -> None:
+        code = 1
+        try:
+            self._detach()
+            code = self._run(request, dag)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            self._leave(code)
+
+    def _run(self, request: dict[str, Any], dag: DAG | None) -> int:
+        # Anything printed before the runner takes over its log (a crash) lands in the try's log file.
+        out = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.close(null)
+        if self.setup_error is not None:
+            print(f"sparkflow task runner: {self.setup_error}", file=sys.stderr)
+            return 1
+        return run_workload(self.settings, self.metastore, TIKey(*request["key"]), int(request["try"]), dag)
+
+    @staticmethod
+    def _leave(code: int) -> NoReturn:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)  # not sys.exit: the server's atexit hooks and finalisers are not the child's
+
+
+def serve_in_fork(sock: socket.socket, environ: dict[str, str] | None) -> NoReturn:
+    """Become the fork server in a just-forked child of the scheduler (see LocalExecutor: it forks when it is
+    single-threaded). The scheduler's imports are inherited, so the server is ready in milliseconds instead of
+    the ~1 s a fresh interpreter needs. What else is inherited is left alone: the scheduler's database
+    connections are never used, and never closed either (gc.freeze keeps every inherited object out of the
+    collector, and the server leaves with os._exit, running no finalisers or atexit hooks of the scheduler);
+    the server and its children open their own."""
+    code = 1
+    try:
+        gc.freeze()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if environ is not None:
+            os.environ.clear()
+            os.environ.update(environ)
+        code = _Server(sock).serve()
+    except BaseException:  # noqa: BLE001 - report and leave; the executor sees the socket close
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+        os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        print("usage: python -m sparkflow.runtime.forkserver FD (started by the local executor)", file=sys.stderr)
+        return 2
+    sock = socket.socket(fileno=int(args[0]))
+    code = _Server(sock).serve()
+    logging.shutdown()
+    os._exit(code)  # skip the interpreter's tear-down: nothing of it matters once the scheduler is gone
+
+
+if __name__ == "__main__":
+    sys.exit(main())

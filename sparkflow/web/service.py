@@ -1,0 +1,279 @@
+"""What the pages and the API do, once: DAG objects for a DagRecord (cached by file), trigger, clear, mark, pause,
+task logs by task instance id, and connection edits. Reads go through metastore.queries; writes through the
+scheduler's library functions (trigger_dag, select_for_clear/clear, mark) or the store."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sparkflow.compat.airflow import airflow_finders
+from sparkflow.connections import MASK, Connection, from_fields, is_sensitive_key
+from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.loader import collect_dags
+from sparkflow.definitions.schedule import DataInterval
+from sparkflow.definitions.templating import make_environment
+from sparkflow.exceptions import NotFound, UserError
+from sparkflow.logs import mask_sensitive_settings, masker, read_log, task_log_path
+from sparkflow.metastore import queries
+from sparkflow.metastore.bootstrap import Metastore
+from sparkflow.metastore.records import DagRecord, DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.runtime.context import RuntimeTaskInstance, build_context, metastore_environment
+from sparkflow.scheduler import interventions
+from sparkflow.scheduler.interventions import MarkResult
+from sparkflow.scheduler.runs import trigger_dag
+from sparkflow.settings import Settings
+from sparkflow.state import TaskState
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WebDags:
+    """DAG objects for the web: each DAG file is imported once and again only when it changes (mtime, size)."""
+
+    def __init__(self, settings: Settings, metastore: Metastore) -> None:
+        self.settings = settings
+        self.metastore = metastore
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[tuple[float, int], dict[str, DAG]]] = {}
+
+    def get(self, record: DagRecord) -> DAG | None:
+        path = Path(record.fileloc)
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_mtime, st.st_size)
+        with self._lock:
+            cached = self._files.get(record.fileloc)
+            if cached is None or cached[0] != stamp:
+                with metastore_environment(self.metastore):
+                    bag = collect_dags(path.parent, airflow_finders(), only_file=path)
+                cached = (stamp, dict(bag.dags))
+                self._files[record.fileloc] = cached
+        return cached[1].get(record.dag_id)
+
+    def require(self, dag_id: str) -> tuple[DagRecord, DAG]:
+        record = queries.get_dag(self.metastore.db, dag_id)
+        dag = self.get(record)
+        if dag is None:
+            raise NotFound(f"DAG '{dag_id}' cannot be loaded from {record.fileloc}; see the import errors")
+        return record, dag
+
+
+def next_run(dag: DAG, metastore: Metastore, now: datetime) -> DataInterval | None:
+    """The next scheduled interval after the last scheduled run (None for manual-only DAGs)."""
+    last_run = queries.latest_run(metastore.db, dag.dag_id, ["scheduled"])
+    last = None
+    if last_run and last_run.data_interval_start and last_run.data_interval_end:
+        last = DataInterval(last_run.data_interval_start, last_run.data_interval_end)
+    try:
+        return dag.next_data_interval(last, now)
+    except Exception:  # a DAG whose schedule cannot say: show nothing rather than break the page
+        return None
+
+
+def parse_conf_text(text: str | None) -> dict[str, Any] | None:
+    """A run conf typed in a form: empty = none; otherwise a JSON object."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"conf is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                        'give an object like {"key": "value"}') from None
+    if not isinstance(value, dict):
+        raise UserError(f'conf must be a JSON object like {{"key": "value"}}, got {type(value).__name__}')
+    return value
+
+
+def parse_logical_date(text: str | None) -> datetime | None:
+    if text is None or not str(text).strip():
+        return None
+    try:
+        value = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"logical_date {text!r} is not an ISO 8601 date like 2024-01-01T00:00:00+00:00") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def trigger(dags: WebDags, dag_id: str, conf: Mapping[str, Any] | None, run_id: str | None,
+            logical_date: datetime | None, actor: str) -> DagRunRecord:
+    _, dag = dags.require(dag_id)
+    if run_id is not None and (len(run_id) > 250 or not run_id.isprintable()):
+        raise UserError("dag_run_id must be printable and at most 250 characters")
+    return trigger_dag(dags.metastore, dag, utcnow(), conf, run_id, logical_date, actor=actor)
+
+
+def set_paused(metastore: Metastore, dag_id: str, paused: bool) -> DagRecord:
+    metastore.store.set_paused(dag_id, paused)
+    return queries.get_dag(metastore.db, dag_id)
+
+
+def clear(dags: WebDags, dag_id: str, task_ids: list[str] | None, run_id: str | None, only_failed: bool = False,
+          downstream: bool = False, dry_run: bool = False, actor: str = "web",
+          start: datetime | None = None, end: datetime | None = None) -> list[TIKey]:
+    """Clear task instances (all tasks when task_ids is None) in one run or in every run in [start, end]."""
+    _, dag = dags.require(dag_id)
+    regex = None
+    if task_ids is not None:
+        unknown = sorted(set(task_ids) - set(dag.task_dict))
+        if unknown:
+            raise NotFound(f"DAG '{dag_id}' has no task(s) {', '.join(unknown)}; known: "
+                           f"{', '.join(sorted(dag.task_dict))}")
+        if not task_ids:
+            return []
+        regex = "^(" + "|".join(re.escape(t) for t in task_ids) + ")$"
+    if run_id is not None:
+        run = queries.get_run(dags.metastore.db, dag_id, run_id)
+        start = end = run.logical_date
+    selection = interventions.select_for_clear(dags.metastore, dag, regex, start, end, only_failed, downstream)
+    if run_id is not None:
+        selection.items = [(r, ids) for r, ids in selection.items if r.run_id == run_id]
+    if dry_run:
+        return [TIKey(r.dag_id, r.run_id, tid) for r, ids in selection.items for tid in ids]
+    return interventions.clear(dags.metastore, dag, selection, actor=actor)
+
+
+def mark(metastore: Metastore, key: TIKey, state: str, actor: str) -> MarkResult:
+    if state not in ("success", "failed"):
+        raise UserError(f"state {state!r} cannot be set by hand; use success or failed")
+    return interventions.mark(metastore, key, TaskState(state), actor=actor)
+
+
+# -- logs -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LogChunk:
+    content: str
+    offset: int  # where the next read continues
+    try_number: int
+    done: bool  # the try has ended: nothing more will be written
+
+
+def log_path_of(settings: Settings, metastore: Metastore, ti: TaskInstanceRecord, try_number: int) -> Path:
+    """The log file of a try, from what the metastore recorded for this task instance (never from the request)."""
+    if try_number < 1 or try_number > max(ti.try_number, 1):
+        raise NotFound(f"task '{ti.task_id}' of run '{ti.run_id}' has no try {try_number} (it has "
+                       f"{ti.try_number})")
+    for t in queries.task_tries(metastore.db, ti.key):
+        if t.try_number == try_number and t.log_path:
+            return Path(t.log_path)
+    if ti.try_number == try_number and ti.log_path:
+        return Path(ti.log_path)
+    return task_log_path(settings.resolved_log_folder, ti.dag_id, ti.run_id, ti.task_id, try_number)
+
+
+def read_task_log(settings: Settings, metastore: Metastore, ti: TaskInstanceRecord, try_number: int,
+                  offset: int) -> LogChunk:
+    if offset < 0:
+        raise UserError(f"offset must be 0 or more, got {offset}")
+    path = log_path_of(settings, metastore, ti, try_number)
+    size = path.stat().st_size if path.is_file() else 0
+    if offset > size:
+        raise UserError(f"offset {offset} is beyond the end of the log ({size} bytes); start again from 0")
+    text, next_offset = read_log(path, offset)
+    current = queries.get_task_instance_by_id(metastore.db, ti.id)
+    done = not (current.try_number == try_number and current.state in (TaskState.RUNNING, TaskState.QUEUED))
+    if done and next_offset < size:  # the try is over: a last line without a newline is complete too
+        text += path.read_bytes()[next_offset:].decode("utf-8", errors="replace")
+        next_offset = size
+    return LogChunk(masker.mask(text), next_offset, try_number, done)
+
+
+# -- rendered template fields ---------------------------------------------------------------------------------
+def rendered_fields(settings: Settings, metastore: Metastore, dag: DAG, ti: TaskInstanceRecord
+                    ) -> tuple[dict[str, str], str | None]:
+    """Template fields of the task rendered for this run, secrets masked; (fields, error)."""
+    task = dag.task_dict.get(ti.task_id)
+    if task is None:
+        return {}, f"task '{ti.task_id}' is no longer in the DAG"
+    run = queries.get_run(metastore.db, ti.dag_id, ti.run_id)
+    work = copy.copy(task)
+    handle = RuntimeTaskInstance(metastore, ti, run, dag, settings.resolved_log_folder, utcnow)
+    context = build_context(dag, work, run, handle)
+    searchpath = [str(Path(dag.fileloc).parent)] if dag.fileloc else []
+    env = make_environment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath)
+    env.globals.update(dag.user_defined_macros)
+    env.filters.update(dag.user_defined_filters)
+    error = None
+    try:
+        with metastore_environment(metastore, context):
+            work.render_template_fields(context, env)
+    except Exception as exc:  # user templates: show why, never break the page
+        error = masker.mask(str(exc))
+    fields = {}
+    for name in task.template_fields:
+        value = getattr(work, name, None)
+        text = value if isinstance(value, str) else json.dumps(value, default=str, indent=1)
+        fields[name] = mask_sensitive_settings(masker.mask(text))
+    return fields, error
+
+
+# -- connections ----------------------------------------------------------------------------------------------
+CONNECTION_FIELDS = ("conn_type", "description", "host", "port", "login", "password", "schema", "extra")
+
+
+def save_connection(metastore: Metastore, conn_id: str, values: Mapping[str, Any], create: bool) -> Connection:
+    """Add (create) or update a connection. On update a password or extra left out (None) keeps the stored one:
+    secrets are write-only, so the form never has them to send back."""
+    existing = queries.find_connection(metastore.db, conn_id, metastore.secrets)
+    if create and existing is not None:
+        raise UserError(f"connection '{conn_id}' already exists; edit it instead")
+    if not create and existing is None:
+        raise NotFound(f"connection '{conn_id}' does not exist")
+    data = {k: values.get(k) for k in CONNECTION_FIELDS}
+    if existing is not None:
+        for k in CONNECTION_FIELDS:
+            if data[k] is None:
+                data[k] = getattr(existing, k)
+    for k in ("password", "extra", "description", "host", "login", "schema"):
+        if data[k] == "":
+            data[k] = None
+    if isinstance(data["extra"], dict):
+        data["extra"] = json.dumps(data["extra"])
+    if existing is not None and data["extra"] and existing.extra:
+        data["extra"] = _keep_masked_extras(str(data["extra"]), existing)
+    if data["port"] == "":
+        data["port"] = None
+    if not data["conn_type"]:
+        raise UserError(f"connection '{conn_id}': conn_type is required (e.g. spark)")
+    conn = from_fields(conn_id, data)
+    metastore.store.add_connections([conn], overwrite=not create)
+    return conn
+
+
+def _keep_masked_extras(extra: str, existing: Connection) -> str:
+    """Secret extras come back from the edit form as *** (they are never sent out): keep the stored values."""
+    try:
+        value = json.loads(extra)
+    except json.JSONDecodeError:
+        return extra  # from_fields reports it
+    if not isinstance(value, dict):
+        return extra
+    old = existing.extra_dejson
+    merged = {k: (old[k] if v == MASK and is_sensitive_key(k) and k in old else v) for k, v in value.items()}
+    return json.dumps(merged)
+
+
+def connection_view(conn: Connection, show_login: bool) -> dict[str, Any]:
+    """A connection as the web shows it: never the password or secret extras; the login only to operators."""
+    masked = conn.masked()
+    return {
+        "connection_id": conn.conn_id, "conn_type": conn.conn_type, "description": conn.description,
+        "host": conn.host, "port": conn.port, "schema": conn.schema,
+        "login": conn.login if show_login else None,
+        "extra": masked["extra"], "password_set": bool(conn.password),
+    }
+
+
+def without_secrets(conn: Connection) -> Connection:
+    return replace(conn, password=None, extra=conn.masked()["extra"])

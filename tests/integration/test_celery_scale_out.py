@@ -1,0 +1,124 @@
+"""CeleryExecutor scale-out for real: PostgreSQL metastore, Redis broker, `sparkflow worker` and `sparkflow scheduler`
+processes. Two schedulers and two workers run a 200-task DAG with every task run exactly once; a worker killed with
+SIGKILL mid-task loses nothing: the task is retried on the other worker and the run succeeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sparkflow.metastore import queries
+from sparkflow.metastore.engine import Database
+from sparkflow.metastore.records import TIKey
+from sparkflow.state import RunState, TaskState
+from tests.integration.deployment import Deployment, wait_for
+
+pytestmark = [pytest.mark.celery, pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, pg_server, redis_server):  # type: ignore[no-untyped-def]
+    deploy = Deployment(tmp_path, pg_server, redis_server)
+    result = deploy.cli("db", "init")
+    assert result.returncode == 0, result.stderr
+    yield deploy
+    deploy.stop()
+
+
+def run_state(db: Database, dag_id: str, run_id: str) -> RunState:
+    return queries.get_run(db, dag_id, run_id).state
+
+
+def test_two_schedulers_and_two_workers_run_200_tasks_exactly_once(deployment: Deployment, tmp_path: Path) -> None:
+    out = tmp_path / "ran.txt"
+    (deployment.dags / "wide.py").write_text(textwrap.dedent(f"""
+        from datetime import datetime
+        from sparkflow import DAG, BashOperator
+
+        with DAG("wide", start_date=datetime(2024, 1, 1), schedule=None, max_active_tasks=64) as dag:
+            def counted(task_id):
+                return BashOperator(task_id=task_id, bash_command=f"echo {{task_id}} $SPARKFLOW_WORKER >> {out}")
+
+            counted("start") >> [counted(f"t{{i:03d}}") for i in range(198)] >> counted("end")
+    """))
+    deployment.start_worker("w1", concurrency=4)
+    deployment.start_worker("w2", concurrency=4)
+    schedulers = [deployment.start_scheduler("s1"), deployment.start_scheduler("s2")]
+    result = deployment.cli("trigger", "wide", "--run-id", "wide_run")
+    assert result.returncode == 0, result.stderr
+    db = Database(deployment.env["SPARKFLOW_DB_URL"])
+    try:
+        wait_for(lambda: run_state(db, "wide", "wide_run") not in (RunState.QUEUED, RunState.RUNNING), 240,
+                 "the 200-task run", list(deployment.logs.values()))
+        assert run_state(db, "wide", "wide_run") is RunState.SUCCESS, deployment.all_logs()
+        lines = [line.split() for line in out.read_text().splitlines()]
+        ran = Counter(task_id for task_id, _ in lines)
+        assert len(ran) == 200 and set(ran.values()) == {1}, [t for t, n in ran.items() if n > 1]
+        assert {worker.split("@")[0] for _, worker in lines} == {"w1", "w2"}  # both workers took tasks
+        tis = queries.task_instances(db, "wide", "wide_run")
+        assert {ti.state for ti in tis} == {TaskState.SUCCESS} and {ti.try_number for ti in tis} == {1}
+        assert {ti.executor for ti in tis} == {"celery"}
+        queued = [e for e in queries.state_events(db, "wide", "wide_run") if e.task_id and e.new_state == "queued"]
+        assert len(queued) == 200  # no task was queued twice, by either scheduler
+        assert all(proc.poll() is None for proc in schedulers), deployment.all_logs()  # both ran throughout
+        for name in ("s1", "s2"):
+            assert "Traceback" not in deployment.logs[name].read_text(), deployment.logs[name].read_text()
+    finally:
+        db.dispose()
+
+
+def test_worker_killed_mid_task_is_retried_on_the_other_worker(deployment: Deployment, tmp_path: Path) -> None:
+    out = tmp_path / "tries.txt"
+    (deployment.dags / "victim.py").write_text(textwrap.dedent(f"""
+        from datetime import datetime
+        from sparkflow import DAG, BashOperator
+
+        with DAG("victim", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+            BashOperator(
+                task_id="long", retries=1, retry_delay=0,
+                bash_command="echo start {{{{ ti.try_number }}}} $SPARKFLOW_WORKER >> {out}; "
+                             "sleep {{{{ 60 if ti.try_number == 1 else 1 }}}}; "
+                             "echo end {{{{ ti.try_number }}}} $SPARKFLOW_WORKER >> {out}",
+            )
+    """))
+    workers = {"w1": deployment.start_worker("w1", concurrency=1), "w2": deployment.start_worker("w2", concurrency=1)}
+    deployment.start_scheduler("s1")
+    assert deployment.cli("trigger", "victim", "--run-id", "victim_run").returncode == 0
+    db = Database(deployment.env["SPARKFLOW_DB_URL"])
+    key = TIKey("victim", "victim_run", "long")
+    try:
+        wait_for(lambda: out.exists() and "start 1" in out.read_text(), 60, "the first try to start",
+                 list(deployment.logs.values()))
+        ti = queries.get_task_instance(db, key)
+        assert ti.state is TaskState.RUNNING and ti.pid
+        # The task process descends from the worker that runs it (via its fork server): kill -9 that worker.
+        pids = {proc.pid: name for name, proc in workers.items()}
+        ancestor = ti.pid
+        while ancestor not in pids and ancestor > 1:
+            ancestor = int(Path(f"/proc/{ancestor}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        victim = pids[ancestor]
+        survivor = next(name for name in workers if name != victim)
+        os.kill(ancestor, signal.SIGKILL)
+        workers[victim].wait(timeout=10)
+
+        wait_for(lambda: run_state(db, "victim", "victim_run") not in (RunState.QUEUED, RunState.RUNNING), 90,
+                 "the run to finish after the retry", list(deployment.logs.values()))
+        assert run_state(db, "victim", "victim_run") is RunState.SUCCESS, deployment.all_logs()
+        lines = out.read_text().split("\n")
+        assert lines[0].startswith(f"start 1 {victim}@")
+        assert [line.split("@")[0] for line in lines[1:] if line] == [f"start 2 {survivor}", f"end 2 {survivor}"]
+        tries = queries.task_tries(db, key)
+        assert [t.state for t in tries] == [TaskState.UP_FOR_RETRY, TaskState.SUCCESS], tries
+        assert tries[0].end_date <= tries[1].start_date  # never both at once
+        first_log = deployment.cli("logs", "victim", "victim_run", "long", "--try", "1")
+        assert first_log.returncode == 0 and "SIGTERM" in first_log.stdout, first_log.stdout  # worker-written log
+        states = json.loads(deployment.cli("tasks", "states", "victim", "victim_run", "-o", "json").stdout)
+        assert states[0]["state"] == "success" and states[0]["try_number"] == 2
+    finally:
+        db.dispose()

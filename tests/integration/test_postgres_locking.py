@@ -1,0 +1,51 @@
+"""PostgreSQL row locks of the scheduler (two schedulers on one database): an iteration holds its DAGs' rows
+(FOR UPDATE SKIP LOCKED) so another skips them, and a batch of decisions skips task instances someone else has
+locked instead of waiting (no deadlock between schedulers); the compare-and-set still refuses a second move."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from sparkflow import DAG, EmptyOperator
+from sparkflow.metastore import queries
+from sparkflow.metastore import schema as t
+from sparkflow.metastore.store import TaskStateChange
+from sparkflow.scheduler.runs import trigger_dag
+from sparkflow.state import TaskState
+
+pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)]
+NOW = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def make_run(metastore, dag_id: str):  # type: ignore[no-untyped-def]
+    with DAG(dag_id, start_date=datetime(2024, 1, 1), schedule=None) as dag:
+        EmptyOperator(task_id="a")
+    metastore.store.sync_dags([dag], [], [])
+    return trigger_dag(metastore, dag, NOW)
+
+
+def test_an_iteration_holds_its_dags_until_it_ends(metastore) -> None:  # type: ignore[no-untyped-def]
+    one, two = make_run(metastore, "one"), make_run(metastore, "two")
+    store = metastore.store
+    with store.scheduling_claims() as first:
+        assert first.runs([one]) == [one]
+        with store.scheduling_claims() as second:
+            assert second.runs([one, two]) == [two]  # "one" is held by the first iteration: skipped, no wait
+            assert first.runs([one, two]) == [one]  # and the second holds "two" now
+    with store.scheduling_claims() as third:
+        assert third.runs([one, two]) == [one, two]  # released when the iterations ended
+
+
+def test_a_batch_skips_a_locked_task_instance_and_the_cas_refuses_a_second_move(metastore) -> None:  # type: ignore[no-untyped-def]
+    run = make_run(metastore, "locked")
+    key = queries.task_instances(metastore.db, "locked", run.run_id)[0].key
+    change = TaskStateChange(key, TaskState.NONE, TaskState.SCHEDULED, "scheduler", now=NOW)
+    with metastore.db.engine.connect() as other, other.begin():  # another scheduler holds the row
+        other.execute(select(t.task_instance).where(t.task_instance.c.task_id == "a").with_for_update())
+        assert metastore.store.set_task_states([change]) == [False]  # skipped at once, not blocked
+    assert metastore.store.set_task_states([change]) == [True]
+    assert metastore.store.set_task_states([change]) == [False]  # already moved: compare-and-set refuses
+    assert queries.get_task_instance(metastore.db, key).state is TaskState.SCHEDULED

@@ -1,0 +1,237 @@
+"""The local executor's fork server: each task is a separate, fresh process (own process group), a crashing task
+is reported with its exit code while the scheduler carries on, kill() takes the task's whole group; and the
+fast paths behind it (schema check without alembic, the warm-up, one transaction per loop iteration)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sparkflow.definitions.loader import collect_dags
+from sparkflow.executors.base import Workload
+from sparkflow.executors.factory import make_executor
+from sparkflow.executors.local import LocalExecutor
+from sparkflow.metastore import migrate, queries
+from sparkflow.metastore.records import TIKey
+from sparkflow.metastore.store import TaskStateChange
+from sparkflow.runtime.forkserver import warm_up
+from sparkflow.scheduler.loop import SchedulerLoop
+from sparkflow.scheduler.runs import trigger_dag
+from sparkflow.state import RunState, TaskState
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(path: Path, metastore) -> dict:
+    bag = collect_dags(path.parent, only_file=path)
+    assert not bag.import_errors, bag.import_errors
+    metastore.store.sync_dags(bag.dags.values(), [], [str(path)])
+    return bag.dags
+
+
+def drive(settings, metastore, dags: dict, dag_id: str):
+    run = trigger_dag(metastore, dags[dag_id], datetime.now(UTC))
+    executor = make_executor(settings, metastore, dags.get, "local")
+    loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=30, log_folder=settings.resolved_log_folder)
+    return loop.run_until_finished(run, idle_sleep=0.05), run
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_each_task_runs_in_its_own_fresh_process_group(settings, metastore, write_dag, tmp_path) -> None:
+    out = tmp_path / "pids"
+    out.mkdir()
+    path = write_dag("forked", f"""
+        import os
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator
+
+        def record(name):
+            with open(os.path.join({str(out)!r}, name), "w") as fh:
+                fh.write(f"{{os.getpid()}} {{os.getpgid(0)}} {{os.getppid()}}")
+            print("hello from", name)
+
+        with DAG("forked", start_date=datetime(2024, 1, 1)) as dag:
+            a = PythonOperator(task_id="a", python_callable=record, op_args=["a"])
+            b = PythonOperator(task_id="b", python_callable=record, op_args=["b"])
+            a >> b
+    """)
+    dags = load(path, metastore)
+    final, run = drive(settings, metastore, dags, "forked")
+    assert final.state is RunState.SUCCESS
+    seen = {}
+    for task_id in ("a", "b"):
+        pid, pgid, ppid = map(int, (out / task_id).read_text().split())
+        assert pid != os.getpid() and ppid != os.getpid()  # a child of the fork server, not of the scheduler
+        assert pgid == pid  # leads its own process group (os.setsid)
+        ti = queries.get_task_instance(metastore.db, TIKey("forked", run.run_id, task_id))
+        assert ti.pid == pid and ti.state is TaskState.SUCCESS
+        assert "hello from " + task_id in Path(ti.log_path).read_text()
+        seen[task_id] = pid
+    assert seen["a"] != seen["b"]  # one fresh process per task try
+
+
+def test_a_task_that_exits_is_reported_with_its_code_and_the_scheduler_survives(settings, metastore, write_dag) -> None:
+    path = write_dag("crash", """
+        import os
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator
+
+        with DAG("crash", start_date=datetime(2024, 1, 1)) as dag:
+            PythonOperator(task_id="boom", python_callable=lambda: os._exit(3))
+            PythonOperator(task_id="fine", python_callable=lambda: "ok")
+    """)
+    dags = load(path, metastore)
+    final, run = drive(settings, metastore, dags, "crash")
+    assert final.state is RunState.FAILED  # and we are still here to look at it
+    boom = queries.get_task_instance(metastore.db, TIKey("crash", run.run_id, "boom"))
+    fine = queries.get_task_instance(metastore.db, TIKey("crash", run.run_id, "fine"))
+    assert boom.state is TaskState.FAILED and boom.error == "task process exited with code 3"
+    assert "task process exited with code 3; the scheduler marked the task failed" in Path(boom.log_path).read_text()
+    assert fine.state is TaskState.SUCCESS
+
+
+def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, tmp_path) -> None:
+    child_pid = tmp_path / "child.pid"
+    path = write_dag("sleepy", f"""
+        import subprocess, time
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator
+
+        def nap():
+            child = subprocess.Popen(["sleep", "60"])  # stays in the task's process group
+            with open({str(child_pid)!r}, "w") as fh:
+                fh.write(str(child.pid))
+            time.sleep(60)
+
+        with DAG("sleepy", start_date=datetime(2024, 1, 1)) as dag:
+            PythonOperator(task_id="nap", python_callable=nap)
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["sleepy"], datetime.now(UTC))
+    key = TIKey("sleepy", run.run_id, "nap")
+    for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
+        assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
+    executor = LocalExecutor(2, settings.resolved_log_folder)
+    executor.start()
+    try:
+        executor.queue(Workload(key, 1))
+        executor.sync()
+        wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
+        sleeper = int(child_pid.read_text())
+        task_pid = executor.pid(key)
+        assert task_pid is not None and os.getpgid(sleeper) == task_pid  # what the task started is in its group
+        assert executor.kill(key, grace=5)
+        events = executor.sync()
+        assert [e.workload.key for e in events] == [key]
+        wait_for(lambda: not _alive(sleeper))
+        assert not _alive(task_pid)
+        # The runner turned SIGTERM into a failure it recorded itself (exit 0), as with a timeout.
+        assert queries.get_task_instance(metastore.db, key).state is TaskState.FAILED
+    finally:
+        executor.end(kill=True)
+
+
+def test_a_threaded_scheduler_starts_the_fork_server_as_a_fresh_interpreter(settings, metastore, write_dag) -> None:
+    path = write_dag("threaded", """
+        from datetime import datetime
+        from sparkflow import BashOperator, DAG
+
+        with DAG("threaded", start_date=datetime(2024, 1, 1)) as dag:
+            BashOperator(task_id="t", bash_command="echo hi")
+    """)
+    dags = load(path, metastore)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)  # a web server's thread, say
+    other.start()
+    try:
+        final, _ = drive(settings, metastore, dags, "threaded")
+    finally:
+        stop.set()
+        other.join()
+    assert final.state is RunState.SUCCESS
+
+
+def test_warm_up_runs_a_try_and_leaves_nothing_behind(settings, metastore) -> None:
+    def counts() -> tuple[int, int]:
+        events = queries.state_events(metastore.db, "sparkflow_fork_server_warm_up")
+        return len(queries.list_runs(metastore.db)), len(events)
+
+    before = counts()
+    assert warm_up(settings, metastore)
+    assert counts() == before
+    assert not (settings.resolved_log_folder / "dag_id=sparkflow_fork_server_warm_up").exists()
+
+
+def test_state_changes_of_one_iteration_are_one_all_or_nothing_transaction(settings, metastore, write_dag) -> None:
+    path = write_dag("batch", """
+        from datetime import datetime
+        from sparkflow import DAG, EmptyOperator
+
+        with DAG("batch", start_date=datetime(2024, 1, 1)) as dag:
+            EmptyOperator(task_id="a")
+            EmptyOperator(task_id="b")
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["batch"], datetime.now(UTC))
+    a, b = TIKey("batch", run.run_id, "a"), TIKey("batch", run.run_id, "b")
+    assert metastore.store.set_task_state(b, TaskState.NONE, TaskState.SKIPPED, "someone else")
+    moved = metastore.store.set_task_states([
+        TaskStateChange(a, TaskState.NONE, TaskState.SCHEDULED, "scheduler"),
+        TaskStateChange(a, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", fields={"try_number": 1}),
+        TaskStateChange(b, TaskState.NONE, TaskState.SCHEDULED, "scheduler"),  # lost the compare-and-set
+        TaskStateChange(b, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", fields={"try_number": 1}),
+    ])
+    assert moved == [True, True, False, False]
+    ti = queries.get_task_instance(metastore.db, a)
+    assert (ti.state, ti.try_number) == (TaskState.QUEUED, 1)
+    assert queries.get_task_instance(metastore.db, b).state is TaskState.SKIPPED
+    events = [(e.task_id, e.old_state, e.new_state) for e in queries.state_events(metastore.db, "batch", run.run_id)
+              if e.actor == "scheduler"]
+    assert events == [("a", "none", "scheduled"), ("a", "scheduled", "queued")]
+
+
+def test_schema_check_reads_the_head_from_the_migration_files_as_alembic_does(settings, metastore) -> None:
+    assert migrate.head_revision() == migrate.alembic_head_revision()
+    assert migrate.current_revision(metastore.db) == migrate.head_revision()
+
+
+def test_task_and_scheduler_start_path_does_not_import_alembic() -> None:
+    code = ("import sys, sparkflow.runtime.__main__, sparkflow.runtime.forkserver, sparkflow.scheduler.daemon, "
+            "sparkflow.metastore.bootstrap; print(sorted(m for m in sys.modules if m.startswith('alembic')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    except OSError:
+        return False
+
+
+def test_each_executor_stops_its_own_fork_server_promptly(settings, metastore) -> None:
+    first = LocalExecutor(1, settings.resolved_log_folder)
+    second = LocalExecutor(1, settings.resolved_log_folder)
+    first.start()
+    second.start()  # forked after the first: it must not keep a copy of the first one's socket
+    try:
+        started = time.monotonic()
+        first.end()
+        assert time.monotonic() - started < 2
+    finally:
+        second.end()
