@@ -57,7 +57,3 @@ def backfill(env: CliEnv, dag_id: str, start_date: str, end_date: str, reset_dag
 def _line(run: DagRunRecord) -> str:
     colour = "green" if run.state is RunState.SUCCESS else "red"
     return click.style(f"{run.run_id}: {run.state.value}", fg=colour)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(backfill)

@@ -20,7 +20,3 @@ def list_cmd(env: CliEnv, output: str) -> None:
     """Every setting with its effective value (secrets masked) and what it does."""
     rows = [{"key": name, "value": value, "description": help} for name, value, help in env.settings.describe()]
     emit(rows, output)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(config)

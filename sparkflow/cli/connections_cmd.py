@@ -114,7 +114,3 @@ def export(env: CliEnv, file: Path) -> None:
     conns = queries.list_connections(env.metastore.db, env.metastore.secrets)
     dump_connections(conns, file)
     click.echo(f"Exported {len(conns)} connection(s) to {file}")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(connections)

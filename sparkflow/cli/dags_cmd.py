@@ -104,7 +104,3 @@ def test(env: CliEnv, dag_id: str, logical_date: str | None, conf: str | None) -
 def trigger(ctx: click.Context, **kwargs: object) -> int:
     """Same as `sparkflow trigger`."""
     return ctx.invoke(trigger_command, **kwargs)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(dags)

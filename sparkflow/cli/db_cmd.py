@@ -33,7 +33,3 @@ def migrate_cmd(env: CliEnv) -> None:
     migrate.upgrade(database)
     after = migrate.current_revision(database)
     click.echo(f"Schema at revision {after}" + ("" if before == after else f" (was {before})"))
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(db)

@@ -44,7 +44,3 @@ def logs(env: CliEnv, dag_id: str, run_id: str, task_id: str, try_number: int | 
             click.echo(text, nl=False)
             return
         time.sleep(0.5)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(logs)

@@ -50,7 +50,3 @@ def delete_cmd(env: CliEnv, name: str) -> None:
     """Delete pool NAME (tasks still naming it wait until it exists again)."""
     env.metastore.store.delete_pool(name)
     click.echo(f"Pool {name} deleted")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(pools)

@@ -90,8 +90,3 @@ def list_cmd(env: CliEnv, dag_id: str | None, state: str | None, limit: int, out
         for r in records
     ]
     emit(rows, output, ["dag_id", "run_id", "state", "logical_date", "start_date", "end_date"])
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(trigger)
-    cli.add_command(runs)

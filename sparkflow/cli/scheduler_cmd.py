@@ -33,7 +33,3 @@ def scheduler(env: CliEnv, num_runs: int | None, executor: str | None) -> int:
     click.echo(f"sparkflow scheduler: DAG folder {settings.resolved_dags_folder}, metastore "
                f"{settings.display_db_url}", err=True)
     return SchedulerDaemon(settings, metastore, executor).run(num_runs)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(scheduler)

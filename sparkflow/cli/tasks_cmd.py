@@ -164,7 +164,3 @@ def mark(env: CliEnv, dag_id: str, run_id: str, task_id: str, state: str) -> Non
         click.echo(f"Sent SIGTERM to the task's process group {result.killed_pid}")
     elif result.note:
         click.echo(f"The task was running but was not killed: {result.note}", err=True)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(tasks)

@@ -52,7 +52,3 @@ def token(env: CliEnv, username: str) -> None:
     value, digest = new_api_token()
     env.metastore.store.add_api_token(username, digest)
     click.echo(value)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(users)

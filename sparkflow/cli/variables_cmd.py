@@ -150,7 +150,3 @@ def export_cmd(env: CliEnv, file: Path) -> None:
     os.chmod(tmp, 0o600)
     tmp.replace(file)
     click.echo(f"Exported {len(data)} variable(s) to {file}")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(variables)

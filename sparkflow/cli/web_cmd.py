@@ -76,8 +76,3 @@ def standalone(env: CliEnv, host: str, port: int) -> None:
     finally:
         daemon.stop_requested.set()
         thread.join(timeout=30)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(webserver)
-    cli.add_command(standalone)

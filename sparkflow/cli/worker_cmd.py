@@ -58,7 +58,3 @@ def worker(env: CliEnv, queues: str | None, concurrency: int | None, hostname: s
 
 def _mask(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(worker)
