@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from sparkflow.cli.env import CliEnv, parse_conf
+from sparkflow.cli.env import CliEnv
 from sparkflow.cli.output import emit, output_option
 from sparkflow.cli.runs_cmd import follow_run, trigger_options
 from sparkflow.cli.runs_cmd import trigger as trigger_command
 from sparkflow.metastore import queries
 from sparkflow.scheduler.dag_processing import parse_dags, require_dag
-from sparkflow.scheduler.runs import make_run_id, trigger_dag
+from sparkflow.scheduler.runs import make_run_id, parse_run_conf, trigger_dag
 
 
 @click.group("dags")
@@ -94,7 +94,7 @@ def test(env: CliEnv, dag_id: str, logical_date: str | None, conf: str | None) -
     """Run a whole DAG once in this process (sequential executor), following it live."""
     dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
     when = env.parse_date(logical_date, "LOGICAL_DATE") if logical_date else env.now()
-    run = trigger_dag(env.metastore, dag, env.now(), parse_conf(conf), make_run_id("test", when), when)
+    run = trigger_dag(env.metastore, dag, env.now(), parse_run_conf(conf), make_run_id("test", when), when)
     return follow_run(env, dag, run, executor_name="sequential")
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -47,19 +45,6 @@ class CliEnv:
                 f"{option} {value!r} is not a date; use YYYY-MM-DD or ISO 8601 such as 2024-01-01T00:00:00+00:00"
             )
         return datetime.fromtimestamp(parsed.timestamp(), UTC)
-
-
-def parse_conf(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--conf is not valid JSON ({exc.msg} at position {exc.pos}); pass an object like "
-                        "'{\"key\": \"value\"}'") from None
-    if not isinstance(value, dict):
-        raise UserError(f"--conf must be a JSON object like '{{\"key\": \"value\"}}', got {type(value).__name__}")
-    return value
 
 
 def confirm(question: str, yes: bool) -> None:

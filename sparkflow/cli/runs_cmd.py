@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from sparkflow.cli.env import CliEnv, parse_conf
+from sparkflow.cli.env import CliEnv
 from sparkflow.cli.follow import RunFollower
 from sparkflow.cli.output import emit, output_option
 from sparkflow.definitions.dag import DAG
@@ -15,7 +15,7 @@ from sparkflow.metastore import queries
 from sparkflow.metastore.records import DagRunRecord
 from sparkflow.scheduler.dag_processing import parse_dags, require_dag
 from sparkflow.scheduler.loop import drive_run
-from sparkflow.scheduler.runs import trigger_dag
+from sparkflow.scheduler.runs import parse_run_conf, trigger_dag
 from sparkflow.state import RunState
 
 
@@ -57,7 +57,7 @@ def follow_run(env: CliEnv, dag: DAG, run: DagRunRecord, executor_name: str | No
 def trigger(env: CliEnv, dag_id: str, conf: str | None, run_id: str | None, logical_date: str | None,
             wait: bool) -> int:
     """Create a DagRun of DAG_ID (and with --wait, run it to the end here)."""
-    conf_value = parse_conf(conf)
+    conf_value = parse_run_conf(conf)
     when = env.parse_date(logical_date, "--logical-date") if logical_date else None
     dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
     run = trigger_dag(env.metastore, dag, env.now(), conf_value, run_id, when)

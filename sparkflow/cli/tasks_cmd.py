@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from sparkflow.cli.env import CliEnv, confirm, parse_conf
+from sparkflow.cli.env import CliEnv, confirm
 from sparkflow.cli.output import emit, output_option
 from sparkflow.exceptions import UserError
 from sparkflow.logs import MaskingFormatter, masker
@@ -16,7 +16,7 @@ from sparkflow.metastore.records import TIKey
 from sparkflow.runtime.task_runner import TASK_LOGGER, test_task
 from sparkflow.scheduler import interventions
 from sparkflow.scheduler.dag_processing import parse_dags, require_dag
-from sparkflow.scheduler.runs import make_run_id
+from sparkflow.scheduler.runs import make_run_id, parse_run_conf
 from sparkflow.state import TaskState
 
 
@@ -62,7 +62,7 @@ def states(env: CliEnv, dag_id: str, run_id: str, output: str) -> None:
 @click.pass_obj
 def test(env: CliEnv, dag_id: str, task_id: str, logical_date: str | None, conf: str | None) -> int:
     """Run one task now, in this process, without recording any state; its log goes to the terminal."""
-    conf_value = parse_conf(conf)
+    conf_value = parse_run_conf(conf)
     dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
     dag.get_task(task_id)
     when = env.parse_date(logical_date, "LOGICAL_DATE") if logical_date else env.now()

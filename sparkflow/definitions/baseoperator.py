@@ -18,6 +18,7 @@ import jinja2
 
 from sparkflow.definitions.context import Context
 from sparkflow.definitions.dag import current_dag
+from sparkflow.definitions.dependencies import DependencyMixin
 from sparkflow.definitions.location import Location, caller_location
 from sparkflow.definitions.taskgroup import TaskGroup, current_task_group
 from sparkflow.definitions.templating import render_value
@@ -84,7 +85,7 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-class BaseOperator:
+class BaseOperator(DependencyMixin):
     """Base of every task. Subclasses implement :meth:`execute`."""
 
     template_fields: ClassVar[Sequence[str]] = ()
@@ -240,22 +241,6 @@ class BaseOperator:
 
     def set_downstream(self, other: Any) -> None:
         self._link(other, upstream=False)
-
-    def __rshift__(self, other: Any) -> Any:
-        self.set_downstream(other)
-        return other
-
-    def __lshift__(self, other: Any) -> Any:
-        self.set_upstream(other)
-        return other
-
-    def __rrshift__(self, other: Any) -> BaseOperator:  # [a, b] >> self
-        self.set_upstream(other)
-        return self
-
-    def __rlshift__(self, other: Any) -> BaseOperator:  # [a, b] << self
-        self.set_downstream(other)
-        return self
 
     @property
     def upstream_list(self) -> list[BaseOperator]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sparkflow.definitions.dag import current_dag
+from sparkflow.definitions.dependencies import DependencyMixin
 from sparkflow.definitions.location import Location, caller_location
 from sparkflow.exceptions import DagDefinitionError
 
@@ -29,7 +30,7 @@ def current_task_group() -> TaskGroup | None:
     return _group_stack[-1] if _group_stack else None
 
 
-class TaskGroup:
+class TaskGroup(DependencyMixin):
     def __init__(
         self,
         group_id: str,
@@ -142,22 +143,6 @@ class TaskGroup:
     def set_upstream(self, other: Any) -> None:
         for root in self.roots:
             root.set_upstream(other)
-
-    def __rshift__(self, other: Any) -> Any:
-        self.set_downstream(other)
-        return other
-
-    def __lshift__(self, other: Any) -> Any:
-        self.set_upstream(other)
-        return other
-
-    def __rrshift__(self, other: Any) -> TaskGroup:  # [a, b] >> group
-        self.set_upstream(other)
-        return self
-
-    def __rlshift__(self, other: Any) -> TaskGroup:  # [a, b] << group
-        self.set_downstream(other)
-        return self
 
     def __repr__(self) -> str:
         return f"<TaskGroup: {self.group_id}>"

@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sparkflow.definitions.context import XCOM_RETURN_KEY, Context
+from sparkflow.definitions.dependencies import DependencyMixin
 
 if TYPE_CHECKING:
     from sparkflow.definitions.baseoperator import BaseOperator
 
 
-class XComArg:
+class XComArg(DependencyMixin):
     def __init__(self, operator: BaseOperator, key: str = XCOM_RETURN_KEY) -> None:
         self.operator = operator
         self.key = key
@@ -23,21 +24,7 @@ class XComArg:
     def resolve(self, context: Context) -> Any:
         return context["ti"].xcom_pull(task_ids=self.operator.task_id, key=self.key)
 
-    # Dependencies between TaskFlow outputs behave like the tasks themselves.
-    def __rshift__(self, other: Any) -> Any:
-        return self.operator >> other
-
-    def __lshift__(self, other: Any) -> Any:
-        return self.operator << other
-
-    def __rrshift__(self, other: Any) -> XComArg:
-        other >> self.operator
-        return self
-
-    def __rlshift__(self, other: Any) -> XComArg:
-        other << self.operator
-        return self
-
+    # Dependencies between TaskFlow outputs behave like the tasks themselves (>> and << from DependencyMixin).
     def set_upstream(self, other: Any) -> None:
         self.operator.set_upstream(other)
 

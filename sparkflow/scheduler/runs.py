@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,20 @@ from sparkflow.metastore.records import DagRunRecord
 from sparkflow.state import RUN_ACTIVE
 
 RUN_TYPES = ("manual", "scheduled", "backfill")
+
+
+def parse_run_conf(text: str | None, source: str = "--conf") -> dict[str, Any] | None:
+    """A run conf as typed on the CLI or in a form: nothing (None or blank) or a JSON object."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{source} is not valid JSON ({exc.msg} at position {exc.pos}); pass an object like "
+                        "'{\"key\": \"value\"}'") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{source} must be a JSON object like '{{\"key\": \"value\"}}', got {type(value).__name__}")
+    return value
 
 
 def make_run_id(run_type: str, logical_date: datetime) -> str:

@@ -82,20 +82,6 @@ def next_run(dag: DAG, metastore: Metastore, now: datetime) -> DataInterval | No
         return None
 
 
-def parse_conf_text(text: str | None) -> dict[str, Any] | None:
-    """A run conf typed in a form: empty = none; otherwise a JSON object."""
-    if text is None or not text.strip():
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"conf is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-                        'give an object like {"key": "value"}') from None
-    if not isinstance(value, dict):
-        raise UserError(f'conf must be a JSON object like {{"key": "value"}}, got {type(value).__name__}')
-    return value
-
-
 def parse_logical_date(text: str | None) -> datetime | None:
     if text is None or not str(text).strip():
         return None

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sparkflow.exceptions import NotFound, UserError
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord
+from sparkflow.scheduler.runs import parse_run_conf
 from sparkflow.state import RUN_ACTIVE, TASK_ACTIVE
 from sparkflow.web import service, svg
 from sparkflow.web.auth import (
@@ -188,7 +189,7 @@ def trigger(request: Request, user: User, dag_id: str, conf: Annotated[str, Form
     check_csrf_request(request, user, csrf_token or "")
     require(user, Role.OP, "trigger DAG runs")
     try:
-        run = service.trigger(request.app.state.dags, dag_id, service.parse_conf_text(conf), run_id.strip() or None,
+        run = service.trigger(request.app.state.dags, dag_id, parse_run_conf(conf, 'conf'), run_id.strip() or None,
                               service.parse_logical_date(logical_date), actor=f"web:{user.username}")
     except UserError as exc:
         if isinstance(exc, NotFound) and "is not known" in str(exc):

@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 
@@ -100,8 +101,9 @@ def test_sparkflow_commands_exist(compose) -> None:  # type: ignore[no-untyped-d
         for word in args:
             if word.startswith("-"):
                 break
-            assert word in group.commands, f"`sparkflow {' '.join(args)}`: no command {word!r}"  # type: ignore[attr-defined]
-            group = group.commands[word]  # type: ignore[attr-defined]
+            found = group.get_command(click.Context(group), word)  # type: ignore[attr-defined]
+            assert found is not None, f"`sparkflow {' '.join(args)}`: no command {word!r}"
+            group = found
     assert svc["sparkflow-worker"]["command"][1:4] == ["worker", "--queues", "default"]
 
 

@@ -285,6 +285,8 @@ def test_missing_variable_names_the_key() -> None:
 def test_missing_variable_fix_names_an_existing_command() -> None:
     import re
 
+    import click
+
     from sparkflow.cli import cli
 
     with DAG("ctx") as d:
@@ -294,6 +296,6 @@ def test_missing_variable_fix_names_an_existing_command() -> None:
         _ = ctx["var"].value.absent
     match = re.search(r"`sparkflow (\S+) (\S+)", str(info.value))
     assert match is not None
-    group = cli.commands.get(match.group(1))
+    group = cli.get_command(click.Context(cli), match.group(1))
     assert group is not None
     assert match.group(2) in group.commands  # type: ignore[attr-defined]
