@@ -485,3 +485,249 @@ def test_without_airflow_the_finder_is_offered(clean_airflow_modules: None) -> N
     assert airflow_finders() == [FINDER]
     with pytest.raises(NotProvidedError, match="module airflow.contrib is not provided"):
         FINDER.find_spec("airflow.contrib")
+
+
+# -- every module and name issue 7 lists -------------------------------------------------------------------------
+
+
+def test_every_module_and_name_the_issue_lists_imports_inside_a_dag_file(tmp_path: Path) -> None:
+    (tmp_path / "everything.py").write_text(textwrap.dedent("""
+        from airflow import DAG
+        from airflow.models import DAG as ModelsDAG, BaseOperator, Variable, Param
+        from airflow.models.dag import DAG as DagDAG
+        from airflow.models.baseoperator import chain, cross_downstream
+        from airflow.models.param import Param as ParamParam
+        from airflow.decorators import dag, task
+        from airflow.sdk import (
+            DAG as SdkDAG, dag as sdk_dag, task as sdk_task, chain as sdk_chain, BaseOperator as SdkBaseOperator,
+            Variable as SdkVariable, Param as SdkParam, get_current_context as sdk_get_current_context,
+            TaskGroup as SdkTaskGroup,
+        )
+        from airflow.operators.bash import BashOperator
+        from airflow.operators.python import (
+            PythonOperator, BranchPythonOperator, ShortCircuitOperator, get_current_context,
+        )
+        from airflow.operators.empty import EmptyOperator
+        from airflow.operators.dummy import DummyOperator
+        from airflow.providers.standard.operators.bash import BashOperator as StdBashOperator
+        from airflow.providers.standard.operators.python import (
+            PythonOperator as StdPythonOperator, BranchPythonOperator as StdBranchPythonOperator,
+            ShortCircuitOperator as StdShortCircuitOperator, get_current_context as std_get_current_context,
+        )
+        from airflow.providers.standard.operators.empty import EmptyOperator as StdEmptyOperator
+        from airflow.providers.standard.sensors.filesystem import FileSensor as StdFileSensor
+        from airflow.providers.standard.sensors.external_task import ExternalTaskSensor as StdExternalTaskSensor
+        from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor as StdTimeDeltaSensor
+        from airflow.sensors.filesystem import FileSensor
+        from airflow.sensors.external_task import ExternalTaskSensor
+        from airflow.sensors.time_delta import TimeDeltaSensor
+        from airflow.utils.dates import days_ago
+        from airflow.utils.trigger_rule import TriggerRule
+        from airflow.utils.task_group import TaskGroup
+        from airflow.exceptions import (
+            AirflowException, AirflowSkipException, AirflowFailException, AirflowSensorTimeout,
+        )
+        from airflow.hooks.base import BaseHook
+        from airflow.models.connection import Connection
+        from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+        from airflow.providers.apache.spark.operators.spark_sql import SparkSqlOperator
+        from airflow.providers.apache.spark.operators.spark_jdbc import SparkJDBCOperator
+        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+        from airflow.providers.apache.spark.hooks.spark_sql import SparkSqlHook
+        from airflow.providers.apache.spark.hooks.spark_jdbc import SparkJDBCHook
+
+        VARIANTS = (task.branch, task.short_circuit, task.bash, sdk_task.branch)
+        GET_CONNECTION = BaseHook.get_connection
+        IMPORTED = dict(globals())
+
+        with DAG("everything", start_date=days_ago(1), schedule_interval=None):
+            EmptyOperator(task_id="one")
+    """))
+    forget_alias_modules()
+    bag = collect_dags(tmp_path, airflow_finders())
+    assert not bag.import_errors, bag.import_errors
+    assert not bag.warnings, bag.warnings
+    assert "everything" in bag.dags
+    got = dag_file_module("everything").IMPORTED
+
+    from sparkflow.compat.airflow import models, spark, translate
+    from sparkflow.definitions import baseoperator, context, taskgroup, trigger_rule
+    from sparkflow.exceptions import AirflowException, FailTaskNoRetry, SensorTimeout, SkipTask
+    from sparkflow.operators import empty, python, sensors, spark_jdbc, spark_sql, spark_submit
+
+    def wraps(name: str, cls: type) -> None:  # an Airflow-arguments subclass of sparkflow's own class
+        assert issubclass(got[name], cls) and got[name].__name__ == cls.__name__, name
+
+    for name in ("DAG", "ModelsDAG", "DagDAG", "SdkDAG"):
+        assert got[name] is translate.DAG, name
+    for name in ("BaseOperator", "SdkBaseOperator"):
+        assert got[name] is translate.BaseOperator, name
+    assert got["dag"] is got["sdk_dag"] is translate.dag and got["task"] is got["sdk_task"] is translate.task
+    assert got["chain"] is got["sdk_chain"] is baseoperator.chain
+    assert got["cross_downstream"] is baseoperator.cross_downstream
+    assert got["Variable"] is got["SdkVariable"] is models.Variable
+    assert got["Param"] is got["ParamParam"] is got["SdkParam"] is models.Param
+    for name in ("get_current_context", "sdk_get_current_context", "std_get_current_context"):
+        assert got[name] is context.get_current_context, name
+    assert got["TaskGroup"] is got["SdkTaskGroup"] is translate.TaskGroup
+    assert issubclass(translate.TaskGroup, taskgroup.TaskGroup)
+    assert got["TriggerRule"] is trigger_rule.TriggerRule and got["days_ago"] is models.days_ago
+    for name, cls in (
+        ("BashOperator", BashOperator), ("StdBashOperator", BashOperator),
+        ("PythonOperator", PythonOperator), ("StdPythonOperator", PythonOperator),
+        ("BranchPythonOperator", python.BranchPythonOperator),
+        ("StdBranchPythonOperator", python.BranchPythonOperator),
+        ("ShortCircuitOperator", python.ShortCircuitOperator),
+        ("StdShortCircuitOperator", python.ShortCircuitOperator),
+        ("EmptyOperator", empty.EmptyOperator), ("StdEmptyOperator", empty.EmptyOperator),
+        ("FileSensor", sensors.FileSensor), ("StdFileSensor", sensors.FileSensor),
+        ("ExternalTaskSensor", sensors.ExternalTaskSensor), ("StdExternalTaskSensor", sensors.ExternalTaskSensor),
+        ("TimeDeltaSensor", sensors.TimeDeltaSensor), ("StdTimeDeltaSensor", sensors.TimeDeltaSensor),
+        ("SparkSubmitOperator", spark_submit.SparkSubmitOperator),
+        ("SparkSqlOperator", spark_sql.SparkSqlOperator), ("SparkJDBCOperator", spark_jdbc.SparkJDBCOperator),
+    ):
+        wraps(name, cls)
+    assert got["DummyOperator"] is got["EmptyOperator"]
+    assert (got["AirflowException"], got["AirflowSkipException"], got["AirflowFailException"],
+            got["AirflowSensorTimeout"]) == (AirflowException, SkipTask, FailTaskNoRetry, SensorTimeout)
+    assert got["BaseHook"] is models.BaseHook and got["GET_CONNECTION"] == models.BaseHook.get_connection
+    assert got["Connection"] is Connection
+    assert got["SparkSubmitHook"] is spark.SparkSubmitHook and got["SparkJDBCHook"] is spark.SparkJDBCHook
+    assert got["SparkSqlHook"] is spark_sql.SparkSqlHook
+    assert issubclass(spark.SparkJDBCHook, spark.SparkSubmitHook)
+
+
+def test_pre_and_post_execute_arguments_are_reported_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "hooks.py").write_text(textwrap.dedent("""
+        from datetime import datetime
+        from airflow import DAG
+        from airflow.operators.bash import BashOperator
+
+        with DAG("hooks", start_date=datetime(2024, 1, 1), schedule=None):
+            BashOperator(task_id="a", bash_command="echo", pre_execute=print, post_execute=print)
+    """))
+    bag = collect_dags(tmp_path, airflow_finders())
+    assert not bag.import_errors, bag.import_errors
+    (warning,) = bag.warnings
+    assert "'pre_execute'" in warning and "'post_execute'" in warning
+
+
+def test_spark_jdbc_hook_submits_the_operators_jdbc_job(
+    sf_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = load_settings()
+    metastore = init_metastore(settings)
+    try:
+        folder = settings.resolved_dags_folder
+        (folder / "jdbc_hook.py").write_text(textwrap.dedent("""
+            from datetime import datetime
+            from airflow import DAG
+            from airflow.operators.python import PythonOperator
+            from airflow.providers.apache.spark.hooks.spark_jdbc import SparkJDBCHook
+
+            def copy_table():
+                hook = SparkJDBCHook(
+                    spark_app_name="copy-orders", spark_conn_id="spark_local", cmd_type="jdbc_to_spark",
+                    jdbc_table="public.orders", jdbc_conn_id="pg", metastore_table="dw.orders",
+                    save_mode="overwrite", fetch_size=500, executor_memory="1g",
+                )
+                assert (hook.conn_id, hook.spark_conn_id, hook.jdbc_conn_id) == ("spark_local", "spark_local", "pg")
+                return hook.submit_jdbc_job()
+
+            with DAG("jdbc_hook", start_date=datetime(2024, 1, 1), schedule=None):
+                PythonOperator(task_id="copy", python_callable=copy_table)
+        """))
+        fake = fake_spark_submit(tmp_path / "bin")
+        monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+        monkeypatch.setenv("AIRFLOW_CONN_SPARK_LOCAL", "spark://local%5B2%5D")
+        monkeypatch.setenv("AIRFLOW_CONN_PG", "postgres://etl:s3cret@db:5432/warehouse")
+        result = run(settings, metastore, folder, "jdbc_hook")
+        assert result.state is RunState.SUCCESS, states(metastore, result)
+        ti = queries.get_task_instance(metastore.db, TIKey("jdbc_hook", result.run_id, "copy"))
+        assert ti.spark_app_id == "local-1732880000123"
+        log = Path(ti.log_path).read_text()
+        assert "--master local[2]" in log and "--name copy-orders" in log and "--executor-memory 1g" in log
+        assert "-cmdType jdbc_to_spark -url db:5432/warehouse -metastoreTable dw.orders" in log
+        assert "-jdbcTable public.orders" in log and "-fetchsize 500" in log
+        assert "s3cret" not in log
+    finally:
+        metastore.db.dispose()
+
+
+def test_connections_import_reads_airflows_yaml_export(
+    sf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "connections.yaml"
+    export.write_text(textwrap.dedent("""\
+        spark_yarn:
+          conn_type: spark
+          description: ''
+          extra: '{"queue": "etl", "deploy-mode": "cluster"}'
+          host: yarn
+          login: null
+          password: null
+          port: null
+          schema: ''
+        pg:
+          conn_type: postgres
+          description: warehouse
+          extra: ''
+          host: db
+          login: etl
+          password: pw
+          port: 5432
+          schema: dw
+    """))
+    assert main(["db", "init"]) == 0
+    assert main(["connections", "import", str(export)]) == 0, capsys.readouterr().err
+    settings = load_settings()
+    metastore = init_metastore(settings)
+    try:
+        conns = {c.conn_id: c for c in queries.list_connections(metastore.db, metastore.secrets)}
+        assert conns["spark_yarn"].host == "yarn"
+        assert conns["spark_yarn"].extra_dejson == {"queue": "etl", "deploy-mode": "cluster"}
+        assert (conns["pg"].login, conns["pg"].password, conns["pg"].port) == ("etl", "pw", 5432)
+    finally:
+        metastore.db.dispose()
+
+
+def test_concurrency_wins_over_max_active_tasks_as_in_airflow_2(tmp_path: Path) -> None:
+    (tmp_path / "conc.py").write_text(textwrap.dedent("""
+        from airflow import DAG
+        DAG("both_limits", concurrency=3, max_active_tasks=10)
+        DAG("only_max", max_active_tasks=10)
+    """))
+    bag = collect_dags(tmp_path, airflow_finders())
+    assert not bag.import_errors, bag.import_errors
+    assert (bag.dags["both_limits"].max_active_tasks, bag.dags["only_max"].max_active_tasks) == (3, 10)
+
+
+def test_task_group_default_args_are_translated_and_reported(tmp_path: Path) -> None:
+    (tmp_path / "groups.py").write_text(textwrap.dedent("""
+        from datetime import datetime, timedelta
+        from airflow import DAG
+        from airflow.decorators import task, task_group
+        from airflow.operators.bash import BashOperator
+        from airflow.utils.task_group import TaskGroup
+
+        with DAG("groups", start_date=datetime(2024, 1, 1), schedule=None):
+            with TaskGroup("tg", default_args={"sla": timedelta(hours=1), "retries": 2}):
+                BashOperator(task_id="a", bash_command="echo", trigger_rule="dummy")
+
+            @task_group(default_args={"provide_context": True, "retries": 3, "executor_config": {}})
+            def deco():
+                @task
+                def b():
+                    return 1
+                b()
+
+            deco()
+    """))
+    bag = collect_dags(tmp_path, airflow_finders())
+    assert not bag.import_errors, bag.import_errors
+    groups = bag.dags["groups"]
+    assert groups.get_task("tg.a").retries == 2 and groups.get_task("tg.a").trigger_rule == "always"
+    assert groups.get_task("deco.b").retries == 3
+    (warning,) = bag.warnings
+    assert "'sla' (TaskGroup 'tg' default_args" in warning
+    assert "'executor_config' (@task_group deco default_args" in warning

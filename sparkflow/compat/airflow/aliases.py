@@ -33,14 +33,13 @@ _BASE_SENSOR = {
 }
 _CHAIN = {"chain": "sparkflow.definitions.baseoperator:chain",
           "cross_downstream": "sparkflow.definitions.baseoperator:cross_downstream"}
-_TASK_GROUP = {"TaskGroup": "sparkflow.definitions.taskgroup:TaskGroup",
-               "task_group": "sparkflow.definitions.taskgroup:task_group"}
+_TASK_GROUP = {"TaskGroup": f"{_T}:TaskGroup", "task_group": f"{_T}:task_group"}
 _SPARK_SUBMIT_OP = {"SparkSubmitOperator": "op:sparkflow.operators.spark_submit:SparkSubmitOperator"}
 _SPARK_SQL_OP = {"SparkSqlOperator": "op:sparkflow.operators.spark_sql:SparkSqlOperator"}
 _SPARK_JDBC_OP = {"SparkJDBCOperator": "op:sparkflow.operators.spark_jdbc:SparkJDBCOperator"}
 _SPARK_SUBMIT_HOOK = {"SparkSubmitHook": "sparkflow.compat.airflow.spark:SparkSubmitHook"}
 _SPARK_SQL_HOOK = {"SparkSqlHook": "sparkflow.operators.spark_sql:SparkSqlHook"}
-_SPARK_JDBC_HOOK = {"SparkJDBCHook": "sparkflow.operators.spark_jdbc:SparkJDBCHook"}
+_SPARK_JDBC_HOOK = {"SparkJDBCHook": "sparkflow.compat.airflow.spark:SparkJDBCHook"}
 _EXCEPTIONS = {
     "AirflowException": "sparkflow.exceptions:AirflowException",
     "AirflowSkipException": "sparkflow.exceptions:SkipTask",
@@ -73,7 +72,7 @@ ALIASES: dict[str, dict[str, str]] = {
     "airflow.models.taskinstance": {"TaskInstance": "sparkflow.definitions.context:TaskInstanceHandle"},
     "airflow.models.xcom_arg": {"XComArg": "sparkflow.definitions.xcom_arg:XComArg"},
     "airflow.decorators": {
-        "dag": f"{_T}:dag", "task": f"{_T}:task", "task_group": "sparkflow.definitions.taskgroup:task_group",
+        "dag": f"{_T}:dag", "task": f"{_T}:task", "task_group": f"{_T}:task_group",
     },
     "airflow.sdk": {
         **_COMMON, **_CHAIN, **_TASK_GROUP,
@@ -114,7 +113,7 @@ ALIASES: dict[str, dict[str, str]] = {
         "convert_to_utc": f"{_M}:convert_to_utc",
     },
     "airflow.utils.trigger_rule": {"TriggerRule": "sparkflow.definitions.trigger_rule:TriggerRule"},
-    "airflow.utils.task_group": {"TaskGroup": "sparkflow.definitions.taskgroup:TaskGroup"},
+    "airflow.utils.task_group": {"TaskGroup": f"{_T}:TaskGroup"},
     "airflow.utils.helpers": _CHAIN,
     "airflow.utils.state": {
         "State": "sparkflow.state:TaskState", "TaskInstanceState": "sparkflow.state:TaskState",

@@ -24,6 +24,8 @@ from sparkflow.definitions.baseoperator import BaseOperator as _BaseOperator
 from sparkflow.definitions.dag import DAG as _DAG
 from sparkflow.definitions.dag import dag as _dag
 from sparkflow.definitions.location import caller_location
+from sparkflow.definitions.taskgroup import TaskGroup as _TaskGroup
+from sparkflow.definitions.taskgroup import task_group as _task_group
 from sparkflow.exceptions import DagDefinitionError, UnsupportedArgumentWarning
 from sparkflow.operators.python import task as _task
 
@@ -39,7 +41,7 @@ UNSUPPORTED_TASK_ARGS = frozenset({
     "sla", "executor_config", "resources", "run_as_user", "max_active_tis_per_dag", "max_active_tis_per_dagrun",
     "task_concurrency", "inlets", "outlets", "on_skipped_callback", "task_display_name", "map_index_template",
     "executor", "doc_json", "doc_yaml", "doc_rst", "wait_for_past_depends_before_skipping",
-    "ignore_first_depends_on_past", "allow_nested_operators", "logger_name",
+    "ignore_first_depends_on_past", "allow_nested_operators", "logger_name", "pre_execute", "post_execute",
 })
 # Accepted and dropped without a word: they change nothing in sparkflow.
 HARMLESS_TASK_ARGS = frozenset({"provide_context"})
@@ -105,7 +107,7 @@ def translate_dag_kwargs(dag_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     if schedule is not _UNSET:
         out["schedule"] = schedule
     concurrency = out.pop("concurrency", _UNSET)
-    if concurrency is not _UNSET and "max_active_tasks" not in out:
+    if concurrency is not _UNSET and concurrency:  # Airflow 2: a given concurrency wins over max_active_tasks
         out["max_active_tasks"] = concurrency
     for name in sorted(UNSUPPORTED_DAG_ARGS & out.keys()):
         del out[name]
@@ -134,6 +136,25 @@ def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
         return _dag(name, **translate_dag_kwargs(name, dag_kwargs))(func)
 
     return decorator
+
+
+class TaskGroup(_TaskGroup):
+    """sparkflow's TaskGroup; its ``default_args`` get the same translation as a DAG's."""
+
+    def __init__(self, group_id: str, *args: Any, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("default_args"), Mapping):
+            kwargs["default_args"] = translate_default_args(kwargs["default_args"], f"TaskGroup '{group_id}'")
+        super().__init__(group_id, *args, **kwargs)
+
+
+def task_group(python_callable: Callable[..., Any] | None = None, **group_kwargs: Any) -> Any:
+    """Airflow's ``@task_group`` / ``@task_group(...)``, its ``default_args`` translated."""
+    if python_callable is None:  # @task_group(...)
+        return lambda func: task_group(func, **group_kwargs)
+    if isinstance(group_kwargs.get("default_args"), Mapping):
+        owner = f"@task_group {group_kwargs.get('group_id') or python_callable.__name__}"
+        group_kwargs["default_args"] = translate_default_args(group_kwargs["default_args"], owner)
+    return _task_group(python_callable, **group_kwargs)
 
 
 class AirflowArguments:
