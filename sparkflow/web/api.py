@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -130,6 +130,13 @@ def trigger_run(request: Request, user: User, dag_id: str, body: TriggerBody) ->
     logical = body.logical_date or body.execution_date
     if logical is not None and logical.tzinfo is None:
         raise UserError("logical_date needs a time zone, e.g. 2024-01-01T00:00:00+00:00")
+    if body.dag_run_id:
+        try:
+            queries.get_run(request.app.state.metastore.db, dag_id, body.dag_run_id)
+        except NotFound:
+            pass
+        else:  # Airflow answers 409 here; scripts that re-trigger idempotently rely on it
+            raise HTTPException(409, f"DAG run '{body.dag_run_id}' of DAG '{dag_id}' already exists")
     run = service.trigger(request.app.state.dags, dag_id, body.conf, body.dag_run_id, logical,
                           actor=f"web:{user.username}")
     return run_json(run)
@@ -234,11 +241,24 @@ class ClearBody(BaseModel):
     only_failed: bool = False
     include_downstream: bool = False
     reset_dag_runs: bool = True
+    # the rest of Airflow's ClearTaskInstances body, so its documented examples carry over: no SubDAGs here (the
+    # two include_* flags have nothing to add); the others are refused when set rather than silently ignored
+    include_subdags: bool = False
+    include_parentdag: bool = False
+    only_running: bool = False
+    include_upstream: bool = False
+    include_future: bool = False
+    include_past: bool = False
 
 
 @router.post("/dags/{dag_id}/clearTaskInstances", summary="Clear (re-run) task instances")
 def clear_task_instances(request: Request, user: User, dag_id: str, body: ClearBody) -> dict[str, Any]:
     _write(request, user, "clear task instances")
+    unsupported = [name for name in ("only_running", "include_upstream", "include_future", "include_past")
+                   if getattr(body, name)]
+    if unsupported:
+        raise UserError(f"{', '.join(unsupported)} cannot be set to true here; select the task instances with "
+                        "task_ids, dag_run_id, start_date/end_date, only_failed and include_downstream")
     for name in ("start_date", "end_date"):
         value = getattr(body, name)
         if value is not None and value.tzinfo is None:
@@ -291,6 +311,9 @@ def add_connection(request: Request, user: User, body: ConnectionBody) -> dict[s
     _write(request, user, "add connections")
     if not body.connection_id:
         raise UserError("connection_id is required")
+    ms = request.app.state.metastore
+    if queries.find_connection(ms.db, body.connection_id, None) is not None:
+        raise HTTPException(409, f"connection '{body.connection_id}' already exists; PATCH it to change it")
     conn = service.save_connection(request.app.state.metastore, body.connection_id, _conn_values(body), create=True)
     return service.connection_view(conn, True)
 

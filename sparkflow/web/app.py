@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -20,15 +22,19 @@ from sparkflow.exceptions import NotFound, SparkflowError, UserError
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.settings import Settings
 from sparkflow.web import api, present, views
-from sparkflow.web.auth import NotAuthenticated, Signer, load_secret_key
+from sparkflow.web.auth import NotAuthenticated, Principal, Signer, authenticate, load_secret_key
 from sparkflow.web.service import WebDags
 
 HERE = Path(__file__).parent
 log = logging.getLogger("sparkflow.web")
 
 
+OPENAPI_URL, DOCS_URL = "/api/v1/openapi.json", "/api/v1/ui"
+
+
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith(("/api/", "/health"))
+    """JSON answers (401 rather than a redirect to the login page): the API, except its documentation page."""
+    return request.url.path.startswith(("/api/", "/health")) and request.url.path != DOCS_URL
 
 
 def _error(request: Request, status: int, detail: object) -> Response:
@@ -44,7 +50,7 @@ def create_app(settings: Settings, metastore: Metastore, secret_key: str | None 
         title="sparkflow", version=__version__,
         description="sparkflow's REST API, shaped like Airflow's stable REST API v1. Authenticate with "
                     "'Authorization: Bearer <token>' (`sparkflow users token USERNAME`) or the web session.",
-        openapi_url="/api/v1/openapi.json", docs_url="/api/v1/ui", redoc_url=None,
+        openapi_url=None, docs_url=None, redoc_url=None,  # served below, behind the login like every page
     )
     app.state.settings = settings
     app.state.metastore = metastore
@@ -107,6 +113,14 @@ def create_app(settings: Settings, metastore: Metastore, secret_key: str | None 
             status = "unhealthy"
         return JSONResponse({"metadatabase": {"status": status}},
                             status_code=200 if status == "healthy" else 503)
+
+    @app.get(OPENAPI_URL, include_in_schema=False)
+    def openapi_document(user: Annotated[Principal, Depends(authenticate)]) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    def api_docs(user: Annotated[Principal, Depends(authenticate)]) -> Response:
+        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="sparkflow REST API")
 
     app.include_router(api.router)
     app.include_router(views.router)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import threading
 from collections.abc import Mapping
@@ -92,12 +93,39 @@ def parse_logical_date(text: str | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def check_json_value(value: Any, what: str) -> None:
+    """Refuse what JSON or the metastore cannot keep and give back: NaN/Infinity (not JSON), NUL characters
+    (PostgreSQL text and jsonb refuse them) and lone surrogates (not UTF-8). Raises UserError (a 400), so such input
+    never becomes a 500, now or when the value is read back later."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{what} contains {value!r}, which is not JSON; use a number or a string")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise UserError(f"{what} contains a NUL character (\\u0000), which cannot be stored")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{what} contains a lone surrogate (\\ud800-\\udfff), which is not UTF-8 text") from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_json_value(key, what)
+            check_json_value(item, what)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            check_json_value(item, what)
+
+
 def trigger(dags: WebDags, dag_id: str, conf: Mapping[str, Any] | None, run_id: str | None,
             logical_date: datetime | None, actor: str) -> DagRunRecord:
     _, dag = dags.require(dag_id)
     if run_id is not None and (len(run_id) > 250 or not run_id.isprintable()):
         raise UserError("dag_run_id must be printable and at most 250 characters")
-    return trigger_dag(dags.metastore, dag, utcnow(), conf, run_id, logical_date, actor=actor)
+    check_json_value(conf, "conf")
+    try:
+        return trigger_dag(dags.metastore, dag, utcnow(), conf, run_id, logical_date, actor=actor)
+    except OverflowError:  # a logical date at the edge of datetime's range (year 1 or 9999) and its data interval
+        raise UserError(f"logical_date {logical_date.isoformat() if logical_date else ''} is out of range; "
+                        "use a date between the years 2 and 9998") from None
 
 
 def set_paused(metastore: Metastore, dag_id: str, paused: bool) -> DagRecord:
@@ -216,7 +244,10 @@ def save_connection(metastore: Metastore, conn_id: str, values: Mapping[str, Any
         raise UserError(f"connection '{conn_id}' already exists; edit it instead")
     if not create and existing is None:
         raise NotFound(f"connection '{conn_id}' does not exist")
+    check_json_value(conn_id, "connection_id")
     data = {k: values.get(k) for k in CONNECTION_FIELDS}
+    for k in CONNECTION_FIELDS:
+        check_json_value(data[k], k)
     if existing is not None:
         for k in CONNECTION_FIELDS:
             if data[k] is None:

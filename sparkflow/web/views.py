@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from sparkflow.exceptions import NotFound, UserError
@@ -33,6 +33,7 @@ router = APIRouter(include_in_schema=False)
 GRID_RUNS = 25
 User = Annotated[Principal, Depends(authenticate)]
 Csrf = Annotated[str | None, Form()]
+TiId = Annotated[int, Path(ge=1, le=2**63 - 1, description="task instance id")]  # larger ids overflow the database
 
 
 def _now() -> datetime:
@@ -216,7 +217,7 @@ def _ti_or_404(request: Request, ti_id: int) -> TaskInstanceRecord:
 
 
 @router.get("/ti/{ti_id}", response_class=HTMLResponse)
-def task_instance_page(request: Request, user: User, ti_id: int, try_number: int | None = None,
+def task_instance_page(request: Request, user: User, ti_id: TiId, try_number: int | None = None,
                        error: str | None = None, message: str | None = None) -> Response:
     settings, ms = request.app.state.settings, request.app.state.metastore
     ti = _ti_or_404(request, ti_id)
@@ -231,7 +232,8 @@ def task_instance_page(request: Request, user: User, ti_id: int, try_number: int
                             else ({}, "the DAG cannot be loaded"))
     this_try = next((t for t in tries if t.try_number == shown_try), None)
     history_url = None
-    if settings.spark_history_url and (this_try and this_try.spark_app_id or ti.spark_app_id):
+    try_running = shown_try == ti.try_number and ti.state in TASK_ACTIVE  # the Spark UI serves it until the end
+    if settings.spark_history_url and not try_running and (this_try and this_try.spark_app_id or ti.spark_app_id):
         app_id = this_try.spark_app_id if this_try and this_try.spark_app_id else ti.spark_app_id
         history_url = f"{settings.spark_history_url.rstrip('/')}/history/{app_id}"
     trend = queries.task_history(ms.db, ti.dag_id, ti.task_id, limit=20)
@@ -252,7 +254,7 @@ def task_instance_page(request: Request, user: User, ti_id: int, try_number: int
 
 
 @router.get("/ti/{ti_id}/log")
-def task_instance_log(request: Request, user: User, ti_id: int, try_number: Annotated[int, Query(ge=1)] = 1,
+def task_instance_log(request: Request, user: User, ti_id: TiId, try_number: Annotated[int, Query(ge=1)] = 1,
                       offset: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
     """The live log of a try, served by task instance id (the path comes from the metastore)."""
     ti = _ti_or_404(request, ti_id)
@@ -265,7 +267,7 @@ def task_instance_log(request: Request, user: User, ti_id: int, try_number: Anno
 
 
 @router.post("/ti/{ti_id}/clear")
-def clear_task(request: Request, user: User, ti_id: int, downstream: Annotated[str, Form()] = "",
+def clear_task(request: Request, user: User, ti_id: TiId, downstream: Annotated[str, Form()] = "",
                csrf_token: Csrf = None) -> Response:
     check_csrf_request(request, user, csrf_token or "")
     require(user, Role.OP, "clear task instances")
@@ -278,7 +280,7 @@ def clear_task(request: Request, user: User, ti_id: int, downstream: Annotated[s
 
 
 @router.post("/ti/{ti_id}/mark")
-def mark_task(request: Request, user: User, ti_id: int, state: Annotated[str, Form()] = "",
+def mark_task(request: Request, user: User, ti_id: TiId, state: Annotated[str, Form()] = "",
               csrf_token: Csrf = None) -> Response:
     check_csrf_request(request, user, csrf_token or "")
     require(user, Role.OP, "mark task instances")

@@ -80,8 +80,9 @@ def test_trigger_with_conf(client: TestClient, env: WebEnv) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["dag_run_id"] == "api_run" and r.json()["conf"] == {"n": 7} and r.json()["state"] == "queued"
     assert queries.get_run(env.metastore.db, "web_demo", "api_run").conf == {"n": 7}
-    # the same run id again is a user error, not a crash
-    assert client.post(url, json=body, headers=env.auth("op")).status_code == 400
+    # the same run id again is a conflict (409, as in Airflow), not a crash
+    r = client.post(url, json=body, headers=env.auth("op"))
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
     runs = client.get(url, headers=env.auth("viewer")).json()
     assert runs["total_entries"] == 2
     assert client.get(url + "?state=bogus", headers=env.auth("viewer")).status_code == 400
@@ -93,6 +94,34 @@ def test_trigger_rejects_bad_conf(client: TestClient, env: WebEnv, conf: str) ->
                     headers={**env.auth("op"), "Content-Type": "application/json"})
     assert r.status_code == 400
     assert "detail" in r.json()
+
+
+@pytest.mark.parametrize("conf", [b'{"x": NaN}', b'{"x": [Infinity]}', b'{"\\u0000": 1}', b'{"x": "\\ud800"}'])
+def test_trigger_rejects_conf_that_cannot_be_stored_or_read_back(client: TestClient, env: WebEnv, conf: bytes
+                                                                 ) -> None:
+    url = "/api/v1/dags/web_demo/dagRuns"
+    r = client.post(url, content=b'{"dag_run_id": "odd", "conf": ' + conf + b"}",
+                    headers={**env.auth("op"), "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "conf" in r.json()["detail"]
+    assert client.get(url, headers=env.auth("viewer")).status_code == 200  # nothing stored that breaks the list
+    assert len(queries.list_runs(env.metastore.db, "web_demo")) == 1
+
+
+def test_trigger_rejects_logical_dates_out_of_range(client: TestClient, env: WebEnv) -> None:
+    r = client.post("/api/v1/dags/web_demo/dagRuns", json={"logical_date": "0001-01-01T00:00:00+00:00"},
+                    headers=env.auth("op"))
+    assert r.status_code == 400 and "out of range" in r.json()["detail"]
+
+
+def test_connections_refuse_text_that_cannot_be_stored(client: TestClient, env: WebEnv) -> None:
+    for body in (b'{"connection_id": "c1", "conn_type": "spark", "host": "a\\u0000b"}',
+                 b'{"connection_id": "c2", "conn_type": "spark", "login": "\\udc80"}',
+                 b'{"connection_id": "c3", "conn_type": "spark", "extra": {"k": NaN}}'):
+        r = client.post("/api/v1/connections", content=body,
+                        headers={**env.auth("op"), "Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+    assert client.get("/api/v1/connections", headers=env.auth("op")).json()["total_entries"] == 0
 
 
 def test_trigger_rejects_malformed_json_and_unknown_dag(client: TestClient, env: WebEnv) -> None:
@@ -170,6 +199,12 @@ def test_clear_task_instances(client: TestClient, env: WebEnv) -> None:
     assert client.post(url, json={"task_ids": ["nope"], "dry_run": False}, headers=env.auth("op")
                        ).status_code == 404
     assert client.post(url, json={"task_ids": "extract"}, headers=env.auth("op")).status_code == 400
+    # Airflow's documented example body is accepted; the flags sparkflow cannot honour are refused, not ignored
+    airflow_example = {"dry_run": True, "task_ids": ["extract"], "only_failed": True, "only_running": False,
+                       "include_subdags": True, "include_parentdag": True, "reset_dag_runs": True}
+    assert client.post(url, json=airflow_example, headers=env.auth("op")).status_code == 200
+    r = client.post(url, json={**airflow_example, "include_past": True}, headers=env.auth("op"))
+    assert r.status_code == 400 and "include_past" in r.json()["detail"]
 
 
 def test_mark_task_instance(client: TestClient, env: WebEnv) -> None:
@@ -187,7 +222,7 @@ def test_connections_never_return_secrets(client: TestClient, env: WebEnv) -> No
     assert client.post("/api/v1/connections", json=body, headers=env.auth("viewer")).status_code == 403
     r = client.post("/api/v1/connections", json=body, headers=env.auth("op"))
     assert r.status_code == 200, r.text
-    assert client.post("/api/v1/connections", json=body, headers=env.auth("op")).status_code == 400  # exists
+    assert client.post("/api/v1/connections", json=body, headers=env.auth("op")).status_code == 409  # exists
     for role in ("op", "viewer"):
         text = client.get("/api/v1/connections", headers=env.auth(role)).text + client.get(
             "/api/v1/connections/spark_x", headers=env.auth(role)).text
@@ -221,8 +256,13 @@ def test_session_api_writes_need_csrf(client: TestClient, env: WebEnv) -> None:
     assert r.status_code == 200
 
 
-def test_openapi_document(client: TestClient) -> None:
-    doc = client.get("/api/v1/openapi.json").json()
+def test_openapi_document(client: TestClient, env: WebEnv) -> None:
+    # behind the login like every page and endpoint except /health and the login page
+    assert client.get("/api/v1/openapi.json").status_code == 401
+    r = client.get("/api/v1/ui", follow_redirects=False, headers={"Accept": "text/html"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+    assert "swagger" in client.get("/api/v1/ui", headers=env.auth("viewer")).text.lower()
+    doc = client.get("/api/v1/openapi.json", headers=env.auth("viewer")).json()
     paths = doc["paths"]
     for path in ("/api/v1/dags", "/api/v1/dags/{dag_id}", "/api/v1/dags/{dag_id}/dagRuns",
                  "/api/v1/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances",
@@ -248,7 +288,7 @@ def _operations(doc: dict) -> list[tuple[str, str, dict]]:
 @pytest.fixture
 def fuzz_client(env: WebEnv) -> Iterator[tuple[TestClient, list[tuple[str, str, dict]], dict[str, str]]]:
     with TestClient(create_app(env.settings, env.metastore, secret_key="k"), raise_server_exceptions=False) as c:
-        yield c, _operations(c.get("/api/v1/openapi.json").json()), env.auth("admin")
+        yield c, _operations(c.get("/api/v1/openapi.json", headers=env.auth("admin")).json()), env.auth("admin")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -15,7 +15,10 @@ from fastapi.testclient import TestClient
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
 from sparkflow.scheduler.dag_processing import parse_dags
+from sparkflow.state import TaskState
+from sparkflow.web import service
 from sparkflow.web.app import create_app
+from sparkflow.web.service import WebDags
 from tests.web_support import PASSWORD, WebEnv, csrf_from, make_web_env
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
@@ -145,6 +148,11 @@ def test_trigger_with_conf_and_bad_conf(op: TestClient, env: WebEnv) -> None:
     for bad, words in (('{"n": ', "not valid JSON"), ("[1]", "must be a JSON object")):
         r = op.post("/dags/web_demo/trigger", data={"csrf_token": token, "conf": bad})
         assert r.status_code == 200 and "Not triggered" in r.text and words in r.text
+    for bad, words in (('{"n": NaN}', "not JSON"), (r'{"n": "\u0000"}', "NUL")):
+        r = op.post("/dags/web_demo/trigger", data={"csrf_token": token, "conf": bad})
+        assert r.status_code == 200 and "Not triggered" in r.text and words in r.text
+    r = op.post("/dags/web_demo/trigger", data={"csrf_token": token, "logical_date": "0001-01-01T00:00:00+00:00"})
+    assert r.status_code == 200 and "Not triggered" in r.text and "out of range" in r.text
     assert len(queries.list_runs(env.metastore.db, "web_demo")) == 2
     assert op.post("/dags/nope/trigger", data={"csrf_token": token}).status_code == 404
 
@@ -180,6 +188,31 @@ def test_task_instance_page(env: WebEnv) -> None:
         assert "hunter2secret" not in load and "password=******" in load  # rendered fields are masked
         assert client.get("/ti/999").status_code == 404
         assert client.get(f"/ti/{ti_id(env, 'extract')}?try_number=7").status_code == 404
+
+
+def test_history_server_link_only_after_the_end(env: WebEnv) -> None:
+    run = service.trigger(WebDags(env.settings, env.metastore), "web_demo", None, "live", None, actor="test")
+    key = TIKey("web_demo", run.run_id, "extract")
+    store = env.metastore.store
+    for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
+        assert store.set_task_state(key, old, new, "test")
+    assert store.set_task_state(key, TaskState.QUEUED, TaskState.RUNNING, "test", try_number=1)
+    store.record_external_ids(key, 1, spark_app_id="app-live-1", spark_ui_url="http://127.0.0.1:4040")
+    ti = queries.get_task_instance(env.metastore.db, key)
+    with _client(env, spark_history_url="http://127.0.0.1:18080") as client:
+        login(client, "viewer")
+        html = client.get(f"/ti/{ti.id}").text
+        assert 'id="spark-ui" href="http://127.0.0.1:4040"' in html and 'id="spark-history"' not in html
+        store.mark_task_state(key, TaskState.SUCCESS, "test")
+        html = client.get(f"/ti/{ti.id}").text
+        assert 'id="spark-ui"' not in html
+        assert 'id="spark-history" href="http://127.0.0.1:18080/history/app-live-1"' in html
+
+
+@pytest.mark.parametrize("path", ["/ti/99999999999999999999999", "/ti/0", "/ti/-1/log", "/ti/abc"])
+def test_bad_task_instance_ids_are_not_server_errors(viewer: TestClient, path: str) -> None:
+    r = viewer.get(path)
+    assert r.status_code in (400, 404), (r.status_code, r.text)
 
 
 def test_log_is_served_by_task_instance_id(viewer: TestClient, env: WebEnv) -> None:
