@@ -162,13 +162,32 @@ def external_states(
 
 def list_pools(db: Database) -> list[PoolRecord]:
     """Pools with their running and queued slots."""
-    ti = t.task_instance.c
     with db.read() as conn:
-        pools = conn.execute(select(t.pool).order_by(t.pool.c.pool)).all()
-        used = conn.execute(
-            select(ti.pool, ti.state, func.sum(ti.pool_slots))
-            .where(ti.state.in_([TaskState.RUNNING.value, TaskState.QUEUED.value])).group_by(ti.pool, ti.state)
-        ).all()
+        return _pools(conn)
+
+
+def queue_limits(db: Database, dag_ids: Iterable[str]) -> tuple[list[PoolRecord], dict[str, int]]:
+    """What the scheduler checks before queuing, in one read: the pools with their used slots (list_pools) and
+    how many task instances of each of these DAGs are queued or running (max_active_tasks; 0 when none)."""
+    wanted = sorted(set(dag_ids))
+    c = t.task_instance.c
+    with db.read() as conn:
+        pools = _pools(conn)
+        active: dict[str, int] = dict(conn.execute(  # type: ignore[arg-type]
+            select(c.dag_id, func.count()).where(c.dag_id.in_(wanted),
+                                                 c.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
+            .group_by(c.dag_id)
+        ).all()) if wanted else {}
+    return pools, {dag_id: int(active.get(dag_id, 0)) for dag_id in wanted}
+
+
+def _pools(conn: Any) -> list[PoolRecord]:
+    ti = t.task_instance.c
+    pools = conn.execute(select(t.pool).order_by(t.pool.c.pool)).all()
+    used = conn.execute(
+        select(ti.pool, ti.state, func.sum(ti.pool_slots))
+        .where(ti.state.in_([TaskState.RUNNING.value, TaskState.QUEUED.value])).group_by(ti.pool, ti.state)
+    ).all()
     running = {p: int(n) for p, state, n in used if state == TaskState.RUNNING.value}
     queued = {p: int(n) for p, state, n in used if state == TaskState.QUEUED.value}
     return [PoolRecord(p.pool, p.slots, p.description, running.get(p.pool, 0), queued.get(p.pool, 0))

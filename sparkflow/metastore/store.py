@@ -8,6 +8,7 @@ first; the caller is told (False) and nothing is overwritten.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 EXTERNAL_ID_COLUMNS = ("spark_app_id", "spark_driver_id", "spark_ui_url")
 # Columns of task_instance copied to the current try's history row whenever they change.
 _TRY_COLUMNS = ("hostname", "pid", "log_path", "error", *EXTERNAL_ID_COLUMNS)
+_TI_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskInstanceRecord))
 
 
 def utcnow() -> datetime:
@@ -238,6 +240,7 @@ class Store:
         detail: str | None = None,
         now: datetime | None = None,
         expected_try: int | None = None,
+        known: TaskInstanceRecord | None = None,
         **fields: Any,
     ) -> bool:
         """Compare-and-set one task instance from ``expected`` (and ``expected_try``, when given) to ``new`` with
@@ -245,11 +248,13 @@ class Store:
 
         Entering RUNNING opens a try-history row (or re-opens it: a rescheduled sensor continues its try, keeping
         the try's first start); leaving RUNNING closes it. Returns False (and writes nothing) when the row was
-        not in ``expected``.
+        not in ``expected``. ``known``: the caller's own record of the row (the runner's of its try), which saves
+        reading it first; the compare-and-set is the same.
         """
         check_transition(expected, new)
         with self.db.write() as conn:
-            return self._set_task_state(conn, key, expected, new, actor, detail, now, expected_try, fields)
+            return self._set_task_state(conn, key, expected, new, actor, detail, now, expected_try, fields,
+                                        known=known) is not None
 
     def set_task_states(self, changes: Sequence[TaskStateChange]) -> list[bool]:
         """Several compare-and-set changes in one transaction (the scheduler loop's decisions of one iteration):
@@ -258,33 +263,129 @@ class Store:
         is skipped with every later change of the same task instance. Returns, per change, whether it moved."""
         for change in changes:
             check_transition(change.expected, change.new)
-        done: list[bool] = []
-        failed: set[TIKey] = set()
+        done = [False] * len(changes)
+        chains: dict[TIKey, list[int]] = {}  # each task instance's changes, in order
+        for i, c in enumerate(changes):
+            chains.setdefault(c.key, []).append(i)
+        # Every change's audit row (with its change's position, to keep their order), inserted at once at the end
+        # of the same transaction.
+        events: list[tuple[int, dict[str, Any]]] = []
         with self.db.write() as conn:
-            for c in changes:
-                moved = c.key not in failed and self._set_task_state(
-                    conn, c.key, c.expected, c.new, c.actor, c.detail, c.now, c.expected_try, dict(c.fields),
-                    skip_locked=True)
-                if not moved:
-                    failed.add(c.key)
-                done.append(moved)
+            for indexes in chains.values():
+                at = 0
+                while at < len(indexes):
+                    group = self._mergeable(conn, [changes[i] for i in indexes[at:]])
+                    if len(group) > 1:
+                        moved = self._set_chain(conn, group, indexes[at:at + len(group)], events)
+                    else:
+                        c, one = group[0], list[dict[str, Any]]()
+                        moved = self._set_task_state(
+                            conn, c.key, c.expected, c.new, c.actor, c.detail, c.now, c.expected_try,
+                            dict(c.fields), skip_locked=True, events=one) is not None
+                        events += [(indexes[at], e) for e in one]
+                    if not moved:
+                        break  # this change and every later one of the same task instance: not moved
+                    for i in indexes[at:at + len(group)]:
+                        done[i] = True
+                    at += len(group)
+            if events:
+                events.sort(key=lambda e: e[0])
+                conn.execute(insert(t.state_event), [e for _, e in events])
         return done
+
+    def _mergeable(self, conn: SAConnection, chain: list[TaskStateChange]) -> list[TaskStateChange]:
+        """The longest start of ``chain`` that one UPDATE can make (none -> scheduled -> queued, say): changes
+        that need no read of the row (no try history, no duration), each starting where the previous ended,
+        where every audit row's try number is known. Just the first change otherwise. SQLite only (PostgreSQL
+        keeps the row lock of each change, see _set_task_state)."""
+        first = chain[0]
+        if self.db.dialect != "sqlite" or not conn.dialect.update_returning or not _lean(first):
+            return chain[:1]
+        group = [first]
+        for c in chain[1:]:
+            if not _lean(c) or c.expected is not group[-1].new or c.expected_try is not None:
+                break
+            group.append(c)
+        if first.expected_try is None and any("try_number" in c.fields for c in group):
+            return chain[:1]  # the first audit rows' try number would not be known without a read
+        return group
+
+    def _set_chain(
+        self, conn: SAConnection, group: list[TaskStateChange], indexes: list[int],
+        events: list[tuple[int, dict[str, Any]]],
+    ) -> bool:
+        """Several consecutive changes of one task instance as one compare-and-set (on the first's expected
+        state and try), each with its own audit row: the same outcome as making them one by one."""
+        first, last = group[0], group[-1]
+        c = t.task_instance.c
+        values: dict[str, Any] = {}
+        for change in group:
+            values.update(change.fields)
+        now = last.now or utcnow()
+        values.update(state=last.new, updated_at=now)
+        where = [*_ti_where(first.key), c.state == first.expected]
+        if first.expected_try is not None:
+            where.append(c.try_number == first.expected_try)
+        returned = conn.execute(
+            update(t.task_instance).where(*where).values(**values).returning(c.id, c.try_number)
+        ).one_or_none()
+        if returned is None:
+            if conn.execute(select(c.id).where(*_ti_where(first.key))).first() is None:
+                raise NotFound(f"task instance {first.key} does not exist")
+            return False
+        try_number = first.expected_try if first.expected_try is not None else returned.try_number
+        for index, change in zip(indexes, group, strict=True):
+            try_number = change.fields.get("try_number", try_number)
+            one: list[dict[str, Any]] = []
+            self._task_event(conn, one, change.now or now, change.key, try_number, change.expected, change.new,
+                             change.actor, change.detail)
+            events += [(index, e) for e in one]
+        return True
 
     def _set_task_state(
         self, conn: SAConnection, key: TIKey, expected: TaskState, new: TaskState, actor: str, detail: str | None,
         now: datetime | None, expected_try: int | None, fields: dict[str, Any], skip_locked: bool = False,
-    ) -> bool:
+        known: Any = None, events: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any] | None:
+        """The compare-and-set itself; returns the values it wrote, or None when the row was not in ``expected``.
+
+        ``known``: the row as the caller read it in this transaction, or a record of it the caller owns (the
+        runner's own try): its id, try number, start date and try columns are taken from it instead of a SELECT;
+        the UPDATE still compares the state (and try), so a stale ``known`` only makes the change fail.
+        ``events``: collect the audit row here for the caller to insert with its batch (same transaction).
+        """
         now = now or utcnow()
         values: dict[str, Any] = {"state": new, "updated_at": now, **fields}
-        query = select(t.task_instance).where(*_ti_where(key))
-        # PostgreSQL, a batch of scheduler decisions: lock the row, skipping one another scheduler (or a runner)
-        # holds right now; that change counts as "moved by someone else" and is decided again next iteration.
-        # No batch ever waits for a row, so two schedulers cannot deadlock. SQLite ignores FOR UPDATE.
-        ti = conn.execute(query.with_for_update(skip_locked=True) if skip_locked else query).one_or_none()
-        if ti is None and skip_locked and conn.execute(query).first() is not None:
-            return False
+        c = t.task_instance.c
+        needs_row = new is TaskState.RUNNING or expected is TaskState.RUNNING or new in (TaskState.FAILED,
+                                                                                          TaskState.SUCCESS)
+        if (known is None and not needs_row and conn.dialect.update_returning
+                and not (skip_locked and self.db.dialect != "sqlite")):
+            # Speed (issue 4): no SELECT first; the compare-and-set UPDATE returns what the audit event needs.
+            where = [*_ti_where(key), c.state == expected]
+            if expected_try is not None:
+                where.append(c.try_number == expected_try)
+            returned = conn.execute(
+                update(t.task_instance).where(*where).values(**values).returning(c.id, c.try_number)
+            ).one_or_none()
+            if returned is None:
+                if conn.execute(select(c.id).where(*_ti_where(key))).first() is None:
+                    raise NotFound(f"task instance {key} does not exist")
+                return None
+            self._task_event(conn, events, now, key, returned.try_number, expected, new, actor, detail)
+            return values
+        ti = known
         if ti is None:
-            raise NotFound(f"task instance {key} does not exist")
+            query = select(t.task_instance).where(*_ti_where(key))
+            # PostgreSQL, a batch of scheduler decisions: lock the row, skipping one another scheduler (or a
+            # runner) holds right now; that change counts as "moved by someone else" and is decided again next
+            # iteration. No batch ever waits for a row, so two schedulers cannot deadlock. SQLite ignores FOR
+            # UPDATE.
+            ti = conn.execute(query.with_for_update(skip_locked=True) if skip_locked else query).one_or_none()
+            if ti is None and skip_locked and conn.execute(query).first() is not None:
+                return None
+            if ti is None:
+                raise NotFound(f"task instance {key} does not exist")
         continued = None
         if new is TaskState.RUNNING:
             continued = conn.execute(select(t.task_instance_try.c.start_date).where(
@@ -305,25 +406,25 @@ class Store:
             start = values.get("start_date", ti.start_date)
             if start is not None and values["end_date"] is not None:
                 values.setdefault("duration", (values["end_date"] - start).total_seconds())
-        where = [t.task_instance.c.id == ti.id, t.task_instance.c.state == expected]
+        where = [c.id == ti.id, c.state == expected]
         if expected_try is not None:
-            where.append(t.task_instance.c.try_number == expected_try)
+            where.append(c.try_number == expected_try)
         result = conn.execute(update(t.task_instance).where(*where).values(**values))
         if result.rowcount == 0:
-            return False
+            return None
         try_number = values.get("try_number", ti.try_number)
         if new is TaskState.RUNNING and continued is not None:
             conn.execute(
                 update(t.task_instance_try)
                 .where(t.task_instance_try.c.ti_id == ti.id, t.task_instance_try.c.try_number == try_number)
                 .values(state=new, end_date=None, duration=None,
-                        **{c: values.get(c, ti._mapping[c]) for c in _TRY_COLUMNS})
+                        **{c: values.get(c, getattr(ti, c)) for c in _TRY_COLUMNS})
             )
         elif new is TaskState.RUNNING:
             conn.execute(insert(t.task_instance_try).values(
                 ti_id=ti.id, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, try_number=try_number,
                 state=new, start_date=values["start_date"],
-                **{c: values.get(c, ti._mapping[c]) for c in _TRY_COLUMNS},
+                **{c: values.get(c, getattr(ti, c)) for c in _TRY_COLUMNS},
             ))
         elif expected is TaskState.RUNNING:
             conn.execute(
@@ -332,9 +433,48 @@ class Store:
                 .values(state=new, end_date=values.get("end_date"), duration=values.get("duration"),
                         **{c: values[c] for c in _TRY_COLUMNS if c in values})
             )
-        self._event(conn, now, key.dag_id, key.run_id, key.task_id, try_number, "state_change", expected, new,
-                    actor, detail)
-        return True
+        self._task_event(conn, events, now, key, try_number, expected, new, actor, detail)
+        return values
+
+    def _task_event(
+        self, conn: SAConnection, events: list[dict[str, Any]] | None, at: datetime, key: TIKey, try_number: int,
+        old: TaskState, new: TaskState, actor: str, detail: str | None,
+    ) -> None:
+        if events is None:
+            self._event(conn, at, key.dag_id, key.run_id, key.task_id, try_number, "state_change", old, new, actor,
+                        detail)
+        else:
+            events.append(dict(at=at, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id,
+                               try_number=try_number, event="state_change", old_state=old, new_state=new,
+                               actor=actor, detail=detail))
+
+    def start_try(
+        self, key: TIKey, try_number: int, actor: str, now: datetime | None = None, **fields: Any
+    ) -> tuple[TaskInstanceRecord, DagRunRecord | None]:
+        """The runner's first transaction: the queued try ``try_number`` goes QUEUED -> RUNNING (the checked
+        compare-and-set of :meth:`set_task_state`, with its try-history row and audit event), its XComs are
+        cleared (a new try starts without any of its own, as in Airflow) and its run is read, all at once.
+        Returns the task instance as it is now and its run; the run is None when the instance was not that queued
+        try (or another writer moved it first), and then nothing was written."""
+        check_transition(TaskState.QUEUED, TaskState.RUNNING)
+        now = now or utcnow()
+        with self.db.write() as conn:
+            row = conn.execute(select(t.task_instance).where(*_ti_where(key))).one_or_none()
+            if row is None:
+                raise NotFound(f"task instance {key} does not exist")
+            if row.state != TaskState.QUEUED.value or row.try_number != try_number:
+                return TaskInstanceRecord.from_row(row), None
+            values = self._set_task_state(conn, key, TaskState.QUEUED, TaskState.RUNNING, actor, None, now,
+                                          try_number, dict(fields), known=row)
+            if values is None:  # PostgreSQL: moved between the read and the compare-and-set
+                moved = conn.execute(select(t.task_instance).where(t.task_instance.c.id == row.id)).one()
+                return TaskInstanceRecord.from_row(moved), None
+            x = t.xcom.c
+            conn.execute(delete(t.xcom).where(x.dag_id == key.dag_id, x.run_id == key.run_id, x.task_id == key.task_id))
+            run = conn.execute(select(t.dag_run).where(t.dag_run.c.id == row.dag_run_id)).one()
+        record = TaskInstanceRecord.from_row(row)
+        record = dataclasses.replace(record, **{k: v for k, v in values.items() if k in _TI_FIELDS})
+        return record, DagRunRecord.from_row(run)
 
     def record_external_ids(self, key: TIKey, try_number: int, **ids: str | None) -> None:
         """Store Spark ids on the task instance and its current try, at once (before any polling)."""
@@ -589,6 +729,12 @@ class Store:
             at=at, dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=try_number, event=event,
             old_state=old, new_state=new, actor=actor, detail=detail,
         ))
+
+
+def _lean(change: TaskStateChange) -> bool:
+    """A change that touches neither the try history nor the duration: it needs no read of the row first."""
+    return change.expected is not TaskState.RUNNING and change.new not in (
+        TaskState.RUNNING, TaskState.FAILED, TaskState.SUCCESS)
 
 
 def _ti_where(key: TIKey) -> tuple[Any, ...]:

@@ -76,11 +76,18 @@ def run_task_instance(
     settings: Settings, metastore: Metastore, key: TIKey, try_number: int, dag: DAG | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> TaskState:
-    """Run the queued try ``try_number`` of ``key`` and record its outcome; returns the resulting state."""
-    ti = queries.get_task_instance(metastore.db, key)
-    if ti.state is not TaskState.QUEUED or ti.try_number != try_number:
-        log.warning("%s try %s is %s (try %s), not queued: not running it", key, try_number, ti.state, ti.try_number)
-        return ti.state
+    """Run the queued try ``try_number`` of ``key`` and record its outcome; returns the resulting state.
+
+    Speed (issue 4): a try costs the runner two write transactions. The first (Store.start_try) checks that the
+    try is still queued, moves it to running (compare-and-set, try history, audit event), clears the try's XComs
+    and reads the run; the second records the outcome, comparing against the record the first one returned
+    instead of reading the row again. When the caller hands over the parsed DAG (the fork server), the queued
+    check happens inside the first transaction; otherwise it is read first, so a try that is no longer queued
+    does not load its DAG file."""
+    if dag is None:
+        ti = queries.get_task_instance(metastore.db, key)
+        if ti.state is not TaskState.QUEUED or ti.try_number != try_number:
+            return _not_queued(key, try_number, ti)
     log_path = task_log_path(settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number)
     handler = open_task_log_handler(log_path)
     log.addHandler(handler)
@@ -92,33 +99,34 @@ def run_task_instance(
             task = dag.get_task(key.task_id)
         except (UserError, NotFound) as exc:
             log.error("%s", exc)
-            _finish_lost(metastore, ti, str(exc))
+            _finish_lost(metastore, key, str(exc))
             return TaskState.FAILED
-        started = metastore.store.set_task_state(
-            key, TaskState.QUEUED, TaskState.RUNNING, ACTOR, now=clock(), hostname=socket.gethostname(),
-            pid=os.getpid(), log_path=str(log_path), expected_try=try_number,
+        ti, run = metastore.store.start_try(
+            key, try_number, ACTOR, now=clock(), hostname=socket.gethostname(), pid=os.getpid(),
+            log_path=str(log_path),
         )
-        if not started:
-            log.warning("%s was moved by someone else before it started; not running it", key)
-            return queries.get_task_instance(metastore.db, key).state
-        ti = queries.get_task_instance(metastore.db, key)
+        if run is None:  # not this queued try (any more): someone else moved it first
+            return _not_queued(key, try_number, ti)
         with _heartbeat(metastore, key, try_number, settings.heartbeat_interval):
-            return _run_try(metastore, dag, task, ti, clock, settings.resolved_log_folder)
+            return _run_try(metastore, dag, task, ti, run, clock, settings.resolved_log_folder)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
+def _not_queued(key: TIKey, try_number: int, ti: TaskInstanceRecord) -> TaskState:
+    log.warning("%s try %s is %s (try %s), not queued: not running it", key, try_number, ti.state, ti.try_number)
+    return ti.state
+
+
 def _run_try(
-    metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord, clock: Callable[[], datetime],
-    log_folder: Path,
+    metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord, run: DagRunRecord,
+    clock: Callable[[], datetime], log_folder: Path,
 ) -> TaskState:
-    run = queries.get_run(metastore.db, ti.dag_id, ti.run_id)
     handle = RuntimeTaskInstance(metastore, ti, run, dag, log_folder, clock)
     context = build_context(dag, task, run, handle)
     log.info("Starting attempt %s of %s: %s", ti.try_number, ti.max_tries + 1, ti.key)
 
-    metastore.store.clear_xcoms(ti.key)
     with metastore_environment(metastore, context):
         outcome = execute_task(dag, task, context)
     state = outcome.state
@@ -181,7 +189,10 @@ def _finish(
     if state is TaskState.UP_FOR_RESCHEDULE:
         fields["next_try_at"] = now + timedelta(seconds=reschedule_delay or 0)
         log.info("Rescheduling: next poke at %s (the slot is free until then)", fields["next_try_at"].isoformat())
-    moved = metastore.store.set_task_state(ti.key, TaskState.RUNNING, state, ACTOR, detail=error, now=now, **fields)
+    # ``known``: the record start_try returned; no need to read the row again (the compare-and-set on running
+    # and this try still refuses if someone moved it meanwhile).
+    moved = metastore.store.set_task_state(ti.key, TaskState.RUNNING, state, ACTOR, detail=error, now=now,
+                                           expected_try=ti.try_number, known=ti, **fields)
     if not moved:
         current = queries.get_task_instance(metastore.db, ti.key).state
         log.warning("Task was set to %s from outside while running; keeping that (not %s)", current, state)
@@ -196,9 +207,9 @@ def _finish(
     return state
 
 
-def _finish_lost(metastore: Metastore, ti: TaskInstanceRecord, reason: str) -> None:
+def _finish_lost(metastore: Metastore, key: TIKey, reason: str) -> None:
     """A queued try that cannot even start (its DAG or task vanished) fails rather than staying queued."""
-    metastore.store.set_task_state(ti.key, TaskState.QUEUED, TaskState.FAILED, ACTOR, detail=reason, error=reason)
+    metastore.store.set_task_state(key, TaskState.QUEUED, TaskState.FAILED, ACTOR, detail=reason, error=reason)
 
 
 def _call_callback(callback: Callable[[Context], Any] | None, context: Context, what: str) -> None:
