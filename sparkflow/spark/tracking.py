@@ -133,6 +133,7 @@ class DriverProgressPoller:
         self.failures = 0
         self.last: SparkProgress | None = None
         self._stop = threading.Event()
+        self._reporting = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="spark-progress", daemon=True)
         self._log = logging.getLogger("sparkflow.spark.tracking")
 
@@ -140,8 +141,11 @@ class DriverProgressPoller:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop at once: a request still in flight (to a driver that is shutting down, up to HTTP_TIMEOUT) is
+        abandoned rather than waited for, so the task does not end seconds after its application."""
         self._stop.set()
-        self._thread.join(timeout=HTTP_TIMEOUT + 1)
+        with self._reporting:  # but never leave while a report is being written
+            pass
 
     def poll_once(self) -> SparkProgress | None:
         """One poll; returns the progress when it changed. Raises Unavailable when the driver did not answer."""
@@ -151,7 +155,9 @@ class DriverProgressPoller:
             if not apps:
                 raise Unavailable("no application listed yet")
             self.app_id = str(apps[0]["id"])
-            self.on_app_id(self.app_id)
+            with self._reporting:
+                if not self._stop.is_set():
+                    self.on_app_id(self.app_id)
         jobs = self.fetch(f"{api}/{self.app_id}/jobs")
         stages = self.fetch(f"{api}/{self.app_id}/stages?status=active")
         progress = progress_from_rest(jobs, stages)
@@ -178,4 +184,6 @@ class DriverProgressPoller:
             self.failures = 0
             delay = self.interval
             if progress is not None:
-                self.on_progress(progress)
+                with self._reporting:
+                    if not self._stop.is_set():  # after stop() the final figures come from the event log
+                        self.on_progress(progress)

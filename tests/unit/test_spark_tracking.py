@@ -130,3 +130,20 @@ def test_killed_application_log_is_read_in_progress(tmp_path: Path) -> None:
     metrics = read_metrics(tmp_path)
     assert metrics is not None and metrics.tasks == 1 and metrics.succeeded is False
     assert read_metrics(tmp_path / "missing") is None
+
+
+def test_stop_does_not_wait_for_a_request_in_flight() -> None:
+    """A driver that is shutting down may hold a request for seconds; the task must not wait for it."""
+    reported: list[object] = []
+
+    def slow(url: str) -> object:
+        time.sleep(2)
+        raise Unavailable("read timed out")
+
+    poller = DriverProgressPoller("http://127.0.0.1:1", 0.2, reported.append, lambda a: None, fetch=slow)
+    poller.start()
+    time.sleep(0.5)  # the first request is in flight
+    started = time.monotonic()
+    poller.stop()
+    assert time.monotonic() - started < 0.5
+    assert reported == []
