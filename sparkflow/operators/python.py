@@ -29,6 +29,21 @@ def determine_kwargs(func: Callable[..., Any], args: tuple[Any, ...], context: M
     return {p.name: context[p.name] for p in params if p.name in context and p.name not in taken}
 
 
+def check_callable(python_callable: Any, task_id: str | None) -> None:
+    if not callable(python_callable):
+        raise DagDefinitionError(f"task '{task_id}': python_callable must be callable, got {python_callable!r}")
+
+
+def call_python(
+    python_callable: Callable[..., Any], op_args: list[Any], op_kwargs: Mapping[str, Any],
+    templates_dict: dict[str, Any] | None, context: Mapping[str, Any],
+) -> Any:
+    """Call with op_args, op_kwargs and the context entries the callable's signature asks for (Airflow's rule)."""
+    context = {**context, "templates_dict": templates_dict}
+    kwargs = {**determine_kwargs(python_callable, tuple(op_args), context), **op_kwargs}
+    return python_callable(*op_args, **kwargs)
+
+
 class PythonOperator(BaseOperator):
     template_fields = ("templates_dict", "op_args", "op_kwargs")
     ui_color = "#ffefeb"
@@ -44,10 +59,7 @@ class PythonOperator(BaseOperator):
         show_return_value_in_logs: bool = True,
         **kwargs: Any,
     ) -> None:
-        if not callable(python_callable):
-            raise DagDefinitionError(
-                f"task '{kwargs.get('task_id')}': python_callable must be callable, got {python_callable!r}"
-            )
+        check_callable(python_callable, kwargs.get("task_id"))
         super().__init__(**kwargs)
         self.python_callable = python_callable
         self.op_args = list(op_args or [])
@@ -57,9 +69,7 @@ class PythonOperator(BaseOperator):
         self.show_return_value_in_logs = show_return_value_in_logs
 
     def execute(self, context: Context) -> Any:
-        context = {**context, "templates_dict": self.templates_dict}
-        kwargs = {**determine_kwargs(self.python_callable, tuple(self.op_args), context), **self.op_kwargs}
-        result = self.python_callable(*self.op_args, **kwargs)
+        result = call_python(self.python_callable, self.op_args, self.op_kwargs, self.templates_dict, context)
         if self.show_return_value_in_logs:
             self.log.info("Done. Returned value was: %s", result)
         return result

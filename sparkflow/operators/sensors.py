@@ -21,14 +21,13 @@ from typing import Any
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import Context, lookup_connection
 from sparkflow.exceptions import (
-    DagDefinitionError,
     FailTaskNoRetry,
     NotFound,
     RescheduleTask,
     SensorTimeout,
     SkipTask,
 )
-from sparkflow.operators.python import determine_kwargs
+from sparkflow.operators.python import call_python, check_callable, determine_kwargs
 
 MODES = ("poke", "reschedule")
 
@@ -164,10 +163,7 @@ class PythonSensor(BaseSensorOperator):
         templates_dict: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not callable(python_callable):
-            raise DagDefinitionError(
-                f"task '{kwargs.get('task_id')}': python_callable must be callable, got {python_callable!r}"
-            )
+        check_callable(python_callable, kwargs.get("task_id"))
         super().__init__(**kwargs)
         self.python_callable = python_callable
         self.op_args = list(op_args or [])
@@ -175,9 +171,7 @@ class PythonSensor(BaseSensorOperator):
         self.templates_dict = templates_dict
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        context = {**context, "templates_dict": self.templates_dict}
-        kwargs = {**determine_kwargs(self.python_callable, tuple(self.op_args), context), **self.op_kwargs}
-        result = self.python_callable(*self.op_args, **kwargs)
+        result = call_python(self.python_callable, self.op_args, self.op_kwargs, self.templates_dict, context)
         return result if isinstance(result, PokeReturnValue) else bool(result)
 
     def _poke_description(self) -> str:
