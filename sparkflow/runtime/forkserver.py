@@ -34,7 +34,7 @@ import socket
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -327,9 +327,7 @@ class _Server:
             self.metastore.db.engine.dispose(close=False)  # never share a pooled connection with the server
 
     def _spare(self, r: int) -> None:
-        code = 1
-        try:
-            self._detach()
+        def work() -> int:
             if self.metastore is not None:
                 with contextlib.suppress(Exception):
                     _touch(self.metastore)
@@ -337,24 +335,22 @@ class _Server:
             while chunk := os.read(r, 1 << 16):
                 data += chunk
             if not data:
-                code = 0  # not needed: the server left, or re-parsed a DAG since this spare was forked
-                return
+                return 0  # not needed: the server left, or re-parsed a DAG since this spare was forked
             request = json.loads(data)
             cached = self.dags.get(request["key"][0]) if request["cached"] else None
-            code = self._run(request, cached[1] if cached is not None else None)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            self._leave(code)
+            return self._run(request, cached[1] if cached is not None else None)
+
+        self._child_main(work)
 
     def _child(self, request: dict[str, Any], dag: DAG | None) -> None:
+        self._child_main(lambda: self._run(request, dag))
+
+    def _child_main(self, work: Callable[[], int]) -> None:
+        """A forked child's whole life: detach from the server, do the work, leave with its exit code."""
         code = 1
         try:
             self._detach()
-            code = self._run(request, dag)
+            code = work()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
