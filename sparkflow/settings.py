@@ -7,6 +7,7 @@ import time. Every field carries its help text, which ``sparkflow config list`` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tomllib
@@ -32,8 +33,18 @@ class Settings:
     db_url: str | None = _setting(
         None, "SQLAlchemy URL of the metastore. Default: SQLite at $SPARKFLOW_HOME/sparkflow.db.", secret=True
     )
-    executor: str = _setting("local", "Executor: local (process per task), sequential (in-process) or celery.")
+    executor: str = _setting("local", "Executor: local (warm worker processes), sequential (in-process) or celery.")
     parallelism: int = _setting(8, "Most task instances running at once in one scheduler/executor.")
+    max_tasks_per_child: int = _setting(
+        100,
+        "Local executor: task tries one warm worker process runs before it is replaced (as Celery's "
+        "worker_max_tasks_per_child). 1: a fresh process for every try. A worker is also replaced after a try "
+        "that left threads or processes behind, failed to record its outcome, or grew it past "
+        "max_memory_per_child_mb.",
+    )
+    max_memory_per_child_mb: int = _setting(
+        1024, "Local executor: a warm worker process larger than this (resident MB) after a try is replaced."
+    )
     log_folder: Path | None = _setting(None, "Task and sparkflow logs. Default: $SPARKFLOW_HOME/logs.")
     fernet_key: str | None = _setting(
         None, "Key encrypting connection secrets. Default: read from $SPARKFLOW_HOME/fernet.key.", secret=True
@@ -74,16 +85,17 @@ class Settings:
         True, "`db init` adds Airflow's default connections when absent: fs_default (/) and spark_default (local[*])."
     )
 
-    # Derived paths, resolved once so callers never repeat the defaults.
-    @property
+    # Derived paths, resolved once so callers never repeat the defaults. Cached: resolving touches the file system
+    # (each task asks several times; issue 4's benchmark counts it).
+    @functools.cached_property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
 
-    @property
+    @functools.cached_property
     def resolved_dags_folder(self) -> Path:
         return (self.dags_folder or self.resolved_home / "dags").expanduser().resolve()
 
-    @property
+    @functools.cached_property
     def resolved_log_folder(self) -> Path:
         return (self.log_folder or self.resolved_home / "logs").expanduser().resolve()
 
@@ -173,13 +185,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"setting 'executor' has bad value {settings.executor!r}; choose one of {', '.join(EXECUTORS)}"
         )
-    if settings.max_runs_per_loop < 1:
-        raise ConfigError(
-            f"setting 'max_runs_per_loop' has bad value {settings.max_runs_per_loop}; it must be at least 1"
-        )
-    if settings.celery_worker_concurrency < 1:
-        raise ConfigError(f"setting 'celery_worker_concurrency' has bad value {settings.celery_worker_concurrency}; "
-                          "it must be at least 1")
-    if settings.parallelism < 1:
-        raise ConfigError(f"setting 'parallelism' has bad value {settings.parallelism}; it must be at least 1")
+    for name in ("parallelism", "max_runs_per_loop", "celery_worker_concurrency", "max_tasks_per_child",
+                 "max_memory_per_child_mb"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"setting '{name}' has bad value {getattr(settings, name)}; it must be at least 1")
     return settings

@@ -18,7 +18,8 @@ class Workload:
 
 @dataclass(frozen=True)
 class ExecutorEvent:
-    """A workload ended. ``exit_code`` 0 means the runner recorded the outcome itself."""
+    """A workload ended, or its runner recorded the outcome (``exit_code`` 0: the outcome is in the metastore;
+    the local executor reports it the moment the runner says so, before the process has left)."""
 
     workload: Workload
     exit_code: int

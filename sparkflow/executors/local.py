@@ -46,7 +46,7 @@ class _Running:
     workload: Workload
     request_id: int
     pid: int | None = None  # known once the fork server reports the fork
-    done: bool = False  # the runner recorded the outcome; the process is leaving (its exit event follows)
+    done: bool = False  # the runner recorded the outcome; the process is leaving
 
 
 class LocalExecutor:
@@ -163,14 +163,18 @@ class LocalExecutor:
             return
         item.pid = message["pid"] or None
         if message.get("done"):
+            # The outcome is recorded: that is the event the loop plans on (exit code 0), before the process has
+            # left. Its clean exit then brings nothing new: no second event, no second iteration.
             item.done = True
             self._wake = True
+            self._ended.append(ExecutorEvent(item.workload, 0))
         if "exit" in message:
             code = int(message["exit"])
-            self._wake |= code != 0 or not item.done
             del self._running[key]
             del self._by_request[item.request_id]
-            self._ended.append(ExecutorEvent(item.workload, code, _reason(code)))
+            if code != 0 or not item.done:
+                self._wake = True
+                self._ended.append(ExecutorEvent(item.workload, code, _reason(code)))
 
     # -- the executor protocol ----------------------------------------------------------------------------------
     def _busy(self) -> int:

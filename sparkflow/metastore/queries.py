@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 
 from sparkflow.connections import Connection, SecretBox, connection_from_env
 from sparkflow.exceptions import NotFound
 from sparkflow.metastore import schema as t
+from sparkflow.metastore import statements as S
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import (
     DagRecord,
@@ -26,7 +28,7 @@ from sparkflow.metastore.records import (
     VariableRecord,
     XComRecord,
 )
-from sparkflow.state import RunState, TaskState
+from sparkflow.state import RUN_ACTIVE, RunState, TaskState
 
 
 def list_dags(db: Database, include_inactive: bool = False) -> list[DagRecord]:
@@ -48,22 +50,36 @@ def get_dag(db: Database, dag_id: str) -> DagRecord:
 def list_runs(
     db: Database, dag_id: str | None = None, states: Iterable[RunState] | None = None, limit: int | None = None
 ) -> list[DagRunRecord]:
-    query = select(t.dag_run).order_by(t.dag_run.c.logical_date.desc(), t.dag_run.c.id.desc())
-    if dag_id is not None:
-        query = query.where(t.dag_run.c.dag_id == dag_id)
-    if states is not None:
-        query = query.where(t.dag_run.c.state.in_([s.value for s in states]))
-    if limit is not None:
-        query = query.limit(limit)
+    wanted = None if states is None else frozenset(states)
+    where: dict[str, Any] = {} if dag_id is None else {"dag_id": dag_id}
+    if wanted is not None:
+        where["state"] = sorted(s.value for s in wanted)
     with db.read() as conn:
-        return [DagRunRecord.from_row(r) for r in conn.execute(query)]
+        if dag_id is None and wanted == RUN_ACTIVE and limit is None:
+            rows: Iterable[Any] = _ACTIVE_RUNS.rows(conn)  # the scheduler loop's every iteration
+        else:
+            rows = conn.execute(_runs_query(dag_id is not None, states is not None, limit), where)
+        return [DagRunRecord.from_row(r) for r in rows]
+
+
+@functools.cache
+def _runs_query(by_dag: bool, by_state: bool, limit: int | None) -> Select[Any]:
+    """list_runs' statement, built once per shape."""
+    c = t.dag_run.c
+    query = select(t.dag_run).order_by(c.logical_date.desc(), c.id.desc()).limit(limit)
+    if by_dag:
+        query = query.where(c.dag_id == bindparam("dag_id"))
+    return query.where(c.state.in_(bindparam("state", expanding=True))) if by_state else query
+
+
+_RUN_BY_KEY = S.select_where("dag_run", ("dag_id", "run_id"))
+_ACTIVE_RUNS = S.Prepared(_runs_query(False, False, None).where(
+    S.in_constants(t.dag_run.c.state, sorted(s.value for s in RUN_ACTIVE))), list(t.dag_run.c))
 
 
 def get_run(db: Database, dag_id: str, run_id: str) -> DagRunRecord:
     with db.read() as conn:
-        row = conn.execute(
-            select(t.dag_run).where(t.dag_run.c.dag_id == dag_id, t.dag_run.c.run_id == run_id)
-        ).one_or_none()
+        row = _RUN_BY_KEY.first(conn, S.params({"dag_id": dag_id, "run_id": run_id}))
     if row is None:
         raise NotFound(f"DAG '{dag_id}' has no run '{run_id}'; see `sparkflow runs list {dag_id}`")
     return DagRunRecord.from_row(row)
@@ -94,11 +110,10 @@ def task_instances_in_states(db: Database, states: Iterable[TaskState]) -> list[
 
 def task_slots(db: Database, dag_id: str, run_id: str) -> dict[str, TaskSlot]:
     """task_id -> scheduling columns of one run's task instances (the scheduler loop's per-run read)."""
-    c = t.task_instance.c
-    query = select(c.id, c.task_id, c.state, c.try_number, c.next_try_at, c.priority_weight, c.pool, c.pool_slots,
-                   c.queue).where(c.dag_id == dag_id, c.run_id == run_id)
+    query = S.select_where("task_instance", ("dag_id", "run_id"), ("id", "task_id", "state", "try_number",
+                           "next_try_at", "priority_weight", "pool", "pool_slots", "queue"))
     with db.read() as conn:
-        rows = conn.execute(query).all()
+        rows = query.rows(conn, S.params({"dag_id": dag_id, "run_id": run_id}))
     return {r[1]: TaskSlot(r[0], r[1], TaskState(r[2]), *r[3:]) for r in rows}
 
 
@@ -169,37 +184,46 @@ def list_pools(db: Database) -> list[PoolRecord]:
 def queue_limits(db: Database, dag_ids: Iterable[str]) -> tuple[list[PoolRecord], dict[str, int]]:
     """What the scheduler checks before queuing, in one read: the pools with their used slots (list_pools) and
     how many task instances of each of these DAGs are queued or running (max_active_tasks; 0 when none)."""
-    wanted = sorted(set(dag_ids))
-    c = t.task_instance.c
+    wanted = set(dag_ids)
     with db.read() as conn:
-        pools = _pools(conn)
-        active: dict[str, int] = dict(conn.execute(  # type: ignore[arg-type]
-            select(c.dag_id, func.count()).where(c.dag_id.in_(wanted),
-                                                 c.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
-            .group_by(c.dag_id)
-        ).all()) if wanted else {}
-    return pools, {dag_id: int(active.get(dag_id, 0)) for dag_id in wanted}
+        pools = _POOLS.rows(conn)
+        used = _ACTIVE_USE.rows(conn)
+    active = {dag_id: 0 for dag_id in wanted}
+    for dag_id, _, _, _, count in used:
+        if dag_id in active:
+            active[dag_id] += count
+    return _pool_records(pools, used), active
 
 
 def _pools(conn: Any) -> list[PoolRecord]:
-    ti = t.task_instance.c
-    pools = conn.execute(select(t.pool).order_by(t.pool.c.pool)).all()
-    used = conn.execute(
-        select(ti.pool, ti.state, func.sum(ti.pool_slots))
-        .where(ti.state.in_([TaskState.RUNNING.value, TaskState.QUEUED.value])).group_by(ti.pool, ti.state)
-    ).all()
-    running = {p: int(n) for p, state, n in used if state == TaskState.RUNNING.value}
-    queued = {p: int(n) for p, state, n in used if state == TaskState.QUEUED.value}
+    return _pool_records(_POOLS.rows(conn), _ACTIVE_USE.rows(conn))
+
+
+def _pool_records(pools: Sequence[Any], used: Sequence[Any]) -> list[PoolRecord]:
+    running: dict[str, int] = {}
+    queued: dict[str, int] = {}
+    for _, pool, state, slots, _ in used:
+        into = running if state == TaskState.RUNNING.value else queued
+        into[pool] = into.get(pool, 0) + int(slots)
     return [PoolRecord(p.pool, p.slots, p.description, running.get(p.pool, 0), queued.get(p.pool, 0))
             for p in pools]
 
 
+_POOLS = S.Prepared(select(t.pool).order_by(t.pool.c.pool), list(t.pool.c))
+# Queued and running task instances per DAG, pool and state, with the pool slots they hold: the pools' use and
+# each DAG's active count (max_active_tasks) from one grouped read.
+_TI = t.task_instance.c
+_ACTIVE_USE = S.Prepared(
+    select(_TI.dag_id, _TI.pool, _TI.state, func.sum(_TI.pool_slots), func.count())
+    .where(S.in_constants(_TI.state, [TaskState.RUNNING.value, TaskState.QUEUED.value]))
+    .group_by(_TI.dag_id, _TI.pool, _TI.state),
+    [_TI.dag_id, _TI.pool, _TI.state, _TI.pool_slots, _TI.id])
+
+
+
 def get_task_instance(db: Database, key: TIKey) -> TaskInstanceRecord:
-    c = t.task_instance.c
     with db.read() as conn:
-        row = conn.execute(
-            select(t.task_instance).where(c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id)
-        ).one_or_none()
+        row = S.select_where("task_instance", S.TI_KEY).first(conn, S.params(key._asdict()))
     if row is None:
         raise NotFound(
             f"task '{key.task_id}' has no instance in run '{key.run_id}' of DAG '{key.dag_id}'; "

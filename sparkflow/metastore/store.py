@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection as SAConnection
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sparkflow.connections import Connection, SecretBox
@@ -26,6 +26,7 @@ from sparkflow.definitions.loader import ImportErrorInfo
 from sparkflow.definitions.schedule import DataInterval
 from sparkflow.exceptions import ConfigError, InvalidTransition, NotFound, UserError
 from sparkflow.metastore import schema as t
+from sparkflow.metastore import statements as S
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
 from sparkflow.state import (
@@ -213,10 +214,7 @@ class Store:
             if run.start_date is None:
                 values["start_date"] = now
         with self.db.write() as conn:
-            result = conn.execute(
-                update(t.dag_run).where(t.dag_run.c.id == run.id, t.dag_run.c.state == run.state).values(**values)
-            )
-            if result.rowcount == 0:
+            if _update(conn, "dag_run", {"id": run.id, "state": run.state}, values) == 0:
                 return False
             self._event(conn, now, run.dag_id, run.run_id, None, None, "state_change", run.state, new, actor, None)
         return True
@@ -290,7 +288,7 @@ class Store:
                     at += len(group)
             if events:
                 events.sort(key=lambda e: e[0])
-                conn.execute(insert(t.state_event), [e for _, e in events])
+                S.insert_rows(conn, "state_event", [e for _, e in events])
         return done
 
     def _mergeable(self, conn: SAConnection, chain: list[TaskStateChange]) -> list[TaskStateChange]:
@@ -317,21 +315,15 @@ class Store:
         """Several consecutive changes of one task instance as one compare-and-set (on the first's expected
         state and try), each with its own audit row: the same outcome as making them one by one."""
         first, last = group[0], group[-1]
-        c = t.task_instance.c
         values: dict[str, Any] = {}
         for change in group:
             values.update(change.fields)
         now = last.now or utcnow()
         values.update(state=last.new, updated_at=now)
-        where = [*_ti_where(first.key), c.state == first.expected]
-        if first.expected_try is not None:
-            where.append(c.try_number == first.expected_try)
-        returned = conn.execute(
-            update(t.task_instance).where(*where).values(**values).returning(c.id, c.try_number)
-        ).one_or_none()
+        returned = _update_returning(conn, "task_instance", _cas_where(first.key, first.expected, first.expected_try),
+                                     values, ("id", "try_number"))
         if returned is None:
-            if conn.execute(select(c.id).where(*_ti_where(first.key))).first() is None:
-                raise NotFound(f"task instance {first.key} does not exist")
+            _check_exists(conn, first.key)
             return False
         try_number = first.expected_try if first.expected_try is not None else returned.try_number
         for index, change in zip(indexes, group, strict=True):
@@ -356,42 +348,33 @@ class Store:
         """
         now = now or utcnow()
         values: dict[str, Any] = {"state": new, "updated_at": now, **fields}
-        c = t.task_instance.c
         needs_row = new is TaskState.RUNNING or expected is TaskState.RUNNING or new in (TaskState.FAILED,
                                                                                           TaskState.SUCCESS)
         if (known is None and not needs_row and conn.dialect.update_returning
                 and not (skip_locked and self.db.dialect != "sqlite")):
             # Speed (issue 4): no SELECT first; the compare-and-set UPDATE returns what the audit event needs.
-            where = [*_ti_where(key), c.state == expected]
-            if expected_try is not None:
-                where.append(c.try_number == expected_try)
-            returned = conn.execute(
-                update(t.task_instance).where(*where).values(**values).returning(c.id, c.try_number)
-            ).one_or_none()
+            returned = _update_returning(conn, "task_instance", _cas_where(key, expected, expected_try), values,
+                                         ("id", "try_number"))
             if returned is None:
-                if conn.execute(select(c.id).where(*_ti_where(key))).first() is None:
-                    raise NotFound(f"task instance {key} does not exist")
+                _check_exists(conn, key)
                 return None
             self._task_event(conn, events, now, key, returned.try_number, expected, new, actor, detail)
             return values
         ti = known
         if ti is None:
-            query = select(t.task_instance).where(*_ti_where(key))
             # PostgreSQL, a batch of scheduler decisions: lock the row, skipping one another scheduler (or a
             # runner) holds right now; that change counts as "moved by someone else" and is decided again next
             # iteration. No batch ever waits for a row, so two schedulers cannot deadlock. SQLite ignores FOR
             # UPDATE.
-            ti = conn.execute(query.with_for_update(skip_locked=True) if skip_locked else query).one_or_none()
-            if ti is None and skip_locked and conn.execute(query).first() is not None:
+            ti = S.select_where("task_instance", S.TI_KEY, for_update=skip_locked).first(conn, S.params(_key(key)))
+            if ti is None and skip_locked and _BY_KEY.first(conn, S.params(_key(key))) is not None:
                 return None
             if ti is None:
                 raise NotFound(f"task instance {key} does not exist")
         continued = None
         if new is TaskState.RUNNING:
-            continued = conn.execute(select(t.task_instance_try.c.start_date).where(
-                t.task_instance_try.c.ti_id == ti.id,
-                t.task_instance_try.c.try_number == values.get("try_number", ti.try_number),
-            )).one_or_none()
+            continued = _TRY_START.first(conn, S.params(
+                {"ti_id": ti.id, "try_number": values.get("try_number", ti.try_number)}))
             if continued is not None and continued.start_date is not None:
                 values.setdefault("start_date", continued.start_date)
             values.setdefault("start_date", now)
@@ -406,33 +389,24 @@ class Store:
             start = values.get("start_date", ti.start_date)
             if start is not None and values["end_date"] is not None:
                 values.setdefault("duration", (values["end_date"] - start).total_seconds())
-        where = [c.id == ti.id, c.state == expected]
+        where: dict[str, Any] = {"id": ti.id, "state": expected}
         if expected_try is not None:
-            where.append(c.try_number == expected_try)
-        result = conn.execute(update(t.task_instance).where(*where).values(**values))
-        if result.rowcount == 0:
+            where["try_number"] = expected_try
+        if _update(conn, "task_instance", where, values) == 0:
             return None
         try_number = values.get("try_number", ti.try_number)
+        this_try = {"ti_id": ti.id, "try_number": try_number}
         if new is TaskState.RUNNING and continued is not None:
-            conn.execute(
-                update(t.task_instance_try)
-                .where(t.task_instance_try.c.ti_id == ti.id, t.task_instance_try.c.try_number == try_number)
-                .values(state=new, end_date=None, duration=None,
-                        **{c: values.get(c, getattr(ti, c)) for c in _TRY_COLUMNS})
-            )
+            _update(conn, "task_instance_try", this_try, dict(
+                state=new, end_date=None, duration=None, **{c: values.get(c, getattr(ti, c)) for c in _TRY_COLUMNS}))
         elif new is TaskState.RUNNING:
-            conn.execute(insert(t.task_instance_try).values(
-                ti_id=ti.id, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, try_number=try_number,
-                state=new, start_date=values["start_date"],
-                **{c: values.get(c, getattr(ti, c)) for c in _TRY_COLUMNS},
-            ))
+            S.insert_rows(conn, "task_instance_try", [dict(
+                this_try, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, state=new,
+                start_date=values["start_date"], **{c: values.get(c, getattr(ti, c)) for c in _TRY_COLUMNS})])
         elif expected is TaskState.RUNNING:
-            conn.execute(
-                update(t.task_instance_try)
-                .where(t.task_instance_try.c.ti_id == ti.id, t.task_instance_try.c.try_number == try_number)
-                .values(state=new, end_date=values.get("end_date"), duration=values.get("duration"),
-                        **{c: values[c] for c in _TRY_COLUMNS if c in values})
-            )
+            _update(conn, "task_instance_try", this_try, dict(
+                state=new, end_date=values.get("end_date"), duration=values.get("duration"),
+                **{c: values[c] for c in _TRY_COLUMNS if c in values}))
         self._task_event(conn, events, now, key, try_number, expected, new, actor, detail)
         return values
 
@@ -459,7 +433,7 @@ class Store:
         check_transition(TaskState.QUEUED, TaskState.RUNNING)
         now = now or utcnow()
         with self.db.write() as conn:
-            row = conn.execute(select(t.task_instance).where(*_ti_where(key))).one_or_none()
+            row = _BY_KEY.first(conn, S.params(_key(key)))
             if row is None:
                 raise NotFound(f"task instance {key} does not exist")
             if row.state != TaskState.QUEUED.value or row.try_number != try_number:
@@ -467,11 +441,10 @@ class Store:
             values = self._set_task_state(conn, key, TaskState.QUEUED, TaskState.RUNNING, actor, None, now,
                                           try_number, dict(fields), known=row)
             if values is None:  # PostgreSQL: moved between the read and the compare-and-set
-                moved = conn.execute(select(t.task_instance).where(t.task_instance.c.id == row.id)).one()
+                moved = _BY_KEY.first(conn, S.params(_key(key)))
                 return TaskInstanceRecord.from_row(moved), None
-            x = t.xcom.c
-            conn.execute(delete(t.xcom).where(x.dag_id == key.dag_id, x.run_id == key.run_id, x.task_id == key.task_id))
-            run = conn.execute(select(t.dag_run).where(t.dag_run.c.id == row.dag_run_id)).one()
+            S.delete_where("xcom", S.TI_KEY).run(conn, S.params(_key(key)))
+            run = _RUN_BY_ID.first(conn, S.params({"id": row.dag_run_id}))
         record = TaskInstanceRecord.from_row(row)
         record = dataclasses.replace(record, **{k: v for k, v in values.items() if k in _TI_FIELDS})
         return record, DagRunRecord.from_row(run)
@@ -482,39 +455,33 @@ class Store:
         if not values:
             return
         with self.db.write() as conn:
-            conn.execute(update(t.task_instance).where(*_ti_where(key), t.task_instance.c.try_number == try_number)
-                         .values(**values))
-            ti_id = select(t.task_instance.c.id).where(*_ti_where(key)).scalar_subquery()
-            conn.execute(update(t.task_instance_try)
-                         .where(t.task_instance_try.c.ti_id == ti_id, t.task_instance_try.c.try_number == try_number)
-                         .values(**values))
+            self._update_try_columns(conn, key, try_number, values, on_try=values)
 
     def record_spark_progress(self, key: TIKey, try_number: int, progress: Mapping[str, Any]) -> None:
         with self.db.write() as conn:
-            conn.execute(update(t.task_instance).where(*_ti_where(key), t.task_instance.c.try_number == try_number)
-                         .values(spark_progress=json.dumps(dict(progress))))
+            self._update_try_columns(conn, key, try_number, {"spark_progress": json.dumps(dict(progress))})
 
     def record_spark_metrics(self, key: TIKey, try_number: int, metrics: Mapping[str, Any]) -> None:
         """Metrics of the try's Spark application, on the task instance and in the try history."""
         text = json.dumps(dict(metrics))
         with self.db.write() as conn:
-            conn.execute(update(t.task_instance).where(*_ti_where(key), t.task_instance.c.try_number == try_number)
-                         .values(spark_metrics=text))
-            ti_id = select(t.task_instance.c.id).where(*_ti_where(key)).scalar_subquery()
-            conn.execute(update(t.task_instance_try)
-                         .where(t.task_instance_try.c.ti_id == ti_id, t.task_instance_try.c.try_number == try_number)
-                         .values(spark_metrics=text))
+            self._update_try_columns(conn, key, try_number, {"spark_metrics": text}, on_try={"spark_metrics": text})
+
+    @staticmethod
+    def _update_try_columns(conn: SAConnection, key: TIKey, try_number: int, values: Mapping[str, Any],
+                            on_try: Mapping[str, Any] | None = None) -> None:
+        """Set columns of the task instance while it is on try ``try_number`` and, ``on_try``, of that try's
+        history row."""
+        row = _update_returning(conn, "task_instance", {**_key(key), "try_number": try_number}, values, ("id",))
+        if on_try and row is not None:
+            _update(conn, "task_instance_try", {"ti_id": row.id, "try_number": try_number}, on_try)
 
     def heartbeat(self, key: TIKey, try_number: int, now: datetime | None = None) -> bool:
         """Refresh a running try's heartbeat; False if the task is no longer running this try."""
         with self.db.write() as conn:
-            result = conn.execute(
-                update(t.task_instance)
-                .where(*_ti_where(key), t.task_instance.c.state == TaskState.RUNNING,
-                       t.task_instance.c.try_number == try_number)
-                .values(last_heartbeat_at=now or utcnow())
-            )
-        return result.rowcount == 1
+            changed = _update(conn, "task_instance", _cas_where(key, TaskState.RUNNING, try_number),
+                              {"last_heartbeat_at": now or utcnow()})
+        return changed == 1
 
     def skip_tasks(self, run: DagRunRecord, task_ids: Iterable[str], actor: str, detail: str) -> list[str]:
         """Mark not-yet-started tasks of a run skipped (branching, short-circuit). Returns those it moved."""
@@ -577,7 +544,7 @@ class Store:
         now = now or utcnow()
         c = t.task_instance.c
         with self.db.write() as conn:
-            row = conn.execute(select(t.task_instance).where(*_ti_where(key))).one_or_none()
+            row = _BY_KEY.first(conn, S.params(_key(key)))
             if row is None:
                 raise NotFound(f"task instance {key} does not exist")
             before = TaskInstanceRecord.from_row(row)
@@ -725,10 +692,10 @@ class Store:
         conn: SAConnection, at: datetime, dag_id: str, run_id: str | None, task_id: str | None,
         try_number: int | None, event: str, old: str | None, new: str | None, actor: str, detail: str | None,
     ) -> None:
-        conn.execute(insert(t.state_event).values(
+        S.insert_rows(conn, "state_event", [dict(
             at=at, dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=try_number, event=event,
             old_state=old, new_state=new, actor=actor, detail=detail,
-        ))
+        )])
 
 
 def _lean(change: TaskStateChange) -> bool:
@@ -737,6 +704,34 @@ def _lean(change: TaskStateChange) -> bool:
         TaskState.RUNNING, TaskState.FAILED, TaskState.SUCCESS)
 
 
-def _ti_where(key: TIKey) -> tuple[Any, ...]:
-    c = t.task_instance.c
-    return (and_(c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id),)
+def _key(key: TIKey) -> dict[str, str]:
+    return {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id}
+
+
+def _cas_where(key: TIKey, state: TaskState, try_number: int | None) -> dict[str, Any]:
+    """The compare-and-set condition of a task instance: its key, the expected state and, when given, its try."""
+    where: dict[str, Any] = {**_key(key), "state": state}
+    if try_number is not None:
+        where["try_number"] = try_number
+    return where
+
+
+def _update(conn: SAConnection, table: str, where: Mapping[str, Any], values: Mapping[str, Any]) -> int:
+    """One prepared UPDATE (statements.update_where) of ``table``; returns how many rows it changed."""
+    return S.update_where(table, tuple(where), tuple(values)).run(conn, S.params(where, values))
+
+
+def _update_returning(conn: SAConnection, table: str, where: Mapping[str, Any], values: Mapping[str, Any],
+                      returning: tuple[str, ...]) -> S.Row | None:
+    """The same, returning these columns of the row it changed (None: no row matched)."""
+    return S.update_where(table, tuple(where), tuple(values), returning).first(conn, S.params(where, values))
+
+
+def _check_exists(conn: SAConnection, key: TIKey) -> None:
+    if S.select_where("task_instance", S.TI_KEY, ("id",)).first(conn, S.params(_key(key))) is None:
+        raise NotFound(f"task instance {key} does not exist")
+
+
+_BY_KEY = S.select_where("task_instance", S.TI_KEY)
+_RUN_BY_ID = S.select_where("dag_run", ("id",))
+_TRY_START = S.select_where("task_instance_try", ("ti_id", "try_number"), ("start_date",))

@@ -1,23 +1,33 @@
-"""A warm fork server for task processes: ``python -m sparkflow.runtime.forkserver FD``.
+"""A warm fork server and its worker processes: ``python -m sparkflow.runtime.forkserver FD``.
 
 Why: a task process started as a fresh ``python -m sparkflow.runtime`` spends about a second on a 2-core machine
 importing sparkflow, SQLAlchemy, Jinja and pendulum before it runs a line of the task (measured; issue 4's
 benchmark). The fork server pays that once: it imports everything, opens the metastore (checking the schema
-once), and then forks one fresh child per task try. Each child is still a separate process, as isolated from the
-scheduler as before: it leads its own session and process group (``os.setsid``, so marking a task failed or a
-timeout still kills the group, spark-submit included), writes its output to the try's log file, and its exit code
-means what it always meant (0: the runner recorded the outcome; anything else: it died first and the scheduler
-fails or retries the task). A crash in a task cannot take the fork server or the scheduler down.
+once), and forks worker processes that run task tries. A worker is a separate process, isolated from the
+scheduler: it leads its own session and process group (``os.setsid``, so marking a task failed or a timeout kills
+the group, spark-submit included), writes each try's output to the try's log file, and a crash in a task cannot
+take the fork server or the scheduler down.
+
+Workers are reused, as Celery's prefork pool reuses its processes: a worker runs up to ``max_tasks_per_child``
+tries, one at a time. Why not a fresh fork per try: measured on issue 4's benchmark (2 cores), a forked child
+spent ~19 ms of CPU per no-op try (the fork, every page it touched copied from the server, its exit) against
+~4 ms for the try itself, which put the goals (10 ms per task in a chain, 200 tasks/s) out of reach. Between
+tries a worker puts back what a task may have changed in the process (environment, working directory, sys.path,
+signal handlers, standard streams); it is replaced instead when a try left threads or child processes behind,
+did not record its own outcome (marked from outside, or crashed), or left it larger than
+``max_memory_per_child_mb``. ``max_tasks_per_child = 1`` gives every try a fresh process.
 
 Protocol (the scheduler's LocalExecutor holds the other end of a Unix socket pair), one JSON object per line:
 
     scheduler -> server  {"id": N, "key": [dag_id, run_id, task_id], "try": T, "log": "/path/attempt=T.log"}
-    server -> scheduler  {"id": N, "pid": P}                 the child was forked
-                         {"id": N, "pid": P, "exit": CODE}    the child ended (negative: killed by that signal)
-                         {"id": N, "pid": P, "done": true}    the runner recorded the outcome (the exit follows)
+    server -> scheduler  {"id": N, "pid": P}                 a worker took the try
+                         {"id": N, "pid": P, "done": true}    the runner recorded the outcome
+                         {"id": N, "pid": P, "exit": CODE}    the try is over: 0, the worker is free again (or
+                                                              left cleanly); otherwise it died first (negative:
+                                                              killed by that signal)
 
-The server ends when the socket closes (the scheduler stopped or was killed): children are left running to
-their runners, as task processes always were; they record their own outcomes.
+The server ends when the socket closes (the scheduler stopped or was killed): workers finish the try they run,
+record its outcome, and leave.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import itertools
 import json
 import logging
 import os
@@ -33,8 +44,10 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -50,7 +63,7 @@ from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
 from sparkflow.metastore.store import Store
 from sparkflow.operators.python import PythonOperator
-from sparkflow.runtime.task_runner import load_task_dag, run_task_instance
+from sparkflow.runtime.task_runner import load_task_dag, run_task_instance, run_try
 from sparkflow.settings import Settings, load_settings
 from sparkflow.state import TaskState
 
@@ -62,15 +75,23 @@ def run_workload(
 ) -> int:
     """Run one queued try in this process and return the exit code: 0 when the runner recorded the outcome, 1
     when a sparkflow error (an uninitialised metastore, say) stopped it first. Anything else propagates."""
+    return _run_workload(settings, metastore, key, try_number, dag)[0]
+
+
+def _run_workload(
+    settings: Settings, metastore: Metastore | None, key: TIKey, try_number: int, dag: DAG | None = None
+) -> tuple[int, bool]:
+    """run_workload's exit code, and whether the process may run another try: this runner recorded the outcome
+    itself and was not killed (see TryOutcome)."""
     try:
-        run_task_instance(settings, metastore or open_metastore(settings), key, try_number, dag=dag)
+        outcome = run_try(settings, metastore or open_metastore(settings), key, try_number, dag=dag)
     except SparkflowError as exc:
         print(f"sparkflow task runner: {exc}", file=sys.stderr)
-        return 1
+        return 1, False
     except Exception:
         log.exception("task runner crashed")
         raise
-    return 0
+    return 0, outcome.recorded and not outcome.killed
 
 
 def _warm_up_noop() -> None:
@@ -141,6 +162,83 @@ def _touch(metastore: Metastore) -> None:
         queries.get_run(metastore.db, "", "")
 
 
+@dataclass
+class _Worker:
+    """The server's view of one worker process."""
+
+    pid: int
+    pipe: int  # write end of the worker's request pipe; -1 once closed (the worker leaves when it reads EOF)
+    generation: int
+    request: int | None = None  # the request it runs now; None when free
+
+    def hand(self, line: bytes, request_id: int) -> bool:
+        """Give it a try (one request line); False if it is gone."""
+        try:
+            os.write(self.pipe, line)
+        except OSError:  # it died (the OOM killer?); its exit is reaped like any other
+            self.dismiss()
+            return False
+        self.request = request_id
+        return True
+
+    def dismiss(self) -> None:
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
+
+
+@dataclass
+class _ProcessState:
+    """What a try may change in its worker process that the worker puts back before the next try."""
+
+    environ: dict[str, str]
+    cwd: str
+    path: list[str]
+
+    @classmethod
+    def save(cls) -> _ProcessState:
+        return cls(dict(os.environ), os.getcwd(), list(sys.path))
+
+    def changes_left(self) -> str:
+        """Why the process cannot be reused as it is ("" when it can): threads or child processes still alive."""
+        if threading.active_count() > 1:
+            return f"the task left {threading.active_count() - 1} thread(s) running"
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] != 0:  # reap what ended; stop at one still alive
+                pass
+        except ChildProcessError:
+            return ""  # no child processes at all
+        return "the task left child processes running"
+
+    def restore(self) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # nothing between tries writes into the last try's log
+            os.dup2(null, fd)
+        os.close(null)
+        if os.environ != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+        with contextlib.suppress(OSError):
+            if os.getcwd() != self.cwd:
+                os.chdir(self.cwd)
+        sys.path[:] = self.path
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _too_large(limit_mb: int) -> str:
+    """Why a worker is too large to keep ("" when it is not): its resident memory now, against the limit."""
+    try:
+        resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+    except (OSError, ValueError, IndexError):
+        return ""
+    return f"it uses {resident} MB, more than max_memory_per_child_mb={limit_mb}" if resident > limit_mb else ""
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
@@ -158,17 +256,16 @@ class _Server:
             self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
         else:
             warm_up(self.settings, self.metastore)
-        self.children: dict[int, int] = {}  # pid -> request id
+        self.workers: dict[int, _Worker] = {}  # pid -> every worker not yet reaped
+        self.idle: list[_Worker] = []  # free workers of this generation, the last freed at the end
         self.dags: dict[str, tuple[tuple[str, int, int, int], DAG]] = {}  # dag_id -> (file version, DAG)
-        self.generation = 0  # bumped whenever self.dags changes: a spare forked before cannot be used
-        self.spare: tuple[int, int, int] | None = None  # (pid, write end of its pipe, generation)
-        self.leaving: set[int] = set()  # spares told to leave, to be reaped
+        self.generation = 0  # bumped whenever self.dags changes: a worker forked before cannot be used
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
-        # Children write "REQUEST_ID\n" here once the runner has recorded the try's outcome (a write of a few
-        # bytes to a pipe is atomic); the server tells the scheduler at once ("done"), so it plans the next tasks
-        # while the child is still leaving (closing its log, exiting), not after.
+        # Workers write "done REQUEST_ID\n" here once the runner has recorded the try's outcome, and "free
+        # REQUEST_ID\n" once they are ready for another try (a write of a few bytes to a pipe is atomic). The
+        # server tells the scheduler each at once, so it plans the next tasks while the worker is still tidying up.
         self.done_r, self.done_w = os.pipe()
         os.set_blocking(self.done_r, False)
         self.done_buffer = b""
@@ -185,7 +282,7 @@ class _Server:
             except InterruptedError:
                 readable = []
             if self.done_r in readable:
-                self._forward_done()
+                self._worker_messages()
             if self.wake_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self.wake_r, 512):
@@ -194,9 +291,9 @@ class _Server:
             if self.sock in readable:
                 data = self.sock.recv(1 << 16)
                 if not data:
-                    if self.spare is not None:
-                        os.close(self.spare[1])  # the spare sees EOF and leaves
-                    return 0  # the scheduler is gone; children carry on and record their own outcomes
+                    for worker in self.workers.values():
+                        worker.dismiss()  # an idle worker leaves now, a busy one after its try
+                    return 0  # the scheduler is gone; workers finish their tries and record the outcomes
                 buffer += data
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
@@ -204,28 +301,43 @@ class _Server:
                         self._fork(json.loads(line))
                 self._reap()
 
-    def _forward_done(self) -> None:
+    def _worker_messages(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while data := os.read(self.done_r, 4096):
                 self.done_buffer += data
         *lines, self.done_buffer = self.done_buffer.split(b"\n")
-        pids = {request_id: pid for pid, request_id in self.children.items()}
+        busy = {w.request: w for w in self.workers.values() if w.request is not None}
         for line in lines:
-            if line.strip() and int(line) in pids:
-                self._send({"id": int(line), "pid": pids[int(line)], "done": True})
+            kind, _, request = line.partition(b" ")
+            worker = busy.get(int(request)) if request.strip() else None
+            if worker is None:
+                continue
+            if kind == b"done":
+                self._send({"id": worker.request, "pid": worker.pid, "done": True})
+            elif kind == b"free":
+                self._send({"id": worker.request, "pid": worker.pid, "exit": 0})
+                worker.request = None
+                if worker.generation == self.generation:
+                    self.idle.append(worker)
+                else:
+                    worker.dismiss()  # holds an older parse of some DAG
 
     def _reap(self) -> None:
-        while self.children or self.leaving:
+        while self.workers:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            self.leaving.discard(pid)
-            request_id = self.children.pop(pid, None)
-            if request_id is not None:
-                self._send({"id": request_id, "pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            worker.dismiss()
+            if worker in self.idle:
+                self.idle.remove(worker)
+            if worker.request is not None:
+                self._send({"id": worker.request, "pid": pid, "exit": os.waitstatus_to_exitcode(status)})
 
     def _send(self, message: dict[str, Any]) -> None:
         try:
@@ -255,62 +367,69 @@ class _Server:
             return None
         version = (fileloc, st.st_mtime_ns, st.st_size, st.st_ino)
         if self.dags.pop(dag_id, None) is not None:
-            self.generation += 1
+            self._new_generation()
         try:
             dag = load_task_dag(self.metastore, dag_id)
         except Exception:  # noqa: BLE001 - the child loads it again and reports the error where users look
             return None
         self.dags[dag_id] = (version, dag)
-        self.generation += 1
+        self._new_generation()
         return dag
 
-    # -- forking ------------------------------------------------------------------------------------------------
-    # One spare child is always forked ahead, detached and connected to the metastore, blocked on a pipe until a
-    # task is handed to it: the fork and the child's set-up then happen while the previous task runs, off the
-    # critical path of a chain of tasks. A spare serves one task and is used only if no DAG was (re)parsed since
-    # it was forked (it must hold the same parse the server has); otherwise it is told to leave (EOF) and the
-    # task gets a child forked at once.
+    def _new_generation(self) -> None:
+        """The parsed DAGs changed: workers forked before hold the old ones, so the idle ones leave now and the
+        busy ones once their try ends."""
+        self.generation += 1
+        for worker in self.idle:
+            worker.dismiss()
+        self.idle.clear()
+
+    # -- workers ------------------------------------------------------------------------------------------------
+    # A try goes to the worker freed last (its caches are warmest); with none free, to a new one. One more worker
+    # is then forked ahead when none is free, detached and connected to the metastore, blocked on its pipe until
+    # a try is handed to it: the fork and the worker's set-up happen while the previous try runs, off the critical
+    # path of a chain of tasks. A worker is used only while no DAG was (re)parsed since it was forked (it must
+    # hold the same parse the server has); otherwise it is told to leave (EOF on its pipe).
     def _fork(self, request: dict[str, Any]) -> None:
         dag = self._dag(request["key"][0])
-        request = {**request, "cached": dag is not None}
-        spare, self.spare = self.spare, None
-        pid = None
-        if spare is not None and spare[2] == self.generation:
+        line = encode({**request, "cached": dag is not None})
+        worker = None
+        while self.idle and worker is None:
+            candidate = self.idle.pop()
+            if candidate.hand(line, request["id"]):
+                worker = candidate
+        if worker is None:
             try:
-                os.write(spare[1], encode(request))
-                pid = spare[0]
-            except OSError:  # the spare died (OOM killer?): fork one for this task instead
-                pass
-        if spare is not None:
-            os.close(spare[1])
-            if pid is None:
-                self.leaving.add(spare[0])
-        if pid is None:
-            try:
-                gc.freeze()  # see _prefork
-                pid = os.fork()
+                worker = self._start_worker()
             except OSError as exc:  # no process to be had: the scheduler fails or retries the task
                 print(f"sparkflow fork server: cannot start a process for {request['key']}: {exc}", file=sys.stderr)
                 self._send({"id": request["id"], "pid": 0, "exit": 1})
                 return
-            if pid == 0:
-                self._child(request, dag)  # never returns
-        self.children[pid] = request["id"]
-        self._send({"id": request["id"], "pid": pid})
-        with contextlib.suppress(OSError):  # no spare this time: the next task is forked when it comes
-            self._prefork()
+            if not worker.hand(line, request["id"]):  # died at once; its exit is reported when it is reaped
+                worker.request = request["id"]
+        self._send({"id": request["id"], "pid": worker.pid})
+        if not self.idle:
+            with contextlib.suppress(OSError):  # no spare this time: the next try gets a new worker when it comes
+                self.idle.append(self._start_worker())
 
-    def _prefork(self) -> None:
+    def _start_worker(self) -> _Worker:
         r, w = os.pipe()
-        # Everything allocated so far goes to the collector's permanent generation: a child's garbage collection
+        # Everything allocated so far goes to the collector's permanent generation: a worker's garbage collection
         # then never walks (and so never copies, page by page) the objects it shares with the server.
         gc.freeze()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            raise
         if pid == 0:
             os.close(w)
-            self._spare(r)  # never returns
+            self._child_main(lambda: self._serve_tries(r))  # never returns
         os.close(r)
-        self.spare = (pid, w, self.generation)
+        worker = _Worker(pid, w, self.generation)
+        self.workers[pid] = worker
+        return worker
 
     def _detach(self) -> None:
         """First steps of every child: its own session and process group (killing the group takes whatever the
@@ -323,27 +442,41 @@ class _Server:
         os.close(self.wake_r)
         os.close(self.wake_w)
         os.close(self.done_r)
+        for worker in self.workers.values():  # the other workers' request pipes: each must see EOF when the
+            worker.dismiss()                  # server closes its end, so no copy of that end may stay open here
         if self.metastore is not None:
             self.metastore.db.engine.dispose(close=False)  # never share a pooled connection with the server
 
-    def _spare(self, r: int) -> None:
-        def work() -> int:
-            if self.metastore is not None:
-                with contextlib.suppress(Exception):
-                    _touch(self.metastore)
-            data = b""
-            while chunk := os.read(r, 1 << 16):
-                data += chunk
-            if not data:
-                return 0  # not needed: the server left, or re-parsed a DAG since this spare was forked
-            request = json.loads(data)
+    def _serve_tries(self, r: int) -> int:
+        """A worker's life: run each try the server hands over, until told to leave (EOF) or until it should be
+        replaced (see the module docstring); the exit code is the last try's."""
+        if self.metastore is not None and not select.select([r], [], [], 0)[0]:  # a spare, not needed yet
+            with contextlib.suppress(Exception):
+                _touch(self.metastore)
+        pristine = _ProcessState.save()
+        buffer = b""
+        for served in itertools.count(1):
+            while b"\n" not in buffer:
+                chunk = os.read(r, 1 << 16)
+                if not chunk:
+                    return 0  # not needed any more: the server left, or re-parsed a DAG since the fork
+                buffer += chunk
+            line, buffer = buffer.split(b"\n", 1)
+            request = json.loads(line)
             cached = self.dags.get(request["key"][0]) if request["cached"] else None
-            return self._run(request, cached[1] if cached is not None else None)
-
-        self._child_main(work)
-
-    def _child(self, request: dict[str, Any], dag: DAG | None) -> None:
-        self._child_main(lambda: self._run(request, dag))
+            code, reusable = self._run(request, cached[1] if cached is not None else None)
+            reason = "" if code == 0 and reusable else "the try was killed or did not record its own outcome"
+            reason = reason or pristine.changes_left() or _too_large(self.settings.max_memory_per_child_mb)
+            if reason:  # into the try's log (fd 2 is still its log file)
+                os.write(2, f"sparkflow: this task process is not reused: {reason}\n".encode())
+            pristine.restore()
+            if code != 0 or reason or served >= self.settings.max_tasks_per_child:
+                return code
+            try:
+                os.write(self.done_w, f"free {request['id']}\n".encode())
+            except OSError:
+                return 0  # the server is gone: no more tries will come
+        raise AssertionError("unreachable")
 
     def _child_main(self, work: Callable[[], int]) -> None:
         """A forked child's whole life: detach from the server, do the work, leave with its exit code."""
@@ -359,8 +492,9 @@ class _Server:
         finally:
             self._leave(code)
 
-    def _run(self, request: dict[str, Any], dag: DAG | None) -> int:
-        # Anything printed before the runner takes over its log (a crash) lands in the try's log file.
+    def _run(self, request: dict[str, Any], dag: DAG | None) -> tuple[int, bool]:
+        """Run one try with its output in the try's log: the exit code and whether the process may be reused."""
+        # Anything printed outside the runner's log handler (a crash) lands in the try's log file.
         out = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -370,12 +504,13 @@ class _Server:
         os.close(null)
         if self.setup_error is not None:
             print(f"sparkflow task runner: {self.setup_error}", file=sys.stderr)
-            return 1
-        code = run_workload(self.settings, self.metastore, TIKey(*request["key"]), int(request["try"]), dag)
-        if code == 0:  # the outcome is recorded: the scheduler may act on it before this process has exited
+            return 1, False
+        code, reusable = _run_workload(self.settings, self.metastore, TIKey(*request["key"]), int(request["try"]),
+                                       dag)
+        if code == 0:  # the outcome is recorded: the scheduler may act on it before this process is free
             with contextlib.suppress(OSError):
-                os.write(self.done_w, f"{request['id']}\n".encode())
-        return code
+                os.write(self.done_w, f"done {request['id']}\n".encode())
+        return code, reusable
 
     @staticmethod
     def _leave(code: int) -> NoReturn:

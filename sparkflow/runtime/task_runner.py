@@ -11,6 +11,7 @@ The outcome table (the one place exceptions become states):
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import copy
 import io
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.baseoperator import BaseOperator
@@ -72,11 +73,29 @@ def load_task_dag(metastore: Metastore, dag_id: str) -> DAG:
     raise UserError(f"DAG '{dag_id}' cannot be loaded from {record.fileloc}: {reason}")
 
 
+class TryOutcome(NamedTuple):
+    """How a try ended: the task instance's state, and whether this runner recorded it. Not recorded: the try
+    was not queued (any more), or its state was set from outside while it ran (marked failed, say), and whoever
+    did that may still signal this process. ``killed``: the try ended because the process got SIGTERM."""
+
+    state: TaskState
+    recorded: bool
+    killed: bool = False
+
+
 def run_task_instance(
     settings: Settings, metastore: Metastore, key: TIKey, try_number: int, dag: DAG | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> TaskState:
-    """Run the queued try ``try_number`` of ``key`` and record its outcome; returns the resulting state.
+    """Run the queued try ``try_number`` of ``key`` and record its outcome; returns the resulting state."""
+    return run_try(settings, metastore, key, try_number, dag, clock).state
+
+
+def run_try(
+    settings: Settings, metastore: Metastore, key: TIKey, try_number: int, dag: DAG | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> TryOutcome:
+    """Run the queued try ``try_number`` of ``key`` and record its outcome.
 
     Speed (issue 4): a try costs the runner two write transactions. The first (Store.start_try) checks that the
     try is still queued, moves it to running (compare-and-set, try history, audit event), clears the try's XComs
@@ -91,7 +110,8 @@ def run_task_instance(
     log_path = task_log_path(settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number)
     handler = open_task_log_handler(log_path)
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    if log.level != logging.INFO:
+        log.setLevel(logging.INFO)  # not every time: setLevel clears the cache of every logger in the process
     log.propagate = False
     try:
         try:
@@ -100,7 +120,7 @@ def run_task_instance(
         except (UserError, NotFound) as exc:
             log.error("%s", exc)
             _finish_lost(metastore, key, str(exc))
-            return TaskState.FAILED
+            return TryOutcome(TaskState.FAILED, True)
         ti, run = metastore.store.start_try(
             key, try_number, ACTOR, now=clock(), hostname=socket.gethostname(), pid=os.getpid(),
             log_path=str(log_path),
@@ -114,15 +134,15 @@ def run_task_instance(
         handler.close()
 
 
-def _not_queued(key: TIKey, try_number: int, ti: TaskInstanceRecord) -> TaskState:
+def _not_queued(key: TIKey, try_number: int, ti: TaskInstanceRecord) -> TryOutcome:
     log.warning("%s try %s is %s (try %s), not queued: not running it", key, try_number, ti.state, ti.try_number)
-    return ti.state
+    return TryOutcome(ti.state, False)
 
 
 def _run_try(
     metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord, run: DagRunRecord,
     clock: Callable[[], datetime], log_folder: Path,
-) -> TaskState:
+) -> TryOutcome:
     handle = RuntimeTaskInstance(metastore, ti, run, dag, log_folder, clock)
     context = build_context(dag, task, run, handle)
     log.info("Starting attempt %s of %s: %s", ti.try_number, ti.max_tries + 1, ti.key)
@@ -132,7 +152,8 @@ def _run_try(
     state = outcome.state
     if state is TaskState.FAILED and outcome.retryable and ti.try_number <= ti.max_tries:
         state = TaskState.UP_FOR_RETRY
-    return _finish(metastore, ti, task, context, state, outcome.error, clock(), outcome.reschedule_delay)
+    ended = _finish(metastore, ti, task, context, state, outcome.error, clock(), outcome.reschedule_delay)
+    return ended._replace(killed=outcome.killed)
 
 
 @dataclass(frozen=True)
@@ -143,6 +164,7 @@ class Outcome:
     error: str | None = None
     retryable: bool = True
     reschedule_delay: float | None = None  # UP_FOR_RESCHEDULE: seconds until the next poke
+    killed: bool = False  # SIGTERM ended it
 
 
 def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
@@ -173,14 +195,15 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
         context["exception"] = exc
         reason = masker.mask(f"{type(exc).__name__}: {exc}")
         log.error("Task failed with exception\n%s", masker.mask(traceback.format_exc()))
-        return Outcome(TaskState.FAILED, reason, retryable=not isinstance(exc, FailTaskNoRetry))
+        return Outcome(TaskState.FAILED, reason, retryable=not isinstance(exc, FailTaskNoRetry),
+                       killed=isinstance(exc, TaskKilled))
     return Outcome(TaskState.SUCCESS)
 
 
 def _finish(
     metastore: Metastore, ti: TaskInstanceRecord, task: BaseOperator, context: Context, state: TaskState,
     error: str | None, now: datetime, reschedule_delay: float | None = None,
-) -> TaskState:
+) -> TryOutcome:
     fields: dict[str, Any] = {"error": error}
     if state is TaskState.UP_FOR_RETRY:
         delay = task.retry_delay_for(ti.try_number)
@@ -196,7 +219,7 @@ def _finish(
     if not moved:
         current = queries.get_task_instance(metastore.db, ti.key).state
         log.warning("Task was set to %s from outside while running; keeping that (not %s)", current, state)
-        return current
+        return TryOutcome(current, False)
     log.info("Marking task as %s", state.value.upper())
     callback = {
         TaskState.SUCCESS: task.on_success_callback,
@@ -204,7 +227,7 @@ def _finish(
         TaskState.UP_FOR_RETRY: task.on_retry_callback,
     }.get(state)
     _call_callback(callback, context, f"{state.value} callback")
-    return state
+    return TryOutcome(state, True)
 
 
 def _finish_lost(metastore: Metastore, key: TIKey, reason: str) -> None:
@@ -297,6 +320,10 @@ def _sigterm_raises() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _heartbeat(metastore: Metastore, key: TIKey, try_number: int, interval: float) -> Iterator[None]:
+    """Beat every ``interval`` seconds while the try runs. A bare thread (``_thread``): ``threading.Thread.start``
+    waits until the new thread has run, ~2 ms of a no-op task's critical path on a busy 2-core machine (issue
+    4's benchmark), and the thread is not joined either: once told to stop it writes nothing more (a late beat
+    would not match anyway: it compares the running state and this try)."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -306,13 +333,11 @@ def _heartbeat(metastore: Metastore, key: TIKey, try_number: int, interval: floa
             except Exception:  # a missed beat is retried next interval; the scheduler tolerates a few
                 logging.getLogger("sparkflow.runtime").exception("heartbeat of %s failed", key)
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{key.task_id}", daemon=True)
-    thread.start()
+    _thread.start_new_thread(beat, ())
     try:
         yield
     finally:
         stop.set()
-        thread.join(timeout=interval + 1)
 
 
 def test_task(dag: DAG, task_id: str, run_id: str, logical_date: datetime, connections: Any, variables: Any,

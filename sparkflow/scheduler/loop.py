@@ -242,6 +242,7 @@ class SchedulerLoop:
 
     # -- failures the task could not report itself -------------------------------------------------------------
     def _handle_event(self, event: ExecutorEvent) -> bool:
+        """Act on a workload that ended; True when that may let more work start (not yet planned for)."""
         if event.exit_code == 0:
             return True
         ti = queries.get_task_instance(self.ms.db, event.workload.key)
@@ -354,6 +355,7 @@ class SchedulerLoop:
     ) -> DagRunRecord:
         """Drive one run to a final state (what `trigger --wait` and `dags test` do)."""
         self.executor.start()
+        next_check = 0.0
         try:
             while True:
                 result = self.tick(run_filter=[run.id])
@@ -364,9 +366,11 @@ class SchedulerLoop:
                         return finished
                 if result.changed:
                     continue  # more may be ready now: no sleep while there is work
-                current = queries.get_run(self.ms.db, run.dag_id, run.run_id)  # ended from outside (mark)?
-                if current.state not in RUN_ACTIVE:
-                    return current
+                if time.monotonic() >= next_check:  # ended from outside (marked)? Looked at once per idle_sleep.
+                    next_check = time.monotonic() + idle_sleep
+                    current = queries.get_run(self.ms.db, run.dag_id, run.run_id)
+                    if current.state not in RUN_ACTIVE:
+                        return current
                 self.idle(idle_sleep, sleep)
         finally:
             self.executor.end(kill=True)

@@ -1,6 +1,7 @@
-"""The local executor's fork server: each task is a separate, fresh process (own process group), a crashing task
-is reported with its exit code while the scheduler carries on, kill() takes the task's whole group; and the
-fast paths behind it (schema check without alembic, the warm-up, one transaction per loop iteration)."""
+"""The local executor's fork server: tasks run in warm worker processes apart from the scheduler (own process
+group; reused, with what a task changed put back, or replaced), a crashing task is reported with its exit code
+while the scheduler carries on, kill() takes the task's whole group; and the fast paths behind it (schema check
+without alembic, the warm-up, one transaction per loop iteration)."""
 
 from __future__ import annotations
 
@@ -51,37 +52,70 @@ def wait_for(condition, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
-def test_each_task_runs_in_its_own_fresh_process_group(settings, metastore, write_dag, tmp_path) -> None:
-    out = tmp_path / "pids"
+PROCESS_DAG = """
+    import os, sys, threading
+    from datetime import datetime
+    from sparkflow import DAG, PythonOperator
+
+    def record(name, mess):
+        with open(os.path.join({out!r}, name), "w") as fh:
+            fh.write(f"{{os.getpid()}} {{os.getpgid(0)}} {{os.getppid()}} {{os.environ.get('LEFT_BY_A', '-')}} "
+                     f"{{os.getcwd()}} {{sys.path[0]}} {{threading.active_count()}}")
+        print("hello from", name)
+        if mess:  # what a careless task leaves behind: the next try must not see it
+            os.environ["LEFT_BY_A"] = "yes"
+            os.chdir("/")
+            sys.path.insert(0, "/left/by/a")
+            if mess == "thread":
+                threading.Thread(target=threading.Event().wait, args=(30,), daemon=True).start()
+
+    with DAG("procs", start_date=datetime(2024, 1, 1)) as dag:
+        a = PythonOperator(task_id="a", python_callable=record, op_args=["a", {mess!r}])
+        b = PythonOperator(task_id="b", python_callable=record, op_args=["b", ""])
+        a >> b
+"""
+
+
+def run_two_tasks(settings, metastore, write_dag, out: Path, mess: str) -> tuple[dict, object]:
     out.mkdir()
-    path = write_dag("forked", f"""
-        import os
-        from datetime import datetime
-        from sparkflow import DAG, PythonOperator
-
-        def record(name):
-            with open(os.path.join({str(out)!r}, name), "w") as fh:
-                fh.write(f"{{os.getpid()}} {{os.getpgid(0)}} {{os.getppid()}}")
-            print("hello from", name)
-
-        with DAG("forked", start_date=datetime(2024, 1, 1)) as dag:
-            a = PythonOperator(task_id="a", python_callable=record, op_args=["a"])
-            b = PythonOperator(task_id="b", python_callable=record, op_args=["b"])
-            a >> b
-    """)
-    dags = load(path, metastore)
-    final, run = drive(settings, metastore, dags, "forked")
+    dags = load(write_dag("procs", PROCESS_DAG.format(out=str(out), mess=mess)), metastore)
+    final, run = drive(settings, metastore, dags, "procs")
     assert final.state is RunState.SUCCESS
     seen = {}
     for task_id in ("a", "b"):
-        pid, pgid, ppid = map(int, (out / task_id).read_text().split())
-        assert pid != os.getpid() and ppid != os.getpid()  # a child of the fork server, not of the scheduler
-        assert pgid == pid  # leads its own process group (os.setsid)
-        ti = queries.get_task_instance(metastore.db, TIKey("forked", run.run_id, task_id))
-        assert ti.pid == pid and ti.state is TaskState.SUCCESS
+        pid, pgid, ppid, left, cwd, path0, threads = (out / task_id).read_text().split()
+        assert int(pid) != os.getpid() and int(ppid) != os.getpid()  # a child of the fork server, not ours
+        assert pgid == pid  # leads its own process group (os.setsid): a kill takes what the task started
+        ti = queries.get_task_instance(metastore.db, TIKey("procs", run.run_id, task_id))
+        assert ti.pid == int(pid) and ti.state is TaskState.SUCCESS
         assert "hello from " + task_id in Path(ti.log_path).read_text()
-        seen[task_id] = pid
-    assert seen["a"] != seen["b"]  # one fresh process per task try
+        seen[task_id] = dict(pid=int(pid), left=left, cwd=cwd, path0=path0, threads=int(threads))
+    return seen, run
+
+
+def test_tries_run_in_a_reused_worker_process_that_puts_back_what_a_task_changed(
+    settings, metastore, write_dag, tmp_path
+) -> None:
+    seen, _ = run_two_tasks(settings, metastore, write_dag, tmp_path / "out", mess="env")
+    assert seen["a"]["pid"] == seen["b"]["pid"]  # the warm worker ran both tries, one after the other
+    assert seen["b"]["left"] == "-" and seen["b"]["cwd"] == seen["a"]["cwd"] != "/"
+    assert seen["b"]["path0"] != "/left/by/a" and seen["b"]["threads"] == 1
+
+
+def test_a_worker_that_a_task_left_threads_in_is_replaced(settings, metastore, write_dag, tmp_path) -> None:
+    seen, run = run_two_tasks(settings, metastore, write_dag, tmp_path / "out", mess="thread")
+    assert seen["a"]["pid"] != seen["b"]["pid"]
+    assert seen["b"]["left"] == "-" and seen["b"]["threads"] == 1
+    log_a = Path(queries.get_task_instance(metastore.db, TIKey("procs", run.run_id, "a")).log_path).read_text()
+    assert "this task process is not reused: the task left 1 thread(s) running" in log_a
+
+
+def test_max_tasks_per_child_1_gives_every_try_a_fresh_process(
+    settings, metastore, write_dag, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("SPARKFLOW_MAX_TASKS_PER_CHILD", "1")  # read by the fork server, as from the config file
+    seen, _ = run_two_tasks(settings, metastore, write_dag, tmp_path / "out", mess="")
+    assert seen["a"]["pid"] != seen["b"]["pid"]
 
 
 def test_a_task_that_exits_is_reported_with_its_code_and_the_scheduler_survives(settings, metastore, write_dag) -> None:
