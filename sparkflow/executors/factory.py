@@ -23,7 +23,7 @@ def make_executor(
     """``clock`` reaches in-process task runs only (sequential); task processes use the wall clock."""
     name = name or settings.executor
     if name == "local":
-        return LocalExecutor(settings.parallelism, settings.resolved_log_folder)
+        return LocalExecutor(settings.parallelism)
     if name == "sequential":
         def run(workload: Workload) -> object:
             return run_task_instance(settings, metastore, workload.key, workload.try_number,

@@ -122,7 +122,8 @@ class Prepared:
         for row in fetched:
             values = list(row)
             for i, process in processed:
-                values[i] = process(values[i])
+                if values[i] is not None:  # every processor keeps None as it is
+                    values[i] = process(values[i])
             rows.append(compiled.row(values))
         return rows
 

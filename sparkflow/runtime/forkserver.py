@@ -19,7 +19,7 @@ did not record its own outcome (marked from outside, or crashed), or left it lar
 
 Protocol (the scheduler's LocalExecutor holds the other end of a Unix socket pair), one JSON object per line:
 
-    scheduler -> server  {"id": N, "key": [dag_id, run_id, task_id], "try": T, "log": "/path/attempt=T.log"}
+    scheduler -> server  {"id": N, "key": [dag_id, run_id, task_id], "try": T}
     server -> scheduler  {"id": N, "pid": P}                 a worker took the try
                          {"id": N, "pid": P, "done": true}    the runner recorded the outcome
                          {"id": N, "pid": P, "exit": CODE}    the try is over: 0, the worker is free again (or
@@ -56,7 +56,7 @@ from sqlalchemy import Connection
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.exceptions import SparkflowError
-from sparkflow.logs import configure_sparkflow_log
+from sparkflow.logs import configure_sparkflow_log, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
 from sparkflow.metastore.engine import Database
@@ -495,7 +495,10 @@ class _Server:
     def _run(self, request: dict[str, Any], dag: DAG | None) -> tuple[int, bool]:
         """Run one try with its output in the try's log: the exit code and whether the process may be reused."""
         # Anything printed outside the runner's log handler (a crash) lands in the try's log file.
-        out = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        key, try_number = TIKey(*request["key"]), int(request["try"])
+        path = task_log_path(self.settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out, 1)
@@ -505,8 +508,7 @@ class _Server:
         if self.setup_error is not None:
             print(f"sparkflow task runner: {self.setup_error}", file=sys.stderr)
             return 1, False
-        code, reusable = _run_workload(self.settings, self.metastore, TIKey(*request["key"]), int(request["try"]),
-                                       dag)
+        code, reusable = _run_workload(self.settings, self.metastore, key, try_number, dag)
         if code == 0:  # the outcome is recorded: the scheduler may act on it before this process is free
             with contextlib.suppress(OSError):
                 os.write(self.done_w, f"done {request['id']}\n".encode())

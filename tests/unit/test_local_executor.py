@@ -6,6 +6,7 @@ without alembic, the warm-up, one transaction per loop iteration)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from sparkflow.executors.base import Workload
 from sparkflow.executors.factory import make_executor
 from sparkflow.executors.local import LocalExecutor
 from sparkflow.metastore import migrate, queries
+from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
 from sparkflow.metastore.store import TaskStateChange
 from sparkflow.runtime.forkserver import warm_up
@@ -159,7 +161,7 @@ def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, 
     key = TIKey("sleepy", run.run_id, "nap")
     for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
         assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
-    executor = LocalExecutor(2, settings.resolved_log_folder)
+    executor = LocalExecutor(2)
     executor.start()
     try:
         executor.queue(Workload(key, 1))
@@ -332,8 +334,8 @@ def _alive(pid: int) -> bool:
 
 
 def test_each_executor_stops_its_own_fork_server_promptly(settings, metastore) -> None:
-    first = LocalExecutor(1, settings.resolved_log_folder)
-    second = LocalExecutor(1, settings.resolved_log_folder)
+    first = LocalExecutor(1)
+    second = LocalExecutor(1)
     first.start()
     second.start()  # forked after the first: it must not keep a copy of the first one's socket
     try:
@@ -342,3 +344,39 @@ def test_each_executor_stops_its_own_fork_server_promptly(settings, metastore) -
         assert time.monotonic() - started < 2
     finally:
         second.end()
+
+
+def test_a_sqlite_writer_waits_for_the_write_lock_and_gives_up_after_the_busy_timeout(tmp_path) -> None:
+    """Concurrent writers (scheduler, task processes, CLI) wait for each other instead of failing with "database
+    is locked"; only a lock held past the busy timeout makes a writer give up."""
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    holder, waiter, impatient = Database(url), Database(url, busy_timeout=5.0), Database(url, busy_timeout=0.05)
+    with holder.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.write() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            locked.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(5)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            with impatient.write():
+                pass
+        threading.Timer(0.2, release.set).start()
+        started = time.monotonic()
+        with waiter.write() as conn:  # blocks until the holder commits, then gets the lock
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+        assert time.monotonic() - started >= 0.15
+    finally:
+        release.set()
+        thread.join()
+    with waiter.read() as conn:
+        assert sorted(r[0] for r in conn.exec_driver_sql("SELECT x FROM t")) == [1, 2]
+    for db in (holder, waiter, impatient):
+        db.dispose()
