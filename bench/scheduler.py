@@ -101,7 +101,6 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="sparkflow-bench-"))
     os.environ["SPARKFLOW_HOME"] = str(home)
     os.environ["SPARKFLOW_DAGS_FOLDER"] = str(home / "dags")
-    os.environ.setdefault("SPARKFLOW_PARALLELISM", str(max(os.cpu_count() or 2, 2) * 2))
     (home / "dags").mkdir()
     # Imported after the environment is set: settings are read once.
     from datetime import UTC, datetime
@@ -119,6 +118,7 @@ def main() -> int:
 
     settings = load_settings()
     metastore = init_metastore(settings)
+    # Settings as a user gets them (parallelism 8 unless SPARKFLOW_PARALLELISM says otherwise).
     print(f"sparkflow scheduler benchmark ({os.cpu_count()} CPUs, parallelism {settings.parallelism}, SQLite)")
     for name, code in WORKLOADS.items():
         for suffix, size in (("", SIZES[name]), ("_local", SIZES[name] // (10 if args.quick else 1))):
