@@ -212,6 +212,35 @@ def test_warm_up_runs_a_try_and_leaves_nothing_behind(settings, metastore) -> No
     assert not (settings.resolved_log_folder / "dag_id=sparkflow_fork_server_warm_up").exists()
 
 
+def test_a_chain_takes_one_loop_iteration_per_task(settings, metastore, write_dag) -> None:
+    """The runner's "done" is the event the loop plans on; the worker's clean exit (or return to the pool) that
+    follows brings no second iteration (issue 4: a spare iteration cost a chain ~3 ms per task)."""
+    path = write_dag("five", """
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator, chain
+
+        with DAG("five", start_date=datetime(2024, 1, 1)) as dag:
+            chain(*[PythonOperator(task_id=f"t{i}", python_callable=lambda: None) for i in range(5)])
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["five"], datetime.now(UTC))
+    executor = make_executor(settings, metastore, dags.get, "local")
+    loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=30)
+    ticks = 0
+    tick = loop.tick
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal ticks
+        ticks += 1
+        return tick(*args, **kwargs)
+
+    loop.tick = counted  # type: ignore[method-assign]
+    assert loop.run_until_finished(run, idle_sleep=10).state is RunState.SUCCESS
+    # The first starts the run and queues t0 (starting a run is a change: one more look at once); each of the five
+    # outcomes then plans the next task (the last: the run's success).
+    assert ticks <= 7
+
+
 def test_state_changes_of_one_iteration_are_one_all_or_nothing_transaction(settings, metastore, write_dag) -> None:
     path = write_dag("batch", """
         from datetime import datetime
