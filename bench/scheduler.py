@@ -174,8 +174,9 @@ def main() -> int:
           "server to a free worker and the runner's first transaction (queued -> running, try history), then the "
           "runner's context, log file and outcome transaction. The hot statements are compiled once and run on "
           "the DBAPI cursor (~5 us each instead of ~250 us through SQLAlchemy Core). With many tasks at once "
-          "(fanout200, bash50) the workers and the scheduler take turns on SQLite's single write lock, and every "
-          "iteration re-reads and re-plans all task rows of the run (O(tasks) per iteration). local-fresh shows "
+          "(fanout200, bash50) the workers and the scheduler take turns on SQLite's single write lock (a holder "
+          "descheduled on a busy 2-core machine makes the others wait), and every iteration re-plans all tasks "
+          "of the run (it re-reads only the task rows whose audit events say they changed). local-fresh shows "
           "the cost a fresh fork per try would add: the fork, every page it touches copied from the server, and "
           "its exit.")
     print_goals(figures, scheduler_mb, not args.quick)

@@ -73,6 +73,11 @@ def _runs_query(by_dag: bool, by_state: bool, limit: int | None) -> Select[Any]:
 
 
 _RUN_BY_KEY = S.select_where("dag_run", ("dag_id", "run_id"))
+_EV = t.state_event.c
+_LAST_EVENT = S.Prepared(select(func.max(_EV.id)), [_EV.id])
+_EVENTS_AFTER = S.Prepared(select(_EV.id, _EV.dag_id, _EV.run_id, _EV.task_id)
+                           .where(_EV.id > bindparam("after", type_=_EV.id.type)).order_by(_EV.id),
+                           [_EV.id, _EV.dag_id, _EV.run_id, _EV.task_id])
 _ACTIVE_RUNS = S.Prepared(_runs_query(False, False, None).where(
     S.in_constants(t.dag_run.c.state, sorted(s.value for s in RUN_ACTIVE))), list(t.dag_run.c))
 
@@ -108,13 +113,40 @@ def task_instances_in_states(db: Database, states: Iterable[TaskState]) -> list[
         return [TaskInstanceRecord.from_row(r) for r in rows]
 
 
+_SLOT_COLUMNS = ("id", "task_id", "state", "try_number", "next_try_at", "priority_weight", "pool", "pool_slots",
+                 "queue")
+
+
 def task_slots(db: Database, dag_id: str, run_id: str) -> dict[str, TaskSlot]:
     """task_id -> scheduling columns of one run's task instances (the scheduler loop's per-run read)."""
-    query = S.select_where("task_instance", ("dag_id", "run_id"), ("id", "task_id", "state", "try_number",
-                           "next_try_at", "priority_weight", "pool", "pool_slots", "queue"))
     with db.read() as conn:
-        rows = query.rows(conn, S.params({"dag_id": dag_id, "run_id": run_id}))
+        rows = S.select_where("task_instance", ("dag_id", "run_id"), _SLOT_COLUMNS).rows(
+            conn, S.params({"dag_id": dag_id, "run_id": run_id}))
     return {r[1]: TaskSlot(r[0], r[1], TaskState(r[2]), *r[3:]) for r in rows}
+
+
+def task_slots_of(db: Database, keys: Iterable[TIKey]) -> list[TaskSlot]:
+    """The scheduling columns of these task instances (those that exist), in one read."""
+    query = S.select_where("task_instance", S.TI_KEY, _SLOT_COLUMNS)
+    with db.read() as conn:
+        rows = [row for key in keys if (row := query.first(conn, S.params(key._asdict()))) is not None]
+    return [TaskSlot(r[0], r[1], TaskState(r[2]), *r[3:]) for r in rows]
+
+
+def last_event_id(db: Database) -> int:
+    """The newest audit event's id (0 when there is none): where task_changes_since() starts."""
+    with db.read() as conn:
+        return int(_LAST_EVENT.rows(conn)[0][0] or 0)
+
+
+def task_changes_since(db: Database, event_id: int) -> tuple[int, set[TIKey]]:
+    """The task instances with an audit event (every change of their state, try or retry time writes one) after
+    ``event_id``, and the newest event's id. SQLite only: its writers take turns, so event ids grow in commit
+    order and nothing committed later can carry a smaller id (on PostgreSQL it can)."""
+    with db.read() as conn:
+        rows = _EVENTS_AFTER.rows(conn, {"after": event_id})
+    newest = rows[-1][0] if rows else event_id
+    return newest, {TIKey(r[1], r[2], r[3]) for r in rows if r[3] is not None}
 
 
 def count_task_instances(db: Database, dag_id: str, states: Iterable[TaskState]) -> int:

@@ -5,8 +5,9 @@ statements. Built anew each time with SQLAlchemy Core, a statement cost ~250 us 
 (column comparisons, coercions, its cache key, the execution context); built once and executed with bind
 parameters ~45 us; compiled once and run on the DBAPI cursor ~5 us. So the statements of that path are described
 here by shape (which columns they compare, set and return), built with SQLAlchemy Core, compiled once per
-dialect, and run by :class:`Prepared` with the same bind and result processing SQLAlchemy would apply (datetimes still pass through
-UTCDateTime). Everything else in the metastore keeps using SQLAlchemy's execution: this is only for the hot path.
+dialect, and run by :class:`Prepared` with the same bind and result processing SQLAlchemy would apply
+(datetimes still pass through UTCDateTime). Everything else in the metastore keeps using SQLAlchemy's execution:
+this is only for the hot path.
 """
 
 from __future__ import annotations

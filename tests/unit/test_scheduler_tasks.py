@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sparkflow.cli import main
@@ -251,3 +251,39 @@ def test_queued_task_nobody_started_is_scheduled_again_and_runs_once(settings, m
     # The old scheduler's workload (try 1) can no longer start: the try moved on.
     assert run_task_instance(settings, metastore, TIKey("orphan", run.run_id, "once"), 1) is TaskState.SUCCESS
     assert out.read_text() == "ran\n"
+
+
+class _NoSlots:
+    """An executor with no free slot: the loop plans but never starts anything."""
+
+    name = "none"
+
+    def start(self) -> None: ...
+    def open_slots(self) -> int: return 0
+    def queue(self, workload) -> None: raise AssertionError("nothing may be queued")  # type: ignore[no-untyped-def]
+    def sync(self) -> list: return []  # type: ignore[type-arg]
+    def running(self) -> set: return set()  # type: ignore[type-arg]
+    def wait(self, timeout: float) -> None: ...
+    def end(self, kill: bool = False) -> None: ...
+
+
+def test_the_loop_sees_a_change_made_from_outside_between_two_iterations(settings, metastore, write_dag) -> None:
+    """The loop keeps each run's task instances between iterations and reads only what the audit events say
+    changed (SQLite); a mark from the CLI between two iterations is planned on in the next one."""
+    path = write_dag("outside", """
+        from datetime import datetime
+        from sparkflow import DAG, EmptyOperator
+        with DAG("outside", start_date=datetime(2024, 1, 1)) as dag:
+            EmptyOperator(task_id="a") >> EmptyOperator(task_id="b")
+    """)
+    dag = collect_dags(path.parent, only_file=path).dags["outside"]
+    metastore.store.sync_dags([dag], [], [str(path)])
+    run = trigger_dag(metastore, dag, datetime.now(UTC))
+    loop = SchedulerLoop(metastore, _NoSlots(), {"outside": dag}.get)  # type: ignore[arg-type]
+    loop.tick(run_filter=[run.id])
+    loop.tick(run_filter=[run.id])
+    key = TIKey("outside", run.run_id, "a")
+    assert queries.get_task_instance(metastore.db, key).state is TaskState.SCHEDULED
+    metastore.store.mark_task_state(key, TaskState.FAILED, "cli")
+    loop.tick(run_filter=[run.id])
+    assert queries.get_task_instance(metastore.db, key._replace(task_id="b")).state is TaskState.UPSTREAM_FAILED
