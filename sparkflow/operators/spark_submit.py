@@ -305,6 +305,8 @@ class SparkRunTracker:
             return
         self.ids.update(found)
         self.ti.record_external_ids(**{f"spark_{k}": v for k, v in found.items()})
+        if "app_id" in found and self.poller is not None and self.poller.app_id is None:
+            self.poller.app_id = found["app_id"]  # Spark prints the UI port first: spares the /applications call
         if "ui_url" in found and self.poller is None:
             self.poller = DriverProgressPoller(
                 found["ui_url"], self.interval, self.on_progress, self.on_app_id, app_id=self.ids.get("app_id")

@@ -8,6 +8,7 @@ poller never fails the task: the exit code and the event log decide the outcome.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
@@ -16,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 HTTP_TIMEOUT = 3.0
 MAX_BACKOFF = 30.0
@@ -36,6 +38,61 @@ def get_json(url: str, timeout: float = HTTP_TIMEOUT, method: str = "GET", body:
             return json.loads(response.read().decode("utf-8"))
     except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError, OSError) as exc:
         raise Unavailable(f"{url}: {exc}") from None
+
+
+class KeepAliveJson:
+    """GETs JSON over one persistent HTTP/1.1 connection (the driver's Jetty keeps it open), as ``fetch(url)``.
+
+    A poll every second for hours should cost the driver one request, not also a TCP handshake and a new Jetty
+    connection each time. After any error the connection is dropped and the next call opens a new one; a kept
+    connection the server has closed meanwhile is retried once at once on a fresh one (that is not a failure).
+    Used by one thread at a time.
+    """
+
+    def __init__(self, timeout: float = HTTP_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self._origin: tuple[str, str, int | None] | None = None
+
+    def __call__(self, url: str) -> Any:
+        parts = urlsplit(url)
+        origin = (parts.scheme, parts.hostname or "", parts.port)
+        target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+        while True:
+            reused = self._conn is not None and self._origin == origin
+            if not reused:
+                self.close()
+                conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+                self._conn = conn_class(origin[1], origin[2], timeout=self.timeout)
+                self._origin = origin
+            assert self._conn is not None
+            try:
+                self._conn.request("GET", target, headers={"Accept": "application/json"})
+                response = self._conn.getresponse()
+                body = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self.close()
+                if reused:
+                    continue  # closed while idle (keep-alive timeout, driver restart): once more, freshly
+                raise Unavailable(f"{url}: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()  # a timed-out connection may still deliver the old answer: never reuse it
+                raise Unavailable(f"{url}: {exc}") from None
+            if response.will_close:
+                self.close()
+            content_type = response.getheader("Content-Type") or ""
+            if "json" not in content_type:
+                raise Unavailable(f"{url} answered {response.status} {content_type or 'without a type'}, not JSON")
+            try:
+                return json.loads(body)
+            except ValueError as exc:
+                raise Unavailable(f"{url}: {exc}") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        self._origin = None
 
 
 @dataclass(frozen=True)
@@ -122,14 +179,14 @@ class DriverProgressPoller:
         on_progress: Callable[[SparkProgress], None],
         on_app_id: Callable[[str], None],
         app_id: str | None = None,
-        fetch: Callable[[str], Any] = get_json,
+        fetch: Callable[[str], Any] | None = None,
     ) -> None:
         self.ui_url = ui_url.rstrip("/")
         self.interval = max(interval, 0.2)
         self.on_progress = on_progress
         self.on_app_id = on_app_id
         self.app_id = app_id
-        self.fetch = fetch
+        self.fetch = fetch if fetch is not None else KeepAliveJson()
         self.failures = 0
         self.last: SparkProgress | None = None
         self._stop = threading.Event()
@@ -159,7 +216,10 @@ class DriverProgressPoller:
                 if not self._stop.is_set():
                     self.on_app_id(self.app_id)
         jobs = self.fetch(f"{api}/{self.app_id}/jobs")
-        stages = self.fetch(f"{api}/{self.app_id}/stages?status=active")
+        # Active stages exist only while a job runs; before the first job, between jobs and after the last, the
+        # answer is known to be empty and asking would cost the driver a request (a second one per poll).
+        running = any(job.get("status") == "RUNNING" for job in jobs)
+        stages = self.fetch(f"{api}/{self.app_id}/stages?status=active") if running else []
         progress = progress_from_rest(jobs, stages)
         if progress == self.last:
             return None
@@ -167,6 +227,14 @@ class DriverProgressPoller:
         return progress
 
     def _run(self) -> None:
+        try:
+            self._poll_until_stopped()
+        finally:
+            close = getattr(self.fetch, "close", None)
+            if close is not None:
+                close()
+
+    def _poll_until_stopped(self) -> None:
         delay = self.interval
         while not self._stop.wait(delay):
             try:

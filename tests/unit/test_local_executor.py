@@ -72,17 +72,29 @@ PROCESS_DAG = """
                 threading.Thread(target=threading.Event().wait, args=(30,), daemon=True).start()
 
     with DAG("procs", start_date=datetime(2024, 1, 1)) as dag:
-        a = PythonOperator(task_id="a", python_callable=record, op_args=["a", {mess!r}])
-        b = PythonOperator(task_id="b", python_callable=record, op_args=["b", ""])
-        a >> b
+        PythonOperator(task_id="a", python_callable=record, op_args=["a", {mess!r}])
+        PythonOperator(task_id="b", python_callable=record, op_args=["b", ""])
 """
 
 
-def run_two_tasks(settings, metastore, write_dag, out: Path, mess: str) -> tuple[dict, object]:
+def run_one_after_the_other(settings, metastore, write_dag, out: Path, mess: str) -> tuple[dict, object]:
+    """Run a, wait until its worker is free again (or gone), then run b: the server hands b to the worker freed
+    last, so a reusable worker of a always runs b."""
     out.mkdir()
     dags = load(write_dag("procs", PROCESS_DAG.format(out=str(out), mess=mess)), metastore)
-    final, run = drive(settings, metastore, dags, "procs")
-    assert final.state is RunState.SUCCESS
+    run = trigger_dag(metastore, dags["procs"], datetime.now(UTC))
+    executor = LocalExecutor(2)
+    executor.start()
+    try:
+        for task_id in ("a", "b"):
+            key = TIKey("procs", run.run_id, task_id)
+            for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
+                assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
+            executor.queue(Workload(key, 1))
+            executor.sync()
+            wait_for(lambda k=key: (executor.sync(), k not in executor.running())[1])
+    finally:
+        executor.end()
     seen = {}
     for task_id in ("a", "b"):
         pid, pgid, ppid, left, cwd, path0, threads = (out / task_id).read_text().split()
@@ -98,14 +110,14 @@ def run_two_tasks(settings, metastore, write_dag, out: Path, mess: str) -> tuple
 def test_tries_run_in_a_reused_worker_process_that_puts_back_what_a_task_changed(
     settings, metastore, write_dag, tmp_path
 ) -> None:
-    seen, _ = run_two_tasks(settings, metastore, write_dag, tmp_path / "out", mess="env")
+    seen, _ = run_one_after_the_other(settings, metastore, write_dag, tmp_path / "out", mess="env")
     assert seen["a"]["pid"] == seen["b"]["pid"]  # the warm worker ran both tries, one after the other
     assert seen["b"]["left"] == "-" and seen["b"]["cwd"] == seen["a"]["cwd"] != "/"
     assert seen["b"]["path0"] != "/left/by/a" and seen["b"]["threads"] == 1
 
 
 def test_a_worker_that_a_task_left_threads_in_is_replaced(settings, metastore, write_dag, tmp_path) -> None:
-    seen, run = run_two_tasks(settings, metastore, write_dag, tmp_path / "out", mess="thread")
+    seen, run = run_one_after_the_other(settings, metastore, write_dag, tmp_path / "out", mess="thread")
     assert seen["a"]["pid"] != seen["b"]["pid"]
     assert seen["b"]["left"] == "-" and seen["b"]["threads"] == 1
     log_a = Path(queries.get_task_instance(metastore.db, TIKey("procs", run.run_id, "a")).log_path).read_text()
@@ -116,7 +128,7 @@ def test_max_tasks_per_child_1_gives_every_try_a_fresh_process(
     settings, metastore, write_dag, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setenv("SPARKFLOW_MAX_TASKS_PER_CHILD", "1")  # read by the fork server, as from the config file
-    seen, _ = run_two_tasks(settings, metastore, write_dag, tmp_path / "out", mess="")
+    seen, _ = run_one_after_the_other(settings, metastore, write_dag, tmp_path / "out", mess="")
     assert seen["a"]["pid"] != seen["b"]["pid"]
 
 
