@@ -181,9 +181,9 @@ class SchedulerLoop:
         slots = self._slots.get(run.id)
         if slots is None or changed is None:
             slots = queries.task_slots(self.ms.db, run.dag_id, run.run_id)
-        elif (run.dag_id, run.run_id) in changed:
-            slots = {**slots, **{s.task_id: s for s in queries.task_slots_of(self.ms.db, changed[(run.dag_id,
-                                                                                                 run.run_id)])}}
+        elif (run_key := (run.dag_id, run.run_id)) in changed:
+            fresh = queries.task_slots_of(self.ms.db, changed[run_key])
+            slots = {**slots, **{slot.task_id: slot for slot in fresh}}
         self._slots[run.id] = slots
         return slots
 
