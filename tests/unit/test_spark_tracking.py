@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sparkflow.operators.spark_submit import SparkRunTracker
 from sparkflow.spark.eventlog import find_event_log, metrics_from_events, read_metrics
-from sparkflow.spark.tracking import DriverProgressPoller, SparkProgress, Unavailable, progress_from_rest
+from sparkflow.spark.tracking import (
+    DriverProgressPoller,
+    KeepAliveJson,
+    SparkProgress,
+    Unavailable,
+    progress_from_rest,
+)
 
 JOBS = [  # newest first, as the driver answers: job 1 just started, job 0 done
     {"jobId": 1, "status": "RUNNING", "numTasks": 1, "numActiveTasks": 0, "numCompletedTasks": 0,
@@ -63,6 +75,129 @@ def test_poller_survives_a_starting_driver_and_reports_only_changes() -> None:
     assert first is not None and first.jobs_total == 2
     assert poller.poll_once() is None  # unchanged progress is not reported again
     assert driver.calls[-1] == "http://127.0.0.1:4040/api/v1/applications/local-1795964850322/stages?status=active"
+
+
+def test_poller_asks_for_stages_only_while_a_job_runs() -> None:
+    """No job running (before the first, between jobs, after the last): one request per poll, not two."""
+    calls: list[str] = []
+    jobs = [dict(job, status="SUCCEEDED") for job in JOBS]
+
+    def driver(url: str) -> object:
+        calls.append(url)
+        return jobs if url.endswith("/jobs") else STAGES
+
+    poller = DriverProgressPoller("http://127.0.0.1:4040", 1, lambda p: None, lambda a: None, app_id="local-1",
+                                  fetch=driver)
+    progress = poller.poll_once()
+    assert calls == ["http://127.0.0.1:4040/api/v1/applications/local-1/jobs"]
+    assert progress is not None and progress.jobs_done == 2 and progress.active_stages == ()
+    jobs[0]["status"] = "RUNNING"
+    progress = poller.poll_once()
+    assert calls[-1].endswith("/stages?status=active") and len(calls) == 3
+    assert progress is not None and progress.active_stages[0].stage_id == 1
+
+
+class _FakeTI:
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+
+    def record_external_ids(self, **ids: str) -> None:
+        self.ids.update(ids)
+
+
+def test_app_id_printed_after_the_ui_port_reaches_the_poller() -> None:
+    """Spark prints the UI port before the app id: the poller must not have to ask /applications for it."""
+    tracker = SparkRunTracker(_FakeTI(), 3600, logging.getLogger("test"))  # type: ignore[arg-type]
+    tracker.on_line("INFO Utils: Successfully started service 'SparkUI' on port 4041.")
+    assert tracker.poller is not None and tracker.poller.app_id is None
+    tracker.on_line("INFO Executor: Starting executor ID driver on host localhost, app local-1795973587190")
+    tracker.poller.stop()
+    assert tracker.poller.app_id == "local-1795973587190"
+
+
+class _DriverUI(BaseHTTPRequestHandler):
+    """A driver UI that keeps connections open (HTTP/1.1) and counts them."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+    html_for = "/html"
+    slow_for = "/slow"  # answers after 0.5 s, as a driver setting up its REST layer does
+
+    def setup(self) -> None:
+        type(self).connections += 1
+        super().setup()
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        if self.path.startswith(self.slow_for):
+            time.sleep(0.5)
+        html = self.path.startswith(self.html_for)
+        body = b"<html>Spark is starting up</html>" if html else json.dumps([{"path": self.path}]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html" if html else "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def driver_ui() -> Iterator[ThreadingHTTPServer]:
+    _DriverUI.connections = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DriverUI)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_keep_alive_fetch_reuses_one_connection(driver_ui: ThreadingHTTPServer) -> None:
+    base = f"http://127.0.0.1:{driver_ui.server_address[1]}"
+    fetch = KeepAliveJson(timeout=5)
+    answers = [fetch(f"{base}/api/v1/applications/local-1/jobs") for _ in range(3)]
+    assert answers[0] == [{"path": "/api/v1/applications/local-1/jobs"}]
+    assert fetch(f"{base}/api/v1/applications/local-1/stages?status=active") == [
+        {"path": "/api/v1/applications/local-1/stages?status=active"}]
+    with pytest.raises(Unavailable, match="text/html"):
+        fetch(f"{base}/html")  # "Spark is starting up": not JSON, not available yet
+    assert fetch(f"{base}/jobs") == [{"path": "/jobs"}]  # the connection survived the HTML answer
+    assert _DriverUI.connections == 1
+    fetch.close()
+
+
+def test_keep_alive_fetch_reconnects_when_the_driver_closed_an_idle_connection(
+    driver_ui: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_DriverUI, "timeout", 0.2)  # the server drops connections idle for 0.2 s, as Jetty does
+    base = f"http://127.0.0.1:{driver_ui.server_address[1]}"
+    fetch = KeepAliveJson(timeout=5)
+    fetch(f"{base}/jobs")
+    time.sleep(0.6)
+    assert fetch(f"{base}/jobs") == [{"path": "/jobs"}]  # retried at once on a fresh connection, no failure
+    assert _DriverUI.connections == 2
+    fetch.close()
+
+
+def test_keep_alive_fetch_waits_longer_for_the_first_json_answer(driver_ui: ThreadingHTTPServer) -> None:
+    """The driver's first REST answer is slow (it sets Jersey up): abandoning it would only delay progress."""
+    base = f"http://127.0.0.1:{driver_ui.server_address[1]}"
+    fetch = KeepAliveJson(timeout=0.2, first_timeout=5)
+    with pytest.raises(Unavailable, match="text/html"):
+        fetch(f"{base}/html")  # "starting up" is not the first JSON answer yet
+    assert fetch(f"{base}/slow") == [{"path": "/slow"}]
+    with pytest.raises(Unavailable, match="timed out"):
+        fetch(f"{base}/slow")  # later answers get the short timeout, on the kept connection too
+    assert fetch(f"{base}/jobs") == [{"path": "/jobs"}]  # on a new connection: the timed-out one is never reused
+    fetch.close()
+
+
+def test_keep_alive_fetch_reports_a_driver_that_is_gone() -> None:
+    fetch = KeepAliveJson(timeout=2)
+    with pytest.raises(Unavailable, match="refused"):
+        fetch("http://127.0.0.1:1/api/v1/applications")
 
 
 def test_poller_thread_backs_off_and_never_raises() -> None:
