@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection as SAConnection
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from sparkflow.connections import Connection, SecretBox
@@ -47,6 +49,9 @@ EXTERNAL_ID_COLUMNS = ("spark_app_id", "spark_driver_id", "spark_ui_url")
 # Columns of task_instance copied to the current try's history row whenever they change.
 _TRY_COLUMNS = ("hostname", "pid", "log_path", "error", *EXTERNAL_ID_COLUMNS)
 _TI_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskInstanceRecord))
+
+
+_INSERT_IF_ABSENT = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}  # INSERT ... ON CONFLICT DO NOTHING
 
 
 def utcnow() -> datetime:
@@ -135,7 +140,11 @@ class Store:
                 updated = conn.execute(update(t.dag).where(t.dag.c.dag_id == dag.dag_id).values(**values))
                 if updated.rowcount == 0:
                     paused = bool(dag.is_paused_upon_creation) if dag.is_paused_upon_creation is not None else False
-                    conn.execute(insert(t.dag).values(dag_id=dag.dag_id, is_paused=paused, **values))
+                    # Two schedulers starting together both find no row; the second insert then waits for the
+                    # first (PostgreSQL) and does nothing: the row holds the same parse.
+                    insert_dag = _INSERT_IF_ABSENT[self.db.dialect](t.dag).values(
+                        dag_id=dag.dag_id, is_paused=paused, **values)
+                    conn.execute(insert_dag.on_conflict_do_nothing(index_elements=["dag_id"]))
             gone_from_parsed_files = t.dag.c.fileloc.in_(files) & t.dag.c.dag_id.not_in(seen)
             stale = (t.dag.c.dag_id.not_in(seen)) if complete else gone_from_parsed_files
             conn.execute(update(t.dag).where(stale).values(is_active=False))

@@ -4,10 +4,11 @@ locked instead of waiting (no deadlock between schedulers); the compare-and-set 
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from sparkflow import DAG, EmptyOperator
 from sparkflow.metastore import queries
@@ -49,3 +50,28 @@ def test_a_batch_skips_a_locked_task_instance_and_the_cas_refuses_a_second_move(
     assert metastore.store.set_task_states([change]) == [True]
     assert metastore.store.set_task_states([change]) == [False]  # already moved: compare-and-set refuses
     assert queries.get_task_instance(metastore.db, key).state is TaskState.SCHEDULED
+
+
+def test_two_schedulers_recording_one_new_dag_at_once_both_succeed(metastore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Schedulers started together parse the same new DAG: the second insert of its row waits for the first and
+    does nothing, instead of failing the second scheduler with a duplicate key."""
+    dag = DAG("twice", start_date=datetime(2024, 1, 1), schedule=None)
+    EmptyOperator(task_id="a", dag=dag)
+    dag.fileloc = str(tmp_path / "twice.py")
+    with metastore.db.write() as first:  # the first scheduler's transaction: row inserted, not yet committed
+        first.execute(insert(t.dag).values(dag_id="twice", fileloc=dag.fileloc, is_paused=False, is_active=True))
+        errors: list[BaseException] = []
+        second = threading.Thread(target=_capture, args=(errors, metastore.store.sync_dags, [dag], [], [dag.fileloc]))
+        second.start()
+        second.join(0.5)
+        assert second.is_alive()  # waiting on the first transaction's row
+    second.join(10)
+    assert not second.is_alive() and errors == []
+    assert queries.get_dag(metastore.db, "twice").is_active
+
+
+def _capture(errors: list[BaseException], func, *args) -> None:  # type: ignore[no-untyped-def]
+    try:
+        func(*args)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test
+        errors.append(exc)
