@@ -77,7 +77,7 @@ class KeepAliveJson:
                 self._origin = origin
             assert self._conn is not None
             try:
-                self._conn.request("GET", target, headers={"Accept": "application/json"})
+                self._conn.request("GET", target)
                 response = self._conn.getresponse()
                 body = response.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
@@ -91,8 +91,10 @@ class KeepAliveJson:
             if response.will_close:
                 self.close()
             content_type = response.getheader("Content-Type") or ""
-            if "json" not in content_type:
-                raise Unavailable(f"{url} answered {response.status} {content_type or 'without a type'}, not JSON")
+            if response.status != 200 or "json" not in content_type:
+                # Also a JSON 404: Jetty renders its error pages as JSON for a client that accepts it, while the
+                # REST handler is not mounted yet.
+                raise Unavailable(f"{url} answered {response.status} {content_type or 'without a type'}")
             try:
                 answer = json.loads(body)
             except ValueError as exc:
@@ -180,6 +182,13 @@ def progress_from_rest(jobs: list[dict[str, Any]], stages: list[dict[str, Any]])
     )
 
 
+def _json_list(answer: Any) -> list[dict[str, Any]]:
+    """The REST API answers lists of objects; anything else is an error page or a driver not ready yet."""
+    if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
+        raise Unavailable(f"expected a JSON list of objects, got {str(answer)[:200]}")
+    return answer
+
+
 class DriverProgressPoller:
     """Polls the driver UI every ``interval`` seconds in a thread; reports the app id and changed progress.
 
@@ -228,18 +237,18 @@ class DriverProgressPoller:
         """One poll; returns the progress when it changed. Raises Unavailable when the driver did not answer."""
         api = f"{self.ui_url}/api/v1/applications"
         if self.app_id is None:
-            apps = self.fetch(api)
+            apps = _json_list(self.fetch(api))
             if not apps:
                 raise Unavailable("no application listed yet")
             self.app_id = str(apps[0]["id"])
             with self._reporting:
                 if not self._stop.is_set():
                     self.on_app_id(self.app_id)
-        jobs = self.fetch(f"{api}/{self.app_id}/jobs")
+        jobs = _json_list(self.fetch(f"{api}/{self.app_id}/jobs"))
         # Active stages exist only while a job runs; before the first job, between jobs and after the last, the
         # answer is known to be empty and asking would cost the driver a request (a second one per poll).
         running = any(job.get("status") == "RUNNING" for job in jobs)
-        stages = self.fetch(f"{api}/{self.app_id}/stages?status=active") if running else []
+        stages = _json_list(self.fetch(f"{api}/{self.app_id}/stages?status=active")) if running else []
         progress = progress_from_rest(jobs, stages)
         if progress == self.last:
             return None

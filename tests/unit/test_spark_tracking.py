@@ -97,6 +97,14 @@ def test_poller_asks_for_stages_only_while_a_job_runs() -> None:
     assert progress is not None and progress.active_stages[0].stage_id == 1
 
 
+def test_poller_takes_an_answer_that_is_not_a_list_for_not_available() -> None:
+    """An error object where the job list should be is 'not ready yet' (normal backoff), not a parsing bug."""
+    poller = DriverProgressPoller("http://127.0.0.1:4040", 1, lambda p: None, lambda a: None, app_id="local-1",
+                                  fetch=lambda url: {"url": url, "status": "404", "message": "Not Found"})
+    with pytest.raises(Unavailable, match="expected a JSON list"):
+        poller.poll_once()
+
+
 class _FakeTI:
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}
@@ -132,7 +140,9 @@ class _DriverUI(BaseHTTPRequestHandler):
             time.sleep(0.5)
         html = self.path.startswith(self.html_for)
         body = b"<html>Spark is starting up</html>" if html else json.dumps([{"path": self.path}]).encode()
-        self.send_response(200)
+        if self.path.startswith("/missing"):  # Jetty's error page, rendered as JSON
+            body = json.dumps({"url": self.path, "status": "404", "message": "Not Found"}).encode()
+        self.send_response(404 if self.path.startswith("/missing") else 200)
         self.send_header("Content-Type", "text/html" if html else "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -163,6 +173,8 @@ def test_keep_alive_fetch_reuses_one_connection(driver_ui: ThreadingHTTPServer) 
         {"path": "/api/v1/applications/local-1/stages?status=active"}]
     with pytest.raises(Unavailable, match="text/html"):
         fetch(f"{base}/html")  # "Spark is starting up": not JSON, not available yet
+    with pytest.raises(Unavailable, match="404"):
+        fetch(f"{base}/missing")  # REST handler not mounted yet: an error, even when the page is JSON
     assert fetch(f"{base}/jobs") == [{"path": "/jobs"}]  # the connection survived the HTML answer
     assert _DriverUI.connections == 1
     fetch.close()
