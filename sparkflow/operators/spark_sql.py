@@ -133,8 +133,8 @@ class SparkSqlOperator(BaseOperator):
             self.sql, conf, self.conn_id, self.total_executor_cores, self.executor_cores, self.executor_memory,
             self.keytab, self.principal, self.master, self.name, self.num_executors, self.verbose, self.yarn_queue,
         )
-        tracker = SparkRunTracker(ti, 1.0, self.log)
-        with tracker.following(event_dir):
+        tracker = SparkRunTracker(ti, 1.0, self.log, event_dir)
+        with tracker.following():
             # spark-sql starts a Hive client: keep its metastore_db/ and derby.log in the try's own directory.
             self._hook.run_query(on_line=tracker.on_line, cwd=ti.artifact_dir("spark-sql"))
         return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import logging
 import os
 import shlex
@@ -20,7 +19,7 @@ from sparkflow.exceptions import SparkSubmitFailed
 from sparkflow.logs import mask_sensitive_settings, masker
 from sparkflow.process import GroupProcess
 from sparkflow.spark.command import build_spark_submit_argv
-from sparkflow.spark.eventlog import EVENT_LOG_CONF, read_metrics
+from sparkflow.spark.eventlog import EVENT_LOG_CONF, EventLogTail, read_metrics
 from sparkflow.spark.rest_submission import (
     DRIVER_FAILED,
     DRIVER_RUNNING,
@@ -178,16 +177,16 @@ class SparkSubmitOperator(BaseOperator):
         spec = with_event_log(self.spec(), event_dir)
         target = resolve_target(conn, spec)
         env = submit_environment(target, spec.env_vars, os.environ)
-        tracker = SparkRunTracker(ti, self.status_poll_interval, self.log)
+        tracker = SparkRunTracker(ti, self.status_poll_interval, self.log, event_dir)
         if is_rest_python_submission(spec, target):
-            with tracker.following(event_dir), self._post_submit():
+            with tracker.following(), self._post_submit():
                 self._run_rest(spec, target, env, ti, tracker)
             return tracker.ids.get("app_id")
         argv = build_spark_submit_argv(spec, target, locate_binary(target.spark_binary), os.environ)
         self.log.info("Submitting to %s (%s): %s", target.master, target.cluster_manager,
                       mask_sensitive_settings(" ".join(argv)))
         self._process = GroupProcess(argv, env=env)
-        with tracker.following(event_dir), self._post_submit():
+        with tracker.following(), self._post_submit():
             result = self._process.run(tracker.on_line)
         if result.returncode != 0:
             tail = "\n".join(masker.mask(mask_sensitive_settings(line)) for line in result.last_lines[-10:])
@@ -267,6 +266,8 @@ def is_rest_python_submission(spec: SparkSubmitSpec, target: SparkTarget) -> boo
 
 
 def _spark_version() -> str:
+    import importlib.metadata  # ~20 ms, for cluster-mode REST submissions only
+
     try:
         return importlib.metadata.version("pyspark")
     except importlib.metadata.PackageNotFoundError:
@@ -280,13 +281,14 @@ def with_event_log(spec: SparkSubmitSpec, directory: Path) -> SparkSubmitSpec:
 
 
 class SparkRunTracker:
-    """Follows one submission: ids from the output (recorded at once), live progress from the driver's REST API,
-    metrics from the event log at the end."""
+    """Follows one submission: ids from the output (recorded at once), live progress from the try's event log and
+    the driver's REST API (sparkflow.spark.tracking), metrics from the event log at the end."""
 
-    def __init__(self, ti: TaskInstanceHandle, interval: float, log: logging.Logger) -> None:
+    def __init__(self, ti: TaskInstanceHandle, interval: float, log: logging.Logger, event_dir: Path) -> None:
         self.ti = ti
         self.interval = float(interval)
         self.log = log
+        self.event_dir = event_dir
         self.ids: dict[str, str] = {}
         self.ui_host = "127.0.0.1"  # a client-mode driver runs here; Spark's "Start Jetty HOST:PORT" line may say more
         self.poller: DriverProgressPoller | None = None
@@ -309,7 +311,8 @@ class SparkRunTracker:
             self.poller.app_id = found["app_id"]  # Spark prints the UI port first: spares the /applications call
         if "ui_url" in found and self.poller is None:
             self.poller = DriverProgressPoller(
-                found["ui_url"], self.interval, self.on_progress, self.on_app_id, app_id=self.ids.get("app_id")
+                found["ui_url"], self.interval, self.on_progress, self.on_app_id, app_id=self.ids.get("app_id"),
+                event_log=EventLogTail(self.event_dir), log=self.log,
             )
             self.poller.start()
 
@@ -324,7 +327,7 @@ class SparkRunTracker:
         self.log.info("Spark progress %s", progress.describe())
 
     @contextlib.contextmanager
-    def following(self, event_dir: Path) -> Iterator[None]:
+    def following(self) -> Iterator[None]:
         """While the application runs; afterwards (also when it failed or was killed) stop polling and record
         the metrics from its event log."""
         try:
@@ -332,10 +335,10 @@ class SparkRunTracker:
         finally:
             if self.poller is not None:
                 self.poller.stop()
-            self.record_metrics(event_dir)
+            self.record_metrics()
 
-    def record_metrics(self, event_dir: Path) -> None:
-        metrics = read_metrics(event_dir)
+    def record_metrics(self) -> None:
+        metrics = read_metrics(self.event_dir)
         if metrics is None:
             return
         if metrics.app_id and self.ids.get("app_id") != metrics.app_id:  # the event log is the authority

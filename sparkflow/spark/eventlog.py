@@ -1,8 +1,9 @@
-"""Metrics of one Spark application, read from its event log when it ends.
+"""One Spark application's event log: its metrics when it ends, and its jobs while it runs.
 
 Each try runs with ``spark.eventLog.enabled=true`` in a directory of its own, uncompressed and not rolling (Spark 4
 defaults to zstd-compressed rolling logs, which would need a zstd library to read), so the directory holds exactly
-one application's JSON-lines log: ``<app id>`` when it ended, ``<app id>.inprogress`` when it was killed.
+one application's JSON-lines log: ``<app id>`` when it ended, ``<app id>.inprogress`` while it runs or when it was
+killed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # Confs that give each try its own readable event log; a user's own value for any of them wins.
 EVENT_LOG_CONF = {
@@ -142,3 +143,102 @@ def read_metrics(directory: Path) -> SparkMetrics | None:
         return None
     with path.open(encoding="utf-8", errors="replace") as fh:
         return metrics_from_events(fh)
+
+
+@dataclass
+class LoggedStage:
+    name: str
+    tasks: int
+    succeeded: int = 0  # task ends seen; the driver writes them in bursts
+    failed: int = 0
+    submitted: bool = False
+    completed: bool = False
+    failure: str | None = None
+
+
+@dataclass
+class LoggedJob:
+    stage_ids: tuple[int, ...]
+    result: str | None = None  # "JobSucceeded", "JobFailed"... once it ended
+
+    @property
+    def running(self) -> bool:
+        return self.result is None
+
+
+# The events a running application's progress needs; the others (most of the log) are not even parsed.
+_TAIL_EVENTS = tuple(f'{{"Event":"SparkListener{kind}"'.encode() for kind in (
+    "ApplicationStart", "JobStart", "JobEnd", "StageSubmitted", "StageCompleted", "TaskEnd"))
+
+
+class EventLogTail:
+    """A running application's event log, read as it grows: its app id, jobs and stages so far.
+
+    What it sees when: the driver writes the log through a buffer that it flushes at application start, at each
+    job start and end and at each stage end (Spark's EventLoggingListener; checked on Spark 4.3), so a job shows
+    here within a poll of starting or ending, while task ends in between arrive in bursts. Reading it costs the
+    driver nothing, unlike its REST API (see sparkflow.spark.tracking).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.app_id: str | None = None
+        self.jobs: dict[int, LoggedJob] = {}
+        self.stages: dict[int, LoggedStage] = {}
+        self._file: IO[bytes] | None = None
+        self._partial = b""
+
+    @property
+    def found(self) -> bool:
+        return self._file is not None
+
+    def read(self) -> bool:
+        """Take in the events written since the last call; True if there were any. A line still being written
+        waits for the next call."""
+        if self._file is None:
+            path = find_event_log(self.directory)
+            if path is None:
+                return False
+            self._file = path.open("rb")  # stays valid when Spark renames the log at the end
+        data = self._partial + self._file.read()
+        complete, _, self._partial = data.rpartition(b"\n")
+        lines = [line for line in complete.split(b"\n") if line.startswith(_TAIL_EVENTS)]
+        for event in _events(line.decode("utf-8", "replace") for line in lines):
+            self._take(event)
+        return bool(lines)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _take(self, event: dict[str, Any]) -> None:
+        kind = event.get("Event")
+        if kind == "SparkListenerApplicationStart":
+            self.app_id = event.get("App ID") or self.app_id
+        elif kind == "SparkListenerJobStart":
+            infos = [info for info in event.get("Stage Infos") or () if isinstance(info, dict)]
+            for info in infos:
+                self.stages.setdefault(int(info.get("Stage ID", -1)), LoggedStage(
+                    name=str(info.get("Stage Name", "")), tasks=int(info.get("Number of Tasks", 0))))
+            self.jobs[int(event.get("Job ID", -1))] = LoggedJob(tuple(int(i.get("Stage ID", -1)) for i in infos))
+        elif kind == "SparkListenerJobEnd":
+            job = self.jobs.get(int(event.get("Job ID", -1)))
+            if job is not None:
+                job.result = str((event.get("Job Result") or {}).get("Result", "JobFailed"))
+        elif kind in ("SparkListenerStageSubmitted", "SparkListenerStageCompleted"):
+            info = event.get("Stage Info") or {}
+            stage = self.stages.setdefault(int(info.get("Stage ID", -1)), LoggedStage(
+                name=str(info.get("Stage Name", "")), tasks=int(info.get("Number of Tasks", 0))))
+            stage.submitted = True
+            if kind == "SparkListenerStageCompleted":
+                stage.completed = True
+                stage.failure = info.get("Failure Reason")
+        elif kind == "SparkListenerTaskEnd":
+            of_stage = self.stages.get(int(event.get("Stage ID", -1)))
+            task = event.get("Task Info") or {}
+            if of_stage is not None:
+                if task.get("Failed") or task.get("Killed"):
+                    of_stage.failed += 1
+                else:
+                    of_stage.succeeded += 1

@@ -9,7 +9,6 @@ application list says FINISHED even for an application that failed).
 from __future__ import annotations
 
 import re
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +135,8 @@ class DriverLogTail:
 
     def read(self, driver_id: str, worker_id: str | None, log_type: str) -> str:
         """New text of the driver's ``log_type`` (stdout/stderr) since the last call; '' when unavailable."""
+        import urllib.request
+
         try:
             if self.worker_ui is None and worker_id:
                 self.worker_ui = self._find_worker(worker_id)

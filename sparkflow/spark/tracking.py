@@ -1,4 +1,12 @@
-"""Live progress of a running Spark application from its REST API.
+"""Live progress of a running Spark application: from its event log at first, from its REST API once a job runs long.
+
+Why two sources: the driver's first REST request makes it set up its REST layer (Jersey: ~2,300 classes, 2-4 s of
+CPU on 2 cores, once per application, whatever is asked). For a job that runs minutes that is noise and buys
+per-task progress every poll; for an application whose jobs are over in seconds it is most of what following it
+costs (bench/spark_submit_overhead.py). The event log, which each try writes anyway, says when jobs start and end
+at no cost to the driver, so progress comes from it until a job has run ``REST_AFTER_JOB_SECONDS``; then the REST
+API is polled every interval until the end. When no event log can be read here (a driver on another machine,
+event logging turned off by the user), the REST API is polled from the start.
 
 The driver UI (``<ui>/api/v1/applications/<id>/jobs|stages``) answers in stages while the driver starts: connection
 refused, then an HTML "Spark is starting up" page (HTTP 200), then 404s and read timeouts, then JSON; it vanishes
@@ -8,16 +16,22 @@ poller never fails the task: the exit code and the event log decide the outcome.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import threading
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from sparkflow.spark.eventlog import EventLogTail
+
+if TYPE_CHECKING:
+    import http.client
+
+# http.client and urllib.request (with ssl, ~15 ms) are imported where a request is made: a task process needs them
+# only once it asks a REST API, after its spark-submit has started, not before.
 
 HTTP_TIMEOUT = 3.0
 # The first JSON request makes the driver set up its REST layer (Jersey), which takes seconds: 1.5-3.5 s on an idle
@@ -26,6 +40,11 @@ HTTP_TIMEOUT = 3.0
 # pushes the next try past the end of a short application; waiting for that one answer costs the driver nothing.
 FIRST_ANSWER_TIMEOUT = 30.0
 MAX_BACKOFF = 30.0
+# How long a job runs before its progress is worth the driver's REST set-up (see above). Spark's own console
+# progress bar waits 0.5 s before it shows a stage; the REST layer costs the driver seconds, so this waits longer.
+REST_AFTER_JOB_SECONDS = 10.0
+# The event log appears within a second of the driver's UI; not there after this long, it is not readable here.
+EVENT_LOG_GRACE_SECONDS = 5.0
 
 
 class Unavailable(Exception):
@@ -33,6 +52,9 @@ class Unavailable(Exception):
 
 
 def get_json(url: str, timeout: float = HTTP_TIMEOUT, method: str = "GET", body: Any = None) -> Any:
+    import urllib.error
+    import urllib.request
+
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json;charset=UTF-8"} if data else {})
@@ -64,6 +86,8 @@ class KeepAliveJson:
         self._origin: tuple[str, str, int | None] | None = None
 
     def __call__(self, url: str) -> Any:
+        import http.client
+
         parts = urlsplit(url)
         origin = (parts.scheme, parts.hostname or "", parts.port)
         target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
@@ -182,6 +206,39 @@ def progress_from_rest(jobs: list[dict[str, Any]], stages: list[dict[str, Any]])
     )
 
 
+def progress_from_event_log(tail: EventLogTail) -> SparkProgress:
+    """Progress from what a running application's event log said so far (pure). A stage that ended counts all
+    its tasks done; a job that ended without running some of its stages (their output was reused) does not count
+    their tasks, as the REST API's numSkippedTasks does not."""
+    tasks_total = tasks_done = tasks_failed = 0
+    for job in tail.jobs.values():
+        for stage_id in job.stage_ids:
+            stage = tail.stages.get(stage_id)
+            if stage is None or (not job.running and not stage.submitted):
+                continue
+            tasks_total += stage.tasks
+            done = stage.tasks if stage.completed and not stage.failure else min(stage.succeeded, stage.tasks)
+            tasks_done += done
+            tasks_failed += stage.failed
+    active = tuple(
+        StageProgress(stage_id=stage_id, name=stage.name, tasks_done=min(stage.succeeded, stage.tasks),
+                      tasks_total=stage.tasks, tasks_active=0, tasks_failed=stage.failed)
+        for stage_id, stage in sorted(tail.stages.items())
+        if stage.submitted and not stage.completed
+    )
+    jobs = tail.jobs.values()
+    return SparkProgress(
+        jobs_total=len(tail.jobs),
+        jobs_done=sum(job.result == "JobSucceeded" for job in jobs),
+        jobs_failed=sum(not job.running and job.result != "JobSucceeded" for job in jobs),
+        jobs_running=sum(job.running for job in jobs),
+        tasks_total=tasks_total,
+        tasks_done=tasks_done,
+        tasks_failed=tasks_failed,
+        active_stages=active,
+    )
+
+
 def _json_list(answer: Any) -> list[dict[str, Any]]:
     """The REST API answers lists of objects; anything else is an error page or a driver not ready yet."""
     if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
@@ -190,15 +247,17 @@ def _json_list(answer: Any) -> list[dict[str, Any]]:
 
 
 class DriverProgressPoller:
-    """Polls the driver UI every ``interval`` seconds in a thread; reports the app id and changed progress.
+    """Follows one application's progress every ``interval`` seconds in a thread; reports the app id and changed
+    progress.
 
-    Consecutive failures back off (interval x 2^n, at most 30 s) and are only logged: a blip in the REST API never
-    fails a ten-hour job.
+    With ``event_log``, progress comes from it until a job has run ``rest_after`` seconds, then from the driver's
+    REST API (module docstring); without one, or when none appears within ``EVENT_LOG_GRACE_SECONDS``, from the
+    REST API from the start. Consecutive REST failures back off (interval x 2^n, at most 30 s) and are only
+    logged: a blip in the REST API never fails a ten-hour job.
 
-    What it costs the driver: its first REST request makes the driver set up Jersey (Spark 4.3: ~2,300 classes
-    loaded, 2-4 s of CPU on 2 cores), once per application, whatever is asked and however rarely; no client-side
-    change avoids that. After it, a poll is one /jobs request (~2 ms of driver CPU), plus /stages only while a
-    job runs.
+    What the REST API costs the driver: the first request sets up Jersey (Spark 4.3: ~2,300 classes loaded, 2-4 s
+    of CPU on 2 cores), once per application; after it, a poll is one /jobs request (~2 ms of driver CPU), plus
+    /stages only while a job runs.
     """
 
     def __init__(
@@ -209,6 +268,10 @@ class DriverProgressPoller:
         on_app_id: Callable[[str], None],
         app_id: str | None = None,
         fetch: Callable[[str], Any] | None = None,
+        event_log: EventLogTail | None = None,
+        rest_after: float = REST_AFTER_JOB_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        log: logging.Logger | None = None,
     ) -> None:
         self.ui_url = ui_url.rstrip("/")
         self.interval = max(interval, 0.2)
@@ -216,12 +279,18 @@ class DriverProgressPoller:
         self.on_app_id = on_app_id
         self.app_id = app_id
         self.fetch = fetch if fetch is not None else KeepAliveJson()
+        self.event_log = event_log
+        self.rest_after = rest_after
+        self.clock = clock
+        self.asking_rest = event_log is None
         self.failures = 0
         self.last: SparkProgress | None = None
+        self._created = clock()
+        self._job_seen_running: dict[int, float] = {}  # job id -> when this poller first saw it running
         self._stop = threading.Event()
         self._reporting = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="spark-progress", daemon=True)
-        self._log = logging.getLogger("sparkflow.spark.tracking")
+        self._log = log or logging.getLogger("sparkflow.spark.tracking")
 
     def start(self) -> None:
         self._thread.start()
@@ -235,30 +304,58 @@ class DriverProgressPoller:
 
     def poll_once(self) -> SparkProgress | None:
         """One poll; returns the progress when it changed. Raises Unavailable when the driver did not answer."""
+        progress = self._from_event_log() if not self.asking_rest else None
+        if self.asking_rest:
+            progress = self._from_rest()
+        if progress is None or progress == self.last:
+            return None
+        self.last = progress
+        return progress
+
+    def _from_event_log(self) -> SparkProgress | None:
+        """Progress from the event log (None before the first job), until it is time to ask the REST API."""
+        assert self.event_log is not None
+        tail = self.event_log
+        tail.read()
+        if tail.app_id is not None and self.app_id is None:
+            self._found_app_id(tail.app_id)
+        now = self.clock()
+        running = [job_id for job_id, job in tail.jobs.items() if job.running]
+        longest = max((now - self._job_seen_running.setdefault(job_id, now) for job_id in running), default=0.0)
+        missing = not tail.found and now - self._created >= EVENT_LOG_GRACE_SECONDS
+        if longest >= self.rest_after or missing:
+            self.asking_rest = True
+            self._log.info("Following Spark progress through the driver's REST API (%s) from now on: %s",
+                           self.ui_url, f"a job has run {longest:.0f} s" if not missing else "no event log here")
+            return None
+        return progress_from_event_log(tail) if tail.jobs else None
+
+    def _from_rest(self) -> SparkProgress:
         api = f"{self.ui_url}/api/v1/applications"
         if self.app_id is None:
             apps = _json_list(self.fetch(api))
             if not apps:
                 raise Unavailable("no application listed yet")
-            self.app_id = str(apps[0]["id"])
-            with self._reporting:
-                if not self._stop.is_set():
-                    self.on_app_id(self.app_id)
+            self._found_app_id(str(apps[0]["id"]))
         jobs = _json_list(self.fetch(f"{api}/{self.app_id}/jobs"))
         # Active stages exist only while a job runs; before the first job, between jobs and after the last, the
         # answer is known to be empty and asking would cost the driver a request (a second one per poll).
         running = any(job.get("status") == "RUNNING" for job in jobs)
         stages = _json_list(self.fetch(f"{api}/{self.app_id}/stages?status=active")) if running else []
-        progress = progress_from_rest(jobs, stages)
-        if progress == self.last:
-            return None
-        self.last = progress
-        return progress
+        return progress_from_rest(jobs, stages)
+
+    def _found_app_id(self, app_id: str) -> None:
+        self.app_id = app_id
+        with self._reporting:
+            if not self._stop.is_set():
+                self.on_app_id(app_id)
 
     def _run(self) -> None:
         try:
             self._poll_until_stopped()
         finally:
+            if self.event_log is not None:
+                self.event_log.close()
             close = getattr(self.fetch, "close", None)
             if close is not None:
                 close()

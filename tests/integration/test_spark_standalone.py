@@ -52,8 +52,10 @@ def cluster_env(spark_cluster, metastore, monkeypatch):  # type: ignore[no-untyp
 
 
 def test_client_mode_records_app_id_progress_and_metrics(cluster_env, metastore, settings) -> None:
+    """The 20 s job shows in the progress at once from the event log, and per stage from the driver's REST API
+    once it has run 10 s (REST_AFTER_JOB_SECONDS); the short SQL job after it never needs REST."""
     final, _ = run_spark_dag(metastore, settings.resolved_dags_folder, "standalone_ok", f"""
-        SparkSubmitOperator(task_id="slow", application={str(SLOW_APP)!r}, application_args=["6"],
+        SparkSubmitOperator(task_id="slow", application={str(SLOW_APP)!r}, application_args=["20"],
                             conn_id="spark_cluster", name="slow_app", executor_memory="512m",
                             total_executor_cores=2, status_poll_interval=1)
     """)
@@ -62,11 +64,14 @@ def test_client_mode_records_app_id_progress_and_metrics(cluster_env, metastore,
     assert final.state is RunState.SUCCESS, log[-3000:]
     assert ti.spark_app_id and ti.spark_app_id.startswith("app-")
     assert ti.spark_ui_url and ti.spark_ui_url.startswith("http://127.0.0.1:")
-    assert "Spark progress [" in log  # live progress was polled from the driver while the job ran
+    before_rest, switch, after_rest = log.partition("Following Spark progress through the driver's REST API")
+    assert switch, log[-3000:]
+    assert "Spark progress [--------------------]   0% jobs 0/1, tasks 0/2" in before_rest  # from the event log
+    assert "stage 0 (sum at " in after_rest.split("Spark metrics:")[0]  # the running stage, polled from REST
     assert ti.spark_progress["jobs_total"] >= 2 and ti.spark_progress["jobs_done"] == ti.spark_progress["jobs_total"]
     metrics = ti.spark_metrics
     assert metrics["app_id"] == ti.spark_app_id and metrics["succeeded"] is True
-    assert metrics["tasks"] >= 3 and metrics["executor_run_time_ms"] >= 2 * 6000 * 0.9
+    assert metrics["tasks"] >= 3 and metrics["executor_run_time_ms"] >= 2 * 20000 * 0.9
     tries = queries.task_tries(metastore.db, ti.key)
     assert tries[-1].spark_metrics == metrics and tries[-1].spark_app_id == ti.spark_app_id
     completed = {app["id"]: app for app in cluster_env.state()["completedapps"]}

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 
 from sparkflow.operators.spark_submit import SparkRunTracker
-from sparkflow.spark.eventlog import find_event_log, metrics_from_events, read_metrics
+from sparkflow.spark.eventlog import EventLogTail, find_event_log, metrics_from_events, read_metrics
 from sparkflow.spark.tracking import (
+    EVENT_LOG_GRACE_SECONDS,
     DriverProgressPoller,
     KeepAliveJson,
     SparkProgress,
     Unavailable,
+    progress_from_event_log,
     progress_from_rest,
 )
 
@@ -115,7 +117,7 @@ class _FakeTI:
 
 def test_app_id_printed_after_the_ui_port_reaches_the_poller() -> None:
     """Spark prints the UI port before the app id: the poller must not have to ask /applications for it."""
-    tracker = SparkRunTracker(_FakeTI(), 3600, logging.getLogger("test"))  # type: ignore[arg-type]
+    tracker = SparkRunTracker(_FakeTI(), 3600, logging.getLogger("test"), Path("/nonexistent"))  # type: ignore[arg-type]
     tracker.on_line("INFO Utils: Successfully started service 'SparkUI' on port 4041.")
     assert tracker.poller is not None and tracker.poller.app_id is None
     tracker.on_line("INFO Executor: Starting executor ID driver on host localhost, app local-1795973587190")
@@ -294,3 +296,129 @@ def test_stop_does_not_wait_for_a_request_in_flight() -> None:
     poller.stop()
     assert time.monotonic() - started < 0.5
     assert reported == []
+
+
+def _compact(kind: str, **fields: object) -> str:
+    """An event line as Spark writes it: compact JSON, the event name first."""
+    return json.dumps({"Event": kind, **fields}, separators=(",", ":"))
+
+
+def _job_start(job_id: int, *stages: tuple[int, int]) -> str:
+    return _compact("SparkListenerJobStart", **{
+        "Job ID": job_id, "Submission Time": 1,
+        "Stage Infos": [{"Stage ID": s, "Stage Name": f"collect at app.py:{s}", "Number of Tasks": n,
+                         "Details": "a long stack trace"} for s, n in stages],
+        "Stage IDs": [s for s, _ in stages]})
+
+
+def _stage(kind: str, stage_id: int, tasks: int, **info: object) -> str:
+    return _compact(f"SparkListenerStage{kind}", **{"Stage Info": {
+        "Stage ID": stage_id, "Stage Name": f"collect at app.py:{stage_id}", "Number of Tasks": tasks, **info}})
+
+
+def _ended_task(stage_id: int, failed: bool = False) -> str:
+    return _compact("SparkListenerTaskEnd", **{"Stage ID": stage_id, "Task Info": {"Failed": failed,
+                                                                                  "Killed": False}})
+
+
+def test_event_log_tail_follows_a_growing_log(tmp_path: Path) -> None:
+    """Lines arrive as the driver flushes, the last one possibly cut short; only whole lines count."""
+    tail = EventLogTail(tmp_path)
+    assert tail.read() is False and not tail.found  # the driver has not created the log yet
+    log = tmp_path / "local-1795984536466.inprogress"
+    start = _job_start(0, (0, 4))
+    log.write_text(_compact("SparkListenerLogStart", **{"Spark Version": "4.3.0"}) + "\n"
+                   + _compact("SparkListenerApplicationStart", **{"App ID": "local-1795984536466",
+                                                                   "App Name": "bench"}) + "\n"
+                   + start[:40])
+    assert tail.read() is True and tail.found
+    assert tail.app_id == "local-1795984536466" and tail.jobs == {}
+    with log.open("a") as fh:
+        fh.write(start[40:] + "\n" + _stage("Submitted", 0, 4) + "\n" + _ended_task(0) + "\n")
+    assert tail.read() is True
+    assert tail.jobs[0].running and tail.jobs[0].stage_ids == (0,)
+    assert (tail.stages[0].tasks, tail.stages[0].succeeded, tail.stages[0].submitted) == (4, 1, True)
+    assert tail.read() is False  # nothing new
+    log.rename(tmp_path / "local-1795984536466")  # what Spark does at the end: the open log is still read
+    with (tmp_path / "local-1795984536466").open("a") as fh:
+        fh.write(_compact("SparkListenerJobEnd", **{"Job ID": 0, "Job Result": {"Result": "JobSucceeded"}}) + "\n")
+    assert tail.read() is True and not tail.jobs[0].running
+    tail.close()
+
+
+def test_progress_from_the_event_log(tmp_path: Path) -> None:
+    """Job 0 ran stages 0 and 1 (1 failed task, retried); job 1 reused stage 2's output (skipped) and runs stage 3."""
+    (tmp_path / "app-1.inprogress").write_text("\n".join([
+        _job_start(0, (0, 4), (1, 2)),
+        _stage("Submitted", 0, 4), *[_ended_task(0) for _ in range(4)], _stage("Completed", 0, 4),
+        _stage("Submitted", 1, 2), _ended_task(1, failed=True), _ended_task(1), _ended_task(1),
+        _stage("Completed", 1, 2),
+        _compact("SparkListenerJobEnd", **{"Job ID": 0, "Job Result": {"Result": "JobSucceeded"}}),
+        _job_start(1, (2, 2), (3, 3)),
+        _stage("Submitted", 3, 3), _ended_task(3),
+    ]) + "\n")
+    tail = EventLogTail(tmp_path)
+    tail.read()
+    running = progress_from_event_log(tail)
+    assert (running.jobs_total, running.jobs_done, running.jobs_running) == (2, 1, 1)
+    # job 1 still runs: its not-yet-submitted stage 2 may yet run, so its tasks count
+    assert (running.tasks_total, running.tasks_done, running.tasks_failed) == (11, 7, 1)
+    assert [(s.stage_id, s.tasks_done, s.tasks_total) for s in running.active_stages] == [(3, 1, 3)]
+    with (tmp_path / "app-1.inprogress").open("a") as fh:
+        fh.write(_stage("Completed", 3, 3) + "\n"
+                 + _compact("SparkListenerJobEnd", **{"Job ID": 1, "Job Result": {"Result": "JobSucceeded"}}) + "\n")
+    tail.read()
+    done = progress_from_event_log(tail)
+    assert (done.jobs_total, done.jobs_done, done.tasks_total, done.tasks_done) == (2, 2, 9, 9)
+    assert done.active_stages == () and done.bar(10) == "[##########] 100%"
+    tail.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_poller_reads_the_event_log_until_a_job_runs_long_then_asks_the_driver(tmp_path: Path) -> None:
+    """A short job never costs the driver its REST set-up; a long one gets per-task progress from REST."""
+    clock, calls, found = _Clock(), [], []
+
+    def driver(url: str) -> object:
+        calls.append(url)
+        return JOBS if url.endswith("/jobs") else STAGES
+
+    log = tmp_path / "local-1.inprogress"
+    log.write_text(_compact("SparkListenerApplicationStart", **{"App ID": "local-1"}) + "\n")
+    poller = DriverProgressPoller("http://127.0.0.1:4040", 1, lambda p: None, found.append, fetch=driver,
+                                  event_log=EventLogTail(tmp_path), rest_after=10, clock=clock)
+    assert poller.poll_once() is None and found == ["local-1"]  # no job yet: nothing to show
+    with log.open("a") as fh:
+        fh.write(_job_start(0, (0, 4)) + "\n")
+    clock.now += 1
+    progress = poller.poll_once()
+    assert progress is not None and (progress.jobs_total, progress.tasks_total, progress.tasks_done) == (1, 4, 0)
+    clock.now += 9.5
+    assert poller.poll_once() is None and calls == []  # unchanged, and the job has run 9.5 s: no REST yet
+    clock.now += 0.5
+    progress = poller.poll_once()
+    assert poller.asking_rest and calls[0] == "http://127.0.0.1:4040/api/v1/applications/local-1/jobs"
+    assert progress == progress_from_rest(JOBS, STAGES)
+    poller.event_log.close()  # type: ignore[union-attr]
+
+
+def test_poller_asks_the_driver_when_no_event_log_appears(tmp_path: Path) -> None:
+    """Event logging turned off in the user's conf, or a driver on another machine: REST from the start."""
+    clock, calls = _Clock(), []
+
+    def driver(url: str) -> object:
+        calls.append(url)
+        return JOBS if url.endswith("/jobs") else STAGES
+
+    poller = DriverProgressPoller("http://127.0.0.1:4040", 1, lambda p: None, lambda a: None, app_id="local-1",
+                                  fetch=driver, event_log=EventLogTail(tmp_path / "none"), clock=clock)
+    assert poller.poll_once() is None and calls == []
+    clock.now += EVENT_LOG_GRACE_SECONDS
+    assert poller.poll_once() is not None and poller.asking_rest and len(calls) == 2
