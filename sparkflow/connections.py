@@ -6,6 +6,8 @@ A leaf module: it knows nothing of the metastore. The store encrypts ``password`
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import os
 import re
@@ -14,8 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
-
-from cryptography.fernet import Fernet, InvalidToken
 
 from sparkflow.exceptions import ConfigError, InvalidConnection
 
@@ -290,22 +290,39 @@ def dump_connections(conns: list[Connection], path: Path) -> None:
 
 
 class SecretBox:
-    """Fernet encryption of connection secrets at rest."""
+    """Fernet encryption of connection secrets at rest.
+
+    The key is checked at once, but `cryptography` (~15 ms of imports) is loaded only when a secret is encrypted
+    or decrypted: most commands and task processes never touch one."""
 
     def __init__(self, key: str) -> None:
+        raw = key.encode() if isinstance(key, str) else key
         try:
-            self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
+            valid = len(base64.urlsafe_b64decode(raw)) == 32  # what Fernet() itself requires of a key
         except (ValueError, TypeError):
-            raise ConfigError("fernet_key is not a valid Fernet key; generate one with `sparkflow db init`") from None
+            valid = False
+        if not valid:
+            raise ConfigError("fernet_key is not a valid Fernet key; generate one with `sparkflow db init`")
+        self._key = raw
+
+    @functools.cached_property
+    def _fernet(self) -> Any:
+        from cryptography.fernet import Fernet
+
+        return Fernet(self._key)
 
     @staticmethod
     def generate_key() -> str:
+        from cryptography.fernet import Fernet
+
         return Fernet.generate_key().decode()
 
     def encrypt(self, value: str | None) -> str | None:
         return None if value is None else self._fernet.encrypt(value.encode()).decode()
 
     def decrypt(self, token: str | None) -> str | None:
+        from cryptography.fernet import InvalidToken
+
         if token is None:
             return None
         try:

@@ -6,9 +6,13 @@ else is logged with its traceback to the sparkflow log and reported in one line.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import logging
+import os
 import sys
+import threading
 
 import click
 
@@ -57,14 +61,22 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """sparkflow: Airflow-style DAGs, Spark-first."""
-    ctx.obj = CliEnv()
+    ctx.ensure_object(CliEnv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    env = CliEnv()
+    try:
+        return _run(argv, env)
+    finally:
+        env.close()  # the command's database connections, also when it failed
+
+
+def _run(argv: list[str] | None, env: CliEnv) -> int:
     env_for_logs: CliEnv | None = None
     try:
         try:
-            result = cli.main(args=argv, prog_name="sparkflow", standalone_mode=False)
+            result = cli.main(args=argv, prog_name="sparkflow", standalone_mode=False, obj=env)
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             return 130
@@ -89,4 +101,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    if threading.active_count() == 1:
+        # Leave without the interpreter's tear-down, which frees every module and object one by one: ~0.2 s of
+        # each command (measured on 2 cores with SQLAlchemy loaded), for memory the OS takes back at once. What
+        # an exit must still do is done: main() closed the database connections, the atexit hooks run
+        # (logging.shutdown flushes and closes log files), then the standard streams are flushed. With other
+        # threads still running, the normal exit waits for them.
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -20,7 +20,7 @@ def db() -> None:
 def init(env: CliEnv) -> None:
     """Create the sparkflow home, the encryption key and the schema (safe to run again)."""
     settings = env.settings
-    init_metastore(settings)
+    init_metastore(settings).db.dispose()
     click.echo(f"Metastore ready at {settings.display_db_url} (home {settings.resolved_home})")
 
 
@@ -29,7 +29,10 @@ def init(env: CliEnv) -> None:
 def migrate_cmd(env: CliEnv) -> None:
     """Upgrade the schema to this version of sparkflow."""
     database = Database(env.settings.resolved_db_url, env.settings.sqlite_busy_timeout)
-    before = migrate.current_revision(database)
-    migrate.upgrade(database)
-    after = migrate.current_revision(database)
+    try:
+        before = migrate.current_revision(database)
+        migrate.upgrade(database)
+        after = migrate.current_revision(database)
+    finally:
+        database.dispose()
     click.echo(f"Schema at revision {after}" + ("" if before == after else f" (was {before})"))

@@ -31,6 +31,12 @@ class CliEnv:
             self._metastore = open_metastore(self.settings)
         return self._metastore
 
+    def close(self) -> None:
+        """Close the metastore's connections (on SQLite the last one out checkpoints the write-ahead log)."""
+        if self._metastore is not None:
+            self._metastore.db.dispose()
+            self._metastore = None
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 

@@ -56,7 +56,10 @@ def init_metastore(settings: Settings) -> Metastore:
         with os.fdopen(fd, "w") as fh:
             fh.write(SecretBox.generate_key() + "\n")
     db = Database(settings.resolved_db_url, settings.sqlite_busy_timeout)
-    migrate.upgrade(db)
+    try:
+        migrate.upgrade(db)
+    finally:
+        db.dispose()
     metastore = open_metastore(settings)
     if settings.load_default_connections:
         known = {c.conn_id for c in queries.list_connections(metastore.db, None)}

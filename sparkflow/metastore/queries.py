@@ -91,10 +91,18 @@ def get_run(db: Database, dag_id: str, run_id: str) -> DagRunRecord:
 
 
 def task_instances(db: Database, dag_id: str, run_id: str) -> list[TaskInstanceRecord]:
-    c = t.task_instance.c
-    with db.read() as conn:
-        rows = conn.execute(select(t.task_instance).where(c.dag_id == dag_id, c.run_id == run_id).order_by(c.id))
+    with db.read() as conn:  # what `trigger --wait` and `logs --follow` read on every tick
+        rows = _TIS_OF_RUN.rows(conn, S.params({"dag_id": dag_id, "run_id": run_id}))
         return [TaskInstanceRecord.from_row(r) for r in rows]
+
+
+_TIS_OF_RUN = S.Prepared(
+    select(t.task_instance)
+    .where(*(t.task_instance.c[col] == bindparam(f"w_{col}", type_=t.task_instance.c[col].type)
+             for col in ("dag_id", "run_id")))
+    .order_by(t.task_instance.c.id),
+    list(t.task_instance.c),
+)
 
 
 def task_instances_of_runs(db: Database, run_ids: Sequence[int]) -> list[TaskInstanceRecord]:

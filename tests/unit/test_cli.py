@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +128,22 @@ def test_db_init_is_idempotent(cli: Cli, sf_home: Path) -> None:
     assert (sf_home / "fernet.key").read_text() == key  # the key that encrypted the secrets is kept
     (row,) = cli("connections", "list", "-o", "json").json()
     assert row["conn_id"] == "spark_default"
+
+
+def test_the_command_leaves_without_tear_down_but_keeps_what_an_exit_owes(home: Path, db_backend: str) -> None:
+    """`sparkflow` skips the interpreter's tear-down (~0.2 s): the output still arrives whole through a pipe, the
+    exit code stays, and on SQLite the database is closed properly (its write-ahead log checkpointed away)."""
+    for i in range(60):  # enough output to fill more than one pipe buffer
+        assert main(["variables", "set", f"var_{i:02d}", "x" * 2000]) == 0
+    listed = subprocess.run([sys.executable, "-m", "sparkflow", "variables", "list", "-o", "json"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 60
+    failed = subprocess.run([sys.executable, "-m", "sparkflow", "variables", "get", "missing"],
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0 and failed.stderr.startswith("Error: ") and "missing" in failed.stderr
+    if db_backend == "sqlite":
+        assert not (home / "sparkflow.db-wal").exists()
 
 
 def test_commands_before_db_init_tell_you_to_run_it(cli: Cli) -> None:
