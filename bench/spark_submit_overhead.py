@@ -1,12 +1,15 @@
 """sparkflow's overhead on a Spark job: the same application by bare spark-submit and as a one-task DAG
-(`sparkflow trigger --wait`, local executor, progress polling and event-log metrics on), alternated in pairs in
-the same run. Prints each pair and the median ratio; the goal is sparkflow <= 1.05x bare spark-submit.
+(`sparkflow trigger --wait`, local executor, progress and event-log metrics on), alternated in pairs in the same
+run. Prints each pair and the median ratio; the goal is sparkflow <= 1.05x bare spark-submit.
 
 Both commands are run once untimed first, and the order inside a pair alternates (bare first, then sparkflow
-first), so that neither side always runs right after the other or on a colder cache. On a small shared machine a
-single pair varies by seconds: read the median and the spread, not one pair.
+first), so that neither side always runs right after the other or on a colder cache. On a small shared machine one
+spark-submit of the same application varies by a second or more from run to run, which is as much as the whole
+overhead: read the median over many pairs and the spread, not one pair. Each sparkflow run also reports its own
+fixed cost, from its task log, which does not vary with Spark: the time from the command's start to spark-submit's
+start, and from spark-submit's end to the command's end.
 
-    python bench/spark_submit_overhead.py [--pairs 5]
+    python bench/spark_submit_overhead.py [--pairs 10]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,18 +34,31 @@ APP = textwrap.dedent("""
 """)
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall time of the command, and (start, end) on the clock of the task log's timestamps."""
+    started_at = time.time()
     start = time.perf_counter()
     result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"{' '.join(argv[:3])} failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    return elapsed
+    return elapsed, started_at, started_at + elapsed
+
+
+def submit_window(task_log: Path) -> tuple[float, float]:
+    """When the try started spark-submit and when it saw it end, from the task log ("[2024-01-01 00:00:00,123]")."""
+    def stamp(line: str) -> float:
+        return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    lines = task_log.read_text().splitlines()
+    submitted = next(stamp(line) for line in lines if "Submitting to " in line)
+    finished = next(stamp(line) for line in lines if "spark-submit finished with code" in line)
+    return submitted, finished
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=10)
     args = parser.parse_args()
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="sparkflow-bench-") as tmp:
@@ -69,20 +86,31 @@ def main() -> int:
 
         timed(bare, env)  # warm-up of both: JVM class data, page cache, compiled Python
         timed(flow("bench_warmup"), env)
-        ratios, extra = [], []
+        ratios, extra, bares, before, after = [], [], [], [], []
         for pair in range(1, args.pairs + 1):
+            run_id = f"bench_{pair}"
             if pair % 2:
-                t_bare = timed(bare, env)
-                t_flow = timed(flow(f"bench_{pair}"), env)
+                t_bare = timed(bare, env)[0]
+                t_flow, flow_start, flow_end = timed(flow(run_id), env)
             else:
-                t_flow = timed(flow(f"bench_{pair}"), env)
-                t_bare = timed(bare, env)
+                t_flow, flow_start, flow_end = timed(flow(run_id), env)
+                t_bare = timed(bare, env)[0]
+            log = base / "home" / "logs" / "dag_id=bench_dag" / f"run_id={run_id}" / "task_id=job" / "attempt=1.log"
+            submitted, finished = submit_window(log)
             ratios.append(t_flow / t_bare)
+            bares.append(t_bare)
             extra.append(t_flow - t_bare)
+            before.append(submitted - flow_start)
+            after.append(flow_end - finished)
             print(f"pair {pair}: spark-submit {t_bare:6.2f} s   sparkflow trigger --wait {t_flow:6.2f} s   "
-                  f"ratio {t_flow / t_bare:.3f}")
+                  f"ratio {t_flow / t_bare:.3f}   (sparkflow before spark-submit {before[-1]:.2f} s, "
+                  f"after {after[-1]:.2f} s)")
+    fixed = statistics.median(before) + statistics.median(after)
     print(f"median ratio sparkflow / bare spark-submit: {statistics.median(ratios):.3f} (goal <= 1.05); "
           f"pairs {min(ratios):.3f}..{max(ratios):.3f}, median extra {statistics.median(extra):+.2f} s")
+    print(f"sparkflow's own time around spark-submit (median): {statistics.median(before):.2f} s before it starts "
+          f"+ {statistics.median(after):.2f} s after it ends = {fixed:.2f} s, "
+          f"{fixed / statistics.median(bares):.1%} of a bare spark-submit")
     return 0
 
 

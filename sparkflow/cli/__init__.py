@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -53,6 +54,9 @@ class LazyGroup(click.Group):
             return None
         module, attribute = target.split(":")
         command: click.Command = getattr(importlib.import_module(f"sparkflow.cli.{module}"), attribute)
+        if not gc.isenabled():  # start-up is over (see sparkflow/__main__.py)
+            gc.freeze()
+            gc.enable()
         return command
 
 

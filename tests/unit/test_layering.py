@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import sparkflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,3 +36,15 @@ def test_no_function_level_sparkflow_imports() -> None:
                 if module and module.split(".")[0] == "sparkflow":
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {module}")
     assert offenders == []
+
+
+def test_the_package_names_load_on_first_use() -> None:
+    """`import sparkflow` is cheap (the CLI and task processes import only what they use); every name in
+    __all__ still resolves, to the object its module defines."""
+    code = ("import sys, sparkflow; heavy = {'sqlalchemy', 'jinja2', 'sparkflow.operators.sensors'} & set(sys.modules);"
+            "print(sorted(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+    assert sorted(sparkflow._EXPORTS) == sorted(sparkflow.__all__)
+    for name, module in sparkflow._EXPORTS.items():
+        assert getattr(sparkflow, name) is getattr(importlib.import_module(module), name)
