@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None, env: CliEnv) -> int:
-    env_for_logs: CliEnv | None = None
     try:
         try:
             result = cli.main(args=argv, prog_name="sparkflow", standalone_mode=False, obj=env)
@@ -92,9 +91,8 @@ def _run(argv: list[str] | None, env: CliEnv) -> int:
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
     except Exception as exc:  # a bug: keep the traceback in the log, show one line
-        env_for_logs = CliEnv()
         try:
-            folder = env_for_logs.settings.resolved_log_folder
+            folder = env.settings.resolved_log_folder
             configure_sparkflow_log(folder)
             logging.getLogger("sparkflow.cli").exception("internal error")
             where = f"; the traceback is in {folder / 'sparkflow.log'}"

@@ -96,13 +96,7 @@ def task_instances(db: Database, dag_id: str, run_id: str) -> list[TaskInstanceR
         return [TaskInstanceRecord.from_row(r) for r in rows]
 
 
-_TIS_OF_RUN = S.Prepared(
-    select(t.task_instance)
-    .where(*(t.task_instance.c[col] == bindparam(f"w_{col}", type_=t.task_instance.c[col].type)
-             for col in ("dag_id", "run_id")))
-    .order_by(t.task_instance.c.id),
-    list(t.task_instance.c),
-)
+_TIS_OF_RUN = S.select_where("task_instance", ("dag_id", "run_id"), order_by=("id",))
 
 
 def task_instances_of_runs(db: Database, run_ids: Sequence[int]) -> list[TaskInstanceRecord]:

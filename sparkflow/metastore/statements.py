@@ -180,11 +180,11 @@ def update_where(table: str, where: tuple[str, ...], values: tuple[str, ...],
 
 @functools.cache
 def select_where(table: str, where: tuple[str, ...], columns: tuple[str, ...] = (),
-                 for_update: bool = False) -> Prepared:
-    """SELECT <columns, or the whole row> FROM table WHERE <each of where> = its parameter."""
+                 for_update: bool = False, order_by: tuple[str, ...] = ()) -> Prepared:
+    """SELECT <columns, or the whole row> FROM table WHERE <each of where> = its parameter [ORDER BY order_by]."""
     tab = t.metadata.tables[table]
     selected = [tab.c[col] for col in columns] if columns else list(tab.c)
-    stmt = select(*selected).where(*_where(table, where))
+    stmt = select(*selected).where(*_where(table, where)).order_by(*(tab.c[col] for col in order_by))
     return Prepared(stmt.with_for_update(skip_locked=True) if for_update else stmt, selected)
 
 
