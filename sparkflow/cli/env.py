@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import click
-import pendulum
 
 from sparkflow.exceptions import UserError
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
@@ -42,6 +41,8 @@ class CliEnv:
 
     def parse_date(self, value: str, option: str) -> datetime:
         """YYYY-MM-DD or ISO 8601; naive values are in the default_timezone setting."""
+        import pendulum  # here, not at the top: most commands parse no date (~20 ms of every start)
+
         try:
             parsed = pendulum.parse(value, tz=ZoneInfo(self.settings.default_timezone), strict=False)
         except (ValueError, pendulum.parsing.exceptions.ParserError):

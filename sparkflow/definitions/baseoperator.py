@@ -14,14 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import jinja2
-
 from sparkflow.definitions.context import Context
 from sparkflow.definitions.dag import current_dag
 from sparkflow.definitions.dependencies import DependencyMixin
 from sparkflow.definitions.location import Location, caller_location
 from sparkflow.definitions.taskgroup import TaskGroup, current_task_group
-from sparkflow.definitions.templating import render_value
+from sparkflow.definitions.templating import RenderError, TemplateEnvironment, render_value
 from sparkflow.definitions.trigger_rule import TriggerRule
 from sparkflow.definitions.xcom_arg import XComArg, find_xcom_args, resolve_xcom_args
 from sparkflow.exceptions import DagDefinitionError
@@ -265,7 +263,7 @@ class BaseOperator(DependencyMixin):
     def post_execute(self, context: Context, result: Any = None) -> None:
         """Hook run just after a successful execute()."""
 
-    def render_template_fields(self, context: Context, env: jinja2.Environment) -> None:
+    def render_template_fields(self, context: Context, env: TemplateEnvironment) -> None:
         """Render every template field in place, resolving TaskFlow outputs (XComArg) on the way."""
         for name in self.template_fields:
             value = getattr(self, name, None)
@@ -274,17 +272,15 @@ class BaseOperator(DependencyMixin):
             value = resolve_xcom_args(value, context)
             try:
                 value = self._render_field(value, context, env)
-            except jinja2.TemplateError as exc:
+            except RenderError as exc:
                 raise self._error(f"template field '{name}' failed to render: {exc}") from exc
             setattr(self, name, value)
 
-    def _render_field(self, value: Any, context: Context, env: jinja2.Environment) -> Any:
+    def _render_field(self, value: Any, context: Context, env: TemplateEnvironment) -> Any:
         if isinstance(value, str) and self.template_ext and value.endswith(tuple(self.template_ext)):
-            if env.loader is not None:
-                try:
-                    return env.get_template(value).render(**context)
-                except jinja2.TemplateNotFound:
-                    pass
+            rendered = env.render_file(value, context)
+            if rendered is not None:
+                return rendered
         return render_value(value, context, env)
 
     def retry_delay_for(self, try_number: int) -> timedelta:

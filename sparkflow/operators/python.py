@@ -12,7 +12,7 @@ from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import XCOM_RETURN_KEY, Context
 from sparkflow.definitions.dag import current_dag
 from sparkflow.definitions.taskgroup import current_task_group
-from sparkflow.definitions.templating import make_environment, render_value
+from sparkflow.definitions.templating import TemplateEnvironment, render_value
 from sparkflow.definitions.xcom_arg import XComArg
 from sparkflow.exceptions import DagDefinitionError, TaskFailure
 from sparkflow.operators.bash import BashOperator
@@ -243,7 +243,7 @@ class _BashDecorated(BashOperator):
                 f"task '{self.task_id}': a @task.bash function must return a non-empty bash command string, "
                 f"got {command!r}"
             )
-        self.bash_command = render_value(command, context, make_environment())
+        self.bash_command = render_value(command, context, TemplateEnvironment())
         return super().execute(context)
 
 

@@ -9,9 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pendulum
+from typing import TYPE_CHECKING, Any
 
 from sparkflow.connections import Connection
 from sparkflow.definitions.baseoperator import BaseOperator
@@ -28,6 +26,9 @@ from sparkflow.logs import masker, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+
+if TYPE_CHECKING:
+    import pendulum
 
 log = logging.getLogger("sparkflow.task")
 
@@ -144,6 +145,8 @@ def metastore_environment(metastore: Metastore, context: Context | None = None) 
 def build_context(
     dag: DAG, task: BaseOperator, run: DagRunRecord, ti: Any, test_mode: bool = False
 ) -> Context:
+    import pendulum  # only where a context is built: the scheduler and the CLI never need it (~20 ms to import)
+
     logical_date = pendulum.instance(run.logical_date)
     ds = logical_date.strftime("%Y-%m-%d")
     params = {**dag.params, **task.params, **run.conf}  # run conf overrides params, as in Airflow by default
@@ -184,6 +187,8 @@ def _artifact_dir(log_folder: Path, key: TIKey, try_number: int, name: str) -> P
 
 
 def _pendulum(value: datetime | None) -> pendulum.DateTime | None:
+    import pendulum
+
     return pendulum.instance(value) if value is not None else None
 
 

@@ -3,10 +3,13 @@
 Why: a task process started as a fresh ``python -m sparkflow.runtime`` spends about a second on a 2-core machine
 importing sparkflow, SQLAlchemy, Jinja and pendulum before it runs a line of the task (measured; issue 4's
 benchmark). The fork server pays that once: it imports everything, opens the metastore (checking the schema
-once), and forks worker processes that run task tries. A worker is a separate process, isolated from the
-scheduler: it leads its own session and process group (``os.setsid``, so marking a task failed or a timeout kills
-the group, spark-submit included), writes each try's output to the try's log file, and a crash in a task cannot
-take the fork server or the scheduler down.
+once), and forks worker processes that run task tries. Once it has been idle for a second it also warms up (see
+warm_up): not before its first try, which would then wait for it (the warm-up holds SQLite's write lock, and the
+scheduler's first tick with it: 40-70 ms before a one-task ``trigger --wait`` could start its task, measured).
+
+A worker is a separate process, isolated from the scheduler: it leads its own session and process group
+(``os.setsid``, so marking a task failed or a timeout kills the group, spark-submit included), writes each try's
+output to the try's log file, and a crash in a task cannot take the fork server or the scheduler down.
 
 Workers are reused, as Celery's prefork pool reuses its processes: a worker runs up to ``max_tasks_per_child``
 tries, one at a time. Why not a fresh fork per try: measured on issue 4's benchmark (2 cores), a forked child
@@ -69,6 +72,8 @@ from sparkflow.state import TaskState
 
 log = logging.getLogger("sparkflow.runtime")
 
+WARM_UP_WHEN_IDLE_SECONDS = 1.0
+
 
 def run_workload(
     settings: Settings, metastore: Metastore | None, key: TIKey, try_number: int, dag: DAG | None = None
@@ -94,7 +99,7 @@ def _run_workload(
     return 0, outcome.recorded and not outcome.killed
 
 
-def _warm_up_noop() -> None:
+def _warm_up_noop(**_: Any) -> None:
     pass
 
 
@@ -134,7 +139,7 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
             warm_settings = dataclasses.replace(settings, log_folder=Path(folder), heartbeat_interval=3600.0)
             now = datetime.now(UTC)
             dag = DAG("sparkflow_fork_server_warm_up", start_date=now, schedule=None)
-            PythonOperator(task_id="noop", python_callable=_warm_up_noop, dag=dag)
+            PythonOperator(task_id="noop", python_callable=_warm_up_noop, op_kwargs={"day": "{{ ds }}"}, dag=dag)
             run = warm.store.create_dag_run(dag, "warm_up", "manual", now, dag.infer_manual_data_interval(now),
                                             actor="fork_server", now=now)
             key = TIKey(dag.dag_id, run.run_id, "noop")
@@ -146,6 +151,14 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
             ok = False
     metastore.db.dispose()  # fork with no open connection: each child opens its own
     return ok
+
+
+def _import_what_tries_import() -> None:
+    """Import here, once, what a try imports on first use: pendulum (its context) and Jinja (its templates). The
+    server does this as it starts, while the scheduler's first tick runs on the other core and takes longer, so
+    that the first worker inherits them instead of importing them before its task can start (~20-40 ms)."""
+    import jinja2.nativetypes  # noqa: F401
+    import pendulum  # noqa: F401
 
 
 def _touch(metastore: Metastore) -> None:
@@ -254,8 +267,8 @@ class _Server:
             self.metastore = open_metastore(self.settings)  # the schema check, once for every task
         except SparkflowError as exc:
             self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
-        else:
-            warm_up(self.settings, self.metastore)
+        self.warm = False  # whether warm_up() ran (it runs when the server is first idle)
+        _import_what_tries_import()
         self.workers: dict[int, _Worker] = {}  # pid -> every worker not yet reaped
         self.idle: list[_Worker] = []  # free workers of this generation, the last freed at the end
         self.dags: dict[str, tuple[tuple[str, int, int, int], DAG]] = {}  # dag_id -> (file version, DAG)
@@ -278,9 +291,14 @@ class _Server:
         watched: list[Any] = [self.sock, self.wake_r, self.done_r]
         while True:
             try:
-                readable, _, _ = select.select(watched, [], [])
+                readable, _, _ = select.select(watched, [], [], None if self.warm else WARM_UP_WHEN_IDLE_SECONDS)
             except InterruptedError:
                 readable = []
+            if not readable and not self.warm:
+                self.warm = True
+                if self.metastore is not None:
+                    warm_up(self.settings, self.metastore)
+                continue
             if self.done_r in readable:
                 self._worker_messages()
             if self.wake_r in readable:

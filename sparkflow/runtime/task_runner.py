@@ -33,7 +33,7 @@ from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import XCOM_RETURN_KEY, Context, task_environment
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import load_dag_file
-from sparkflow.definitions.templating import make_environment
+from sparkflow.definitions.templating import TemplateEnvironment
 from sparkflow.exceptions import FailTaskNoRetry, NotFound, RescheduleTask, SkipTask, TaskTimeout, UserError
 from sparkflow.logs import masker, open_task_log_handler, task_log_path
 from sparkflow.metastore import queries
@@ -172,9 +172,8 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
     work = copy.copy(task)  # render on a copy: the DAG object stays pristine for the next try or run
     context["task"] = work
     searchpath = [str(Path(dag.fileloc).parent)] if dag.fileloc else []
-    env = make_environment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath)
-    env.globals.update(dag.user_defined_macros)
-    env.filters.update(dag.user_defined_filters)
+    env = TemplateEnvironment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath,
+                              dag.user_defined_macros, dag.user_defined_filters)
     try:
         with _capture_output(), _timeout(work, task.execution_timeout), _sigterm_raises():
             work.render_template_fields(context, env)

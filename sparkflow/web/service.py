@@ -20,7 +20,7 @@ from sparkflow.connections import MASK, Connection, from_fields, is_sensitive_ke
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import collect_dags
 from sparkflow.definitions.schedule import DataInterval
-from sparkflow.definitions.templating import make_environment
+from sparkflow.definitions.templating import TemplateEnvironment
 from sparkflow.exceptions import NotFound, UserError
 from sparkflow.logs import mask_sensitive_settings, masker, read_log, task_log_path
 from sparkflow.metastore import queries
@@ -215,9 +215,8 @@ def rendered_fields(settings: Settings, metastore: Metastore, dag: DAG, ti: Task
     handle = RuntimeTaskInstance(metastore, ti, run, dag, settings.resolved_log_folder, utcnow)
     context = build_context(dag, work, run, handle)
     searchpath = [str(Path(dag.fileloc).parent)] if dag.fileloc else []
-    env = make_environment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath)
-    env.globals.update(dag.user_defined_macros)
-    env.filters.update(dag.user_defined_filters)
+    env = TemplateEnvironment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath,
+                              dag.user_defined_macros, dag.user_defined_filters)
     error = None
     try:
         with metastore_environment(metastore, context):

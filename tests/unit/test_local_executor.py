@@ -25,6 +25,7 @@ from sparkflow.metastore import migrate, queries
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
 from sparkflow.metastore.store import TaskStateChange
+from sparkflow.runtime import forkserver
 from sparkflow.runtime.forkserver import warm_up
 from sparkflow.scheduler.loop import SchedulerLoop
 from sparkflow.scheduler.runs import trigger_dag
@@ -222,6 +223,45 @@ def test_warm_up_runs_a_try_and_leaves_nothing_behind(settings, metastore) -> No
     assert warm_up(settings, metastore)
     assert counts() == before
     assert not (settings.resolved_log_folder / "dag_id=sparkflow_fork_server_warm_up").exists()
+
+
+def test_the_server_warms_up_once_idle_not_before_its_first_try(settings, metastore, write_dag, tmp_path,
+                                                                  monkeypatch) -> None:
+    """The warm-up holds SQLite's write lock: run before the server's first try, it held up the scheduler's first
+    tick and so the first task (40-70 ms of a one-task `trigger --wait`)."""
+    marks = tmp_path / "marks"
+    real_warm_up = forkserver.warm_up
+
+    def recorded_warm_up(*args):
+        with marks.open("a") as fh:
+            fh.write("warm-up\n")
+        return real_warm_up(*args)
+
+    monkeypatch.setattr(forkserver, "warm_up", recorded_warm_up)  # the server is forked: it inherits both
+    monkeypatch.setattr(forkserver, "WARM_UP_WHEN_IDLE_SECONDS", 2.0)
+    path = write_dag("first", f"""
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator
+
+        def mark():
+            with open({str(marks)!r}, "a") as fh:
+                fh.write("task\\n")
+
+        with DAG("first", start_date=datetime(2024, 1, 1)) as dag:
+            PythonOperator(task_id="t", python_callable=mark)
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["first"], datetime.now(UTC))
+    executor = make_executor(settings, metastore, dags.get, "local")
+    loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=30)
+    executor.start()
+    try:
+        while not any(r.id == run.id for r in loop.tick(run_filter=[run.id]).finished_runs):
+            loop.idle(0.05)
+        assert queries.get_run(metastore.db, "first", run.run_id).state is RunState.SUCCESS
+        wait_for(lambda: marks.read_text().splitlines() == ["task", "warm-up"], timeout=20)
+    finally:
+        executor.end(kill=True)
 
 
 def test_a_chain_takes_one_loop_iteration_per_task(settings, metastore, write_dag) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from sparkflow import DAG, BashOperator, PythonOperator, SparkSubmitOperator, task
 from sparkflow.definitions.context import task_environment
-from sparkflow.definitions.templating import make_environment
+from sparkflow.definitions.templating import TemplateEnvironment
 from sparkflow.exceptions import DagDefinitionError, NotFound
 from sparkflow.metastore.records import DagRunRecord
 from sparkflow.runtime.context import InMemoryTaskInstance, build_context
@@ -53,7 +53,7 @@ def context_for(the_dag: DAG, task_id: str, run: DagRunRecord | None = None) -> 
 def test_renders_string_fields_and_leaves_plain_strings_alone() -> None:
     with DAG("tmpl", params={"table": "sales"}) as d:
         t = BashOperator(task_id="t", bash_command="load {{ params.table }} for {{ ds }}", cwd="/srv/data")
-    t.render_template_fields(context_for(d, "t"), make_environment())
+    t.render_template_fields(context_for(d, "t"), TemplateEnvironment())
     assert t.bash_command == "load sales for 2024-01-01"
     assert t.cwd == "/srv/data"
 
@@ -67,7 +67,7 @@ def test_renders_nested_lists_and_dicts_keeping_keys_and_non_strings() -> None:
             conf={"spark.sql.shuffle.partitions": "{{ params.parts }}", "{{ ds }}": {"deep": "{{ run_id }}"}},
             env_vars={"RUN": "{{ run_id }}"},
         )
-    t.render_template_fields(context_for(d, "spark"), make_environment())
+    t.render_template_fields(context_for(d, "spark"), TemplateEnvironment())
     assert t.application == "jobs/20240101/etl.py"
     assert t.application_args == ["--date", "2024-01-01", 3, ["8", ("20240101",)]]
     assert t.conf == {
@@ -80,7 +80,7 @@ def test_renders_nested_lists_and_dicts_keeping_keys_and_non_strings() -> None:
 def test_none_fields_are_skipped() -> None:
     with DAG("tmpl") as d:
         t = BashOperator(task_id="t", bash_command="true")
-    t.render_template_fields(context_for(d, "t"), make_environment())
+    t.render_template_fields(context_for(d, "t"), TemplateEnvironment())
     assert t.env is None and t.cwd is None
 
 
@@ -88,7 +88,7 @@ def test_undefined_variable_raises_naming_task_and_field() -> None:
     with DAG("tmpl") as d:
         t = BashOperator(task_id="load", bash_command="echo {{ missing_thing }}")
     with pytest.raises(DagDefinitionError) as info:
-        t.render_template_fields(context_for(d, "load"), make_environment())
+        t.render_template_fields(context_for(d, "load"), TemplateEnvironment())
     message = str(info.value)
     assert "task 'load'" in message
     assert "template field 'bash_command'" in message
@@ -99,14 +99,14 @@ def test_undefined_nested_attribute_is_strict_too() -> None:
     with DAG("tmpl", params={"a": 1}) as d:
         t = BashOperator(task_id="t", bash_command="true", env={"X": "{{ params.nope }}"})
     with pytest.raises(DagDefinitionError, match=r"task 't': template field 'env' failed to render"):
-        t.render_template_fields(context_for(d, "t"), make_environment())
+        t.render_template_fields(context_for(d, "t"), TemplateEnvironment())
 
 
 def test_render_error_names_the_dag_and_sets_its_fields() -> None:
     with DAG("tmpl") as d:
         t = BashOperator(task_id="load", bash_command="echo {{ missing_thing }}")
     with pytest.raises(DagDefinitionError) as info:
-        t.render_template_fields(context_for(d, "load"), make_environment())
+        t.render_template_fields(context_for(d, "load"), TemplateEnvironment())
     assert str(info.value).startswith("DAG 'tmpl' task 'load': ")
     assert info.value.dag_id == "tmpl" and info.value.task_id == "load"
 
@@ -119,7 +119,7 @@ def test_native_environment_keeps_python_types() -> None:
             op_args=["{{ params.n }}", "{{ params.names }}"],
             op_kwargs={"total": "{{ params.n * 2 }}", "label": "n={{ params.n }}"},
         )
-    t.render_template_fields(context_for(d, "py"), make_environment(native=True))
+    t.render_template_fields(context_for(d, "py"), TemplateEnvironment(native=True))
     assert t.op_args == [3, ["a", "b"]]
     assert t.op_kwargs == {"total": 6, "label": "n=3"}
 
@@ -127,7 +127,7 @@ def test_native_environment_keeps_python_types() -> None:
 def test_non_native_environment_renders_strings() -> None:
     with DAG("tmpl", params={"n": 3}) as d:
         t = PythonOperator(task_id="py", python_callable=print, op_args=["{{ params.n }}"])
-    t.render_template_fields(context_for(d, "py"), make_environment())
+    t.render_template_fields(context_for(d, "py"), TemplateEnvironment())
     assert t.op_args == ["3"]
 
 
@@ -138,14 +138,14 @@ def test_date_filters() -> None:
             bash_command="{{ data_interval_end | ds }} {{ data_interval_end | ds_nodash }} "
             "{{ logical_date | ts }} {{ logical_date | ts_nodash }}",
         )
-    t.render_template_fields(context_for(d, "t"), make_environment())
+    t.render_template_fields(context_for(d, "t"), TemplateEnvironment())
     assert t.bash_command == "2024-01-02 20240102 2024-01-01T00:00:00+00:00 20240101T000000"
 
 
 def test_date_filters_in_native_environment() -> None:
     with DAG("tmpl") as d:
         t = BashOperator(task_id="t", bash_command="{{ data_interval_end | ds }}")
-    t.render_template_fields(context_for(d, "t"), make_environment(native=True))
+    t.render_template_fields(context_for(d, "t"), TemplateEnvironment(native=True))
     assert t.bash_command == "2024-01-02"
 
 
@@ -154,7 +154,7 @@ def test_template_file_is_read_from_the_searchpath(tmp_path: Path) -> None:
     with DAG("tmpl") as d:
         from_file = BashOperator(task_id="file", bash_command="load.sh")
         inline = BashOperator(task_id="inline", bash_command="bash other.sh")
-    env = make_environment(searchpath=[str(tmp_path)])
+    env = TemplateEnvironment(searchpath=[str(tmp_path)])
     from_file.render_template_fields(context_for(d, "file"), env)
     inline.render_template_fields(context_for(d, "inline"), env)
     assert from_file.bash_command == "echo loading 2024-01-01\n"
@@ -180,7 +180,7 @@ def test_taskflow_outputs_are_resolved_from_xcom() -> None:
     with DAG("tmpl") as d:
         out = load(extract(), rows=stats()["rows"], label="{{ ds }}")
     context = {**context_for(d, "load"), "ti": FakeTI()}
-    out.operator.render_template_fields(context, make_environment())
+    out.operator.render_template_fields(context, TemplateEnvironment())
     assert out.operator.op_args == [[1, 2]]
     assert out.operator.op_kwargs == {"rows": 10, "label": "2024-01-01"}
 
@@ -234,7 +234,7 @@ def test_macros_and_user_defined_macros_render() -> None:
             bash_command="{{ macros.ds_add(ds, 7) }} {{ macros.ds_add(ds, -1) }} "
             "{{ macros.ds_format(ds, '%Y-%m-%d', '%d/%m/%Y') }} {{ project }} {{ dag.dag_id }}.{{ task.task_id }}",
         )
-    t.render_template_fields(context_for(d, "t"), make_environment())
+    t.render_template_fields(context_for(d, "t"), TemplateEnvironment())
     assert t.bash_command == "2024-01-08 2023-12-31 01/01/2024 acme ctx.t"
 
 
@@ -245,7 +245,7 @@ def test_conn_resolves_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
             task_id="t", bash_command="{{ conn.warehouse.host }}:{{ conn.warehouse.port }}/{{ conn.warehouse.schema }}"
         )
     ctx = context_for(d, "t")
-    t.render_template_fields(ctx, make_environment())
+    t.render_template_fields(ctx, TemplateEnvironment())
     assert t.bash_command == "db.example.com:5432/sales"
     assert ctx["conn"].get("warehouse").login == "etl"
 
@@ -269,7 +269,7 @@ def test_var_value_and_json_use_the_variable_lookup() -> None:
         )
     ctx = context_for(d, "t")
     with task_environment(ctx, None, store.get):
-        t.render_template_fields(ctx, make_environment())
+        t.render_template_fields(ctx, TemplateEnvironment())
         assert ctx["var"].json.cfg == {"workers": 4, "tags": ["x"]}
     assert t.bash_command == "prod 4 dflt"
 
