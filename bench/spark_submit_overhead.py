@@ -5,9 +5,10 @@ run. Prints each pair and the median ratio; the goal is sparkflow <= 1.05x bare 
 Both commands are run once untimed first, and the order inside a pair alternates (bare first, then sparkflow
 first), so that neither side always runs right after the other or on a colder cache. On a small shared machine one
 spark-submit of the same application varies by a second or more from run to run, which is as much as the whole
-overhead: read the median over many pairs and the spread, not one pair. Each sparkflow run also reports its own
-fixed cost, from its task log, which does not vary with Spark: the time from the command's start to spark-submit's
-start, and from spark-submit's end to the command's end.
+overhead: read the median over many pairs with its 95% confidence interval, not one pair. Each sparkflow run also
+reports its own fixed cost, from its task log, which does not vary with Spark: the time from the command's start
+to spark-submit's start, and from spark-submit's end to the command's end; and how long spark-submit itself ran
+under sparkflow against the bare run (does sparkflow slow Spark down while it runs, or only add its fixed cost?).
 
     python bench/spark_submit_overhead.py [--pairs 10]
 """
@@ -15,6 +16,7 @@ start, and from spark-submit's end to the command's end.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -56,6 +58,17 @@ def submit_window(task_log: Path) -> tuple[float, float]:
     return submitted, finished
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median: the order statistics k and n+1-k, with k the largest
+    rank such that fewer than k of n values fall below the median with probability at most (1-confidence)/2."""
+    ordered, n = sorted(values), len(values)
+    k, below = 0, 0.0
+    while k < n // 2 and below + math.comb(n, k) / 2**n <= (1 - confidence) / 2:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    return (ordered[k - 1], ordered[n - k]) if k else (ordered[0], ordered[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=10)
@@ -86,7 +99,7 @@ def main() -> int:
 
         timed(bare, env)  # warm-up of both: JVM class data, page cache, compiled Python
         timed(flow("bench_warmup"), env)
-        ratios, extra, bares, before, after = [], [], [], [], []
+        ratios, extra, bares, before, after, inside = [], [], [], [], [], []
         for pair in range(1, args.pairs + 1):
             run_id = f"bench_{pair}"
             if pair % 2:
@@ -102,15 +115,22 @@ def main() -> int:
             extra.append(t_flow - t_bare)
             before.append(submitted - flow_start)
             after.append(flow_end - finished)
+            inside.append((finished - submitted) / t_bare)
             print(f"pair {pair}: spark-submit {t_bare:6.2f} s   sparkflow trigger --wait {t_flow:6.2f} s   "
                   f"ratio {t_flow / t_bare:.3f}   (sparkflow before spark-submit {before[-1]:.2f} s, "
                   f"after {after[-1]:.2f} s)")
     fixed = statistics.median(before) + statistics.median(after)
-    print(f"median ratio sparkflow / bare spark-submit: {statistics.median(ratios):.3f} (goal <= 1.05); "
-          f"pairs {min(ratios):.3f}..{max(ratios):.3f}, median extra {statistics.median(extra):+.2f} s")
+    low, high = median_interval(ratios)
+    print(f"median ratio sparkflow / bare spark-submit: {statistics.median(ratios):.3f}, 95% confidence interval "
+          f"{low:.3f}..{high:.3f}; pairs {min(ratios):.3f}..{max(ratios):.3f}, "
+          f"median extra {statistics.median(extra):+.2f} s")
     print(f"sparkflow's own time around spark-submit (median): {statistics.median(before):.2f} s before it starts "
           f"+ {statistics.median(after):.2f} s after it ends = {fixed:.2f} s, "
           f"{fixed / statistics.median(bares):.1%} of a bare spark-submit")
+    print(f"spark-submit under sparkflow / bare spark-submit (median): {statistics.median(inside):.3f}")
+    met = statistics.median(ratios) <= 1.05
+    print(f"goal sparkflow <= 1.05x bare spark-submit: measured {statistics.median(ratios):.3f} "
+          f"(median of {len(ratios)} pairs) {'met' if met else 'NOT met'}")
     return 0
 
 

@@ -57,11 +57,16 @@ _SENSITIVE_KEY = r"[\w.\-]*(?:secret|password|passwd|token|credential|access[._\
 _QUOTED = re.compile(rf"((?:--)?{_SENSITIVE_KEY}(?:=|,))(['\"])(.*?)\2|(--{_SENSITIVE_KEY}\s+)(['\"])(.*?)\5", re.I)
 _INSIDE_QUOTES = re.compile(rf"(['\"])({_SENSITIVE_KEY}=)([^'\"]*)\1", re.I)  # 'key=v a l'
 _BARE = re.compile(rf"((?:--)?{_SENSITIVE_KEY}(?:=|,)|--{_SENSITIVE_KEY}\s+)(?!['\"])([^\s)'\"]+)", re.I)
+# Every pattern above needs one of these words: a line without any (nearly every line spark-submit prints) is
+# returned after one search instead of three substitutions (~3x less of a Spark task's CPU per output line).
+_ANY_SENSITIVE_WORD = re.compile(r"secret|password|passwd|token|credential|access[._\-]?key", re.I)
 
 
 def mask_sensitive_settings(text: str) -> str:
     """Mask values of settings whose key names a secret (password, secret, token, credential, access key), as the
     Airflow Spark provider does for commands: ``spark.hadoop.fs.s3a.secret.key=******``."""
+    if not _ANY_SENSITIVE_WORD.search(text):
+        return text
 
     def quoted(match: re.Match[str]) -> str:
         if match.group(1):

@@ -3,9 +3,11 @@
 Why: a task process started as a fresh ``python -m sparkflow.runtime`` spends about a second on a 2-core machine
 importing sparkflow, SQLAlchemy, Jinja and pendulum before it runs a line of the task (measured; issue 4's
 benchmark). The fork server pays that once: it imports everything, opens the metastore (checking the schema
-once), and forks worker processes that run task tries. Once it has been idle for a second it also warms up (see
-warm_up): not before its first try, which would then wait for it (the warm-up holds SQLite's write lock, and the
-scheduler's first tick with it: 40-70 ms before a one-task ``trigger --wait`` could start its task, measured).
+once), and forks worker processes that run task tries. After its first try has ended, once it is idle for a
+second, it also warms up (see warm_up). Not before the first try, which then waited for it (the warm-up holds
+SQLite's write lock, and held up the scheduler's first tick: 40-70 ms before a one-task ``trigger --wait`` could
+start its task, measured); and not while that try runs, which may be the only one (a Spark job it would take CPU
+from).
 
 A worker is a separate process, isolated from the scheduler: it leads its own session and process group
 (``os.setsid``, so marking a task failed or a timeout kills the group, spark-submit included), writes each try's
@@ -267,7 +269,8 @@ class _Server:
             self.metastore = open_metastore(self.settings)  # the schema check, once for every task
         except SparkflowError as exc:
             self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
-        self.warm = False  # whether warm_up() ran (it runs when the server is first idle)
+        self.warmed = False
+        self.warm_up_due = False  # a try has ended and warm_up() has not run: it runs once the server is idle
         _import_what_tries_import()
         self.workers: dict[int, _Worker] = {}  # pid -> every worker not yet reaped
         self.idle: list[_Worker] = []  # free workers of this generation, the last freed at the end
@@ -291,11 +294,11 @@ class _Server:
         watched: list[Any] = [self.sock, self.wake_r, self.done_r]
         while True:
             try:
-                readable, _, _ = select.select(watched, [], [], None if self.warm else WARM_UP_WHEN_IDLE_SECONDS)
+                readable, _, _ = select.select(watched, [], [], WARM_UP_WHEN_IDLE_SECONDS if self.warm_up_due else None)
             except InterruptedError:
                 readable = []
-            if not readable and not self.warm:
-                self.warm = True
+            if not readable and self.warm_up_due:
+                self.warm_up_due, self.warmed = False, True
                 if self.metastore is not None:
                     warm_up(self.settings, self.metastore)
                 continue
@@ -332,6 +335,7 @@ class _Server:
                 continue
             if kind == b"done":
                 self._send({"id": worker.request, "pid": worker.pid, "done": True})
+                self.warm_up_due = not self.warmed
             elif kind == b"free":
                 self._send({"id": worker.request, "pid": worker.pid, "exit": 0})
                 worker.request = None

@@ -391,14 +391,16 @@ class SchedulerLoop:
         self,
         run: DagRunRecord,
         on_tick: Callable[[], None] | None = None,
-        idle_sleep: float = 0.5,
+        idle_sleep: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> DagRunRecord:
         """Drive one run to a final state (what `trigger --wait` and `dags test` do).
 
         A task's end wakes the loop at once (the executor's wait); ``idle_sleep`` only paces what nothing signals,
-        such as ``on_tick`` printing new log lines: twice a second reads as live, and five times a second cost a
-        quarter of sparkflow's CPU while a Spark job ran (bench/spark_submit_overhead.py)."""
+        such as ``on_tick`` printing new log lines and Spark progress: once a second, as often as a Spark task
+        records its progress by default (status_poll_interval). Each tick costs CPU that a Spark job running on the
+        same cores is slowed by: five times a second was a quarter of sparkflow's CPU during a Spark job
+        (bench/spark_submit_overhead.py)."""
         self.executor.start()
         next_check = 0.0
         try:

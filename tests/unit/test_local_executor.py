@@ -225,10 +225,11 @@ def test_warm_up_runs_a_try_and_leaves_nothing_behind(settings, metastore) -> No
     assert not (settings.resolved_log_folder / "dag_id=sparkflow_fork_server_warm_up").exists()
 
 
-def test_the_server_warms_up_once_idle_not_before_its_first_try(settings, metastore, write_dag, tmp_path,
-                                                                  monkeypatch) -> None:
-    """The warm-up holds SQLite's write lock: run before the server's first try, it held up the scheduler's first
-    tick and so the first task (40-70 ms of a one-task `trigger --wait`)."""
+def test_the_server_warms_up_once_idle_after_its_first_try(settings, metastore, write_dag, tmp_path,
+                                                             monkeypatch) -> None:
+    """Not before the first try (the warm-up holds SQLite's write lock: it held up the scheduler's first tick and
+    so the first task, 40-70 ms of a one-task `trigger --wait`), and not while that try runs (a Spark job, maybe
+    the only try there is, would lose the CPU), but once it has ended and nothing else is asked for."""
     marks = tmp_path / "marks"
     real_warm_up = forkserver.warm_up
 
@@ -238,14 +239,18 @@ def test_the_server_warms_up_once_idle_not_before_its_first_try(settings, metast
         return real_warm_up(*args)
 
     monkeypatch.setattr(forkserver, "warm_up", recorded_warm_up)  # the server is forked: it inherits both
-    monkeypatch.setattr(forkserver, "WARM_UP_WHEN_IDLE_SECONDS", 2.0)
+    monkeypatch.setattr(forkserver, "WARM_UP_WHEN_IDLE_SECONDS", 0.5)
     path = write_dag("first", f"""
+        import time
         from datetime import datetime
         from sparkflow import DAG, PythonOperator
 
         def mark():
             with open({str(marks)!r}, "a") as fh:
-                fh.write("task\\n")
+                fh.write("task starts\\n")
+            time.sleep(1.5)  # the server is idle meanwhile
+            with open({str(marks)!r}, "a") as fh:
+                fh.write("task ends\\n")
 
         with DAG("first", start_date=datetime(2024, 1, 1)) as dag:
             PythonOperator(task_id="t", python_callable=mark)
@@ -259,7 +264,7 @@ def test_the_server_warms_up_once_idle_not_before_its_first_try(settings, metast
         while not any(r.id == run.id for r in loop.tick(run_filter=[run.id]).finished_runs):
             loop.idle(0.05)
         assert queries.get_run(metastore.db, "first", run.run_id).state is RunState.SUCCESS
-        wait_for(lambda: marks.read_text().splitlines() == ["task", "warm-up"], timeout=20)
+        wait_for(lambda: marks.read_text().splitlines() == ["task starts", "task ends", "warm-up"], timeout=20)
     finally:
         executor.end(kill=True)
 
