@@ -10,7 +10,7 @@ reports its own fixed cost, from its task log, which does not vary with Spark: t
 to spark-submit's start, and from spark-submit's end to the command's end; and how long spark-submit itself ran
 under sparkflow against the bare run (does sparkflow slow Spark down while it runs, or only add its fixed cost?).
 
-    python bench/spark_submit_overhead.py [--pairs 10]
+    python bench/spark_submit_overhead.py [--pairs 20]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--pairs", type=int, default=20)
     args = parser.parse_args()
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="sparkflow-bench-") as tmp:

@@ -107,12 +107,14 @@ def task_instances_of_runs(db: Database, run_ids: Sequence[int]) -> list[TaskIns
         return [TaskInstanceRecord.from_row(r) for r in rows]
 
 
-def task_instances_in_states(db: Database, states: Iterable[TaskState]) -> list[TaskInstanceRecord]:
-    """Task instances of every run in these states (the scheduler adopting work after a restart)."""
-    c = t.task_instance.c
+def queued_task_instances(db: Database) -> list[tuple[TIKey, int, datetime | None]]:
+    """(key, try number, queued at) of every queued task instance (the scheduler adopting work after a restart).
+    Only these columns: this is in the first iteration of every `trigger --wait`, and compiling a select of the
+    whole row was ~10 ms of it."""
+    query = S.select_where("task_instance", ("state",), (*S.TI_KEY, "try_number", "queued_at"), order_by=("id",))
     with db.read() as conn:
-        rows = conn.execute(select(t.task_instance).where(c.state.in_([s.value for s in states])).order_by(c.id))
-        return [TaskInstanceRecord.from_row(r) for r in rows]
+        rows = query.rows(conn, S.params({"state": TaskState.QUEUED.value}))
+    return [(TIKey(*r[:3]), r[3], r[4]) for r in rows]
 
 
 _SLOT_COLUMNS = ("id", "task_id", "state", "try_number", "next_try_at", "priority_weight", "pool", "pool_slots",

@@ -335,14 +335,14 @@ class SchedulerLoop:
         Running tasks are judged in _detect_zombies (alive: left alone; gone: failed or retried)."""
         owned = self.executor.running()
         moved = 0
-        for ti in queries.task_instances_in_states(self.ms.db, [TaskState.QUEUED]):
-            if ti.key in owned or (ti.queued_at is not None and ti.queued_at > queued_before):
+        for key, try_number, queued_at in queries.queued_task_instances(self.ms.db):
+            if key in owned or (queued_at is not None and queued_at > queued_before):
                 continue
             if self.ms.store.set_task_state(
-                ti.key, TaskState.QUEUED, TaskState.SCHEDULED, ACTOR, now=self.clock(), expected_try=ti.try_number,
+                key, TaskState.QUEUED, TaskState.SCHEDULED, ACTOR, now=self.clock(), expected_try=try_number,
                 detail="queued but never started (its scheduler stopped); scheduled again",
             ):
-                log.warning("%s was queued but never started; scheduled again", ti.key)
+                log.warning("%s was queued but never started; scheduled again", key)
                 moved += 1
         return moved
 
