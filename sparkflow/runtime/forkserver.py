@@ -141,6 +141,7 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
             warm_settings = dataclasses.replace(settings, log_folder=Path(folder), heartbeat_interval=3600.0)
             now = datetime.now(UTC)
             dag = DAG("sparkflow_fork_server_warm_up", start_date=now, schedule=None)
+            # A template to render, so that Jinja's first compile (its lexer) is done here too.
             PythonOperator(task_id="noop", python_callable=_warm_up_noop, op_kwargs={"day": "{{ ds }}"}, dag=dag)
             run = warm.store.create_dag_run(dag, "warm_up", "manual", now, dag.infer_manual_data_interval(now),
                                             actor="fork_server", now=now)
