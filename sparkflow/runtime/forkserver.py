@@ -126,7 +126,8 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
 
     Why: SQLAlchemy compiles each statement shape once per engine and caches it. A fresh child would compile
     the ~10 statements of a try itself (measured: about half of a no-op task's time in the child); run once here,
-    they are compiled in the cache every child inherits. Nothing of it is kept: the rows go with the rollback,
+    they are compiled in the cache every child inherits, and so are the modules a try imports on first use
+    (pendulum for its context, Jinja for its template). Nothing of it is kept: the rows go with the rollback,
     the log goes to a temporary folder. Best effort: a failure only means children compile for themselves.
     """
     with contextlib.ExitStack() as stack:
@@ -141,7 +142,7 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
             warm_settings = dataclasses.replace(settings, log_folder=Path(folder), heartbeat_interval=3600.0)
             now = datetime.now(UTC)
             dag = DAG("sparkflow_fork_server_warm_up", start_date=now, schedule=None)
-            # A template to render, so that Jinja's first compile (its lexer) is done here too.
+            # A template to render: Jinja is imported and its lexer compiled here too.
             PythonOperator(task_id="noop", python_callable=_warm_up_noop, op_kwargs={"day": "{{ ds }}"}, dag=dag)
             run = warm.store.create_dag_run(dag, "warm_up", "manual", now, dag.infer_manual_data_interval(now),
                                             actor="fork_server", now=now)
@@ -154,14 +155,6 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
             ok = False
     metastore.db.dispose()  # fork with no open connection: each child opens its own
     return ok
-
-
-def _import_what_tries_import() -> None:
-    """Import here, once, what a try imports on first use: pendulum (its context) and Jinja (its templates). The
-    server does this as it starts, while the scheduler's first tick runs on the other core and takes longer, so
-    that the first worker inherits them instead of importing them before its task can start (~20-40 ms)."""
-    import jinja2.nativetypes  # noqa: F401
-    import pendulum  # noqa: F401
 
 
 def _touch(metastore: Metastore) -> None:
@@ -272,7 +265,6 @@ class _Server:
             self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
         self.warmed = False
         self.warm_up_due = False  # a try has ended and warm_up() has not run: it runs once the server is idle
-        _import_what_tries_import()
         self.workers: dict[int, _Worker] = {}  # pid -> every worker not yet reaped
         self.idle: list[_Worker] = []  # free workers of this generation, the last freed at the end
         self.dags: dict[str, tuple[tuple[str, int, int, int], DAG]] = {}  # dag_id -> (file version, DAG)
