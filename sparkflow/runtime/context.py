@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sparkflow.connections import Connection
 from sparkflow.definitions.baseoperator import BaseOperator
@@ -26,9 +26,6 @@ from sparkflow.logs import masker, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
-
-if TYPE_CHECKING:
-    import pendulum
 
 log = logging.getLogger("sparkflow.task")
 
@@ -159,8 +156,8 @@ def build_context(
         "run_id": run.run_id,
         "logical_date": logical_date,
         "execution_date": logical_date,
-        "data_interval_start": _pendulum(run.data_interval_start) or logical_date,
-        "data_interval_end": _pendulum(run.data_interval_end) or logical_date,
+        "data_interval_start": pendulum.instance(run.data_interval_start) if run.data_interval_start else logical_date,
+        "data_interval_end": pendulum.instance(run.data_interval_end) if run.data_interval_end else logical_date,
         "ds": ds,
         "ds_nodash": ds.replace("-", ""),
         "ts": logical_date.isoformat(),
@@ -184,12 +181,6 @@ def _artifact_dir(log_folder: Path, key: TIKey, try_number: int, name: str) -> P
     path = log_path.with_name(f"{log_path.stem}.{name}")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _pendulum(value: datetime | None) -> pendulum.DateTime | None:
-    import pendulum
-
-    return pendulum.instance(value) if value is not None else None
 
 
 class InMemoryTaskInstance:
