@@ -77,6 +77,9 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 TASK_CLEARABLE: frozenset[TaskState] = frozenset(TaskState) - TASK_ACTIVE
 # mark: a user sets the outcome by hand; a running task is then killed by whoever marked it.
 TASK_MARK_TARGETS: frozenset[TaskState] = frozenset({TaskState.SUCCESS, TaskState.FAILED})
+# time-out: a running run that outlives its DAG's dagrun_timeout fails, and each of its unfinished tasks is
+# skipped (a running one is killed), as in Airflow.
+TASK_UNFINISHED: frozenset[TaskState] = frozenset(TaskState) - TASK_TERMINAL
 # clear of some of a run's tasks re-opens the run: a finished run is queued again, an active one stays as it is.
 RUN_CLEAR_TRANSITIONS: dict[RunState, RunState] = {
     RunState.SUCCESS: RunState.QUEUED,
@@ -90,7 +93,7 @@ def check_transition(old: TaskState, new: TaskState) -> None:
     """Raise InvalidTransition unless the task state machine allows ``old -> new``.
 
     Leaving a terminal state is not a transition: it is a *clear* (re-run) or a *mark*, each an audited
-    operation of its own in ``metastore.store``.
+    operation of its own in ``metastore.store``; so is a run's *time-out*, which skips its unfinished tasks.
     """
     if new not in TASK_TRANSITIONS[old]:
         raise InvalidTransition(f"task instance cannot move from '{old}' to '{new}'")

@@ -42,7 +42,7 @@ def run_dag(
     clock = clock or Clock(NOW)
     run = trigger_dag(metastore, dag, clock(), conf)
     executor = make_executor(settings, metastore, bag.dags.get, "sequential", clock=clock)
-    loop = SchedulerLoop(metastore, executor, bag.dags.get, clock=clock)
+    loop = SchedulerLoop(metastore, executor, bag.dags.get, clock=clock, log_folder=settings.resolved_log_folder)
     for _ in range(max_ticks):
         result = loop.tick()
         current = queries.get_run(metastore.db, dag_id, run.run_id)

@@ -42,6 +42,9 @@ def follow_run(env: CliEnv, dag: DAG, run: DagRunRecord, executor_name: str | No
     click.echo(click.style(f"Run {final.run_id} of {final.dag_id} finished: {final.state.value}{duration}",
                            fg=colour, bold=True))
     if final.state is not RunState.SUCCESS:
+        for event in queries.state_events(env.metastore.db, run.dag_id, run.run_id):
+            if event.event == "timeout" and event.task_id is None:
+                click.echo(f"  timed out: {event.detail}; its unfinished tasks were skipped", err=True)
         failed = [ti for ti in queries.task_instances(env.metastore.db, run.dag_id, run.run_id)
                   if ti.state.value in ("failed", "upstream_failed")]
         for ti in failed:

@@ -55,7 +55,7 @@ class DAG:
         tags: list[str] | None = None,
         max_active_runs: int = 16,
         max_active_tasks: int = 16,
-        dagrun_timeout: timedelta | None = None,
+        dagrun_timeout: timedelta | float | None = None,
         on_success_callback: Callable[..., Any] | None = None,
         on_failure_callback: Callable[..., Any] | None = None,
         doc_md: str | None = None,
@@ -92,7 +92,12 @@ class DAG:
                 raise self._error(f"{name} must be a positive integer, got {value!r}")
         self.max_active_runs = max_active_runs
         self.max_active_tasks = max_active_tasks
-        self.dagrun_timeout = dagrun_timeout
+        if isinstance(dagrun_timeout, (int, float)) and not isinstance(dagrun_timeout, bool):
+            dagrun_timeout = timedelta(seconds=dagrun_timeout)  # seconds, as execution_timeout also accepts
+        if dagrun_timeout is not None and (not isinstance(dagrun_timeout, timedelta) or dagrun_timeout <= timedelta(0)):
+            raise self._error(f"dagrun_timeout must be a positive timedelta, e.g. timedelta(hours=2), got "
+                              f"{dagrun_timeout!r}")
+        self.dagrun_timeout: timedelta | None = dagrun_timeout
         self.on_success_callback = on_success_callback
         self.on_failure_callback = on_failure_callback
         self.doc_md = doc_md

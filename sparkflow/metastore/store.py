@@ -32,6 +32,7 @@ from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
 from sparkflow.state import (
     RUN_CLEAR_TRANSITIONS,
     TASK_ACTIVE,
+    TASK_UNFINISHED,
     RunState,
     TaskState,
     check_clear,
@@ -558,7 +559,6 @@ class Store:
         """Set a task's outcome by hand (success or failed), audited as a ``mark`` event; returns the task
         instance as it was before. A running try is closed; killing its process is the caller's job."""
         now = now or utcnow()
-        c = t.task_instance.c
         with self.db.write() as conn:
             row = _BY_KEY.first(conn, S.params(_key(key)))
             if row is None:
@@ -568,21 +568,60 @@ class Store:
                 check_mark(before.state, new)
             except InvalidTransition as exc:
                 raise UserError(f"task '{key.task_id}' of run '{key.run_id}': {exc}; nothing to do") from None
-            values: dict[str, Any] = {"state": new, "updated_at": now, "next_try_at": None, "end_date": now}
-            if before.start_date is not None:
-                values["duration"] = (now - before.start_date).total_seconds()
-            if new is TaskState.FAILED:
-                values["error"] = f"marked failed by {actor}"
-            conn.execute(update(t.task_instance).where(c.id == row.id, c.state == before.state).values(**values))
-            if before.state is TaskState.RUNNING:
-                conn.execute(
-                    update(t.task_instance_try)
-                    .where(t.task_instance_try.c.ti_id == row.id, t.task_instance_try.c.try_number == row.try_number)
-                    .values(state=new, end_date=now, duration=values.get("duration"), error=values.get("error"))
-                )
+            error = f"marked failed by {actor}" if new is TaskState.FAILED else None
+            self._end_by_hand(conn, row.id, before, new, now, error)
             self._event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "mark", before.state, new,
                         actor, None)
         return before
+
+    def time_out_run(
+        self, run: DagRunRecord, actor: str, detail: str, now: datetime | None = None
+    ) -> list[TaskInstanceRecord] | None:
+        """A running run outlived its DAG's dagrun_timeout: it fails and each unfinished task is skipped, as in
+        Airflow, in one transaction audited as ``timeout`` events with ``detail``. Returns the tasks it skipped as
+        they were before (killing the running ones is the caller's job), or None when the run was not running
+        any more."""
+        now = now or utcnow()
+        c = t.task_instance.c
+        with self.db.write() as conn:
+            if _update(conn, "dag_run", {"id": run.id, "state": RunState.RUNNING},
+                       {"state": RunState.FAILED, "end_date": now}) == 0:
+                return None
+            self._event(conn, now, run.dag_id, run.run_id, None, None, "timeout", RunState.RUNNING, RunState.FAILED,
+                        actor, detail)
+            skipped = []
+            rows = conn.execute(select(t.task_instance).where(
+                c.dag_run_id == run.id, c.state.in_([s.value for s in TASK_UNFINISHED])).order_by(c.id)).all()
+            for row in rows:
+                before = TaskInstanceRecord.from_row(row)
+                if self._end_by_hand(conn, row.id, before, TaskState.SKIPPED, now, None):
+                    skipped.append(before)
+                    self._event(conn, now, run.dag_id, run.run_id, row.task_id, row.try_number, "timeout",
+                                before.state, TaskState.SKIPPED, actor, detail)
+        return skipped
+
+    @staticmethod
+    def _end_by_hand(conn: SAConnection, ti_id: int, before: TaskInstanceRecord, new: TaskState, now: datetime,
+                     error: str | None) -> bool:
+        """Move a task instance to ``new`` outside the state machine's transitions (mark, a run's time-out):
+        compare-and-set on the state it had, closing a running try's history row with the same outcome. False
+        when the row had moved meanwhile."""
+        c = t.task_instance.c
+        values: dict[str, Any] = {"state": new, "updated_at": now, "next_try_at": None, "end_date": now}
+        if error is not None:
+            values["error"] = error
+        if before.start_date is not None:
+            values["duration"] = (now - before.start_date).total_seconds()
+        if not conn.execute(update(t.task_instance).where(c.id == ti_id, c.state == before.state)
+                            .values(**values)).rowcount:
+            return False
+        if before.state is TaskState.RUNNING:
+            conn.execute(
+                update(t.task_instance_try)
+                .where(t.task_instance_try.c.ti_id == ti_id, t.task_instance_try.c.try_number == before.try_number)
+                .values(state=new, end_date=now, duration=values.get("duration"), error=values.get("error"))
+            )
+        return True
 
     # -- pools -----------------------------------------------------------------------------------------------
     def set_pool(self, name: str, slots: int, description: str | None = None) -> None:

@@ -176,10 +176,14 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
                               dag.user_defined_macros, dag.user_defined_filters)
     try:
         with _capture_output(), _timeout(work, task.execution_timeout), _sigterm_raises():
-            work.render_template_fields(context, env)
-            _call_callback(work.on_execute_callback, context, "on_execute_callback")
-            work.pre_execute(context)
-            result = work.execute(context)
+            try:
+                work.render_template_fields(context, env)
+                _call_callback(work.on_execute_callback, context, "on_execute_callback")
+                work.pre_execute(context)
+                result = work.execute(context)
+            except (TaskTimeout, TaskKilled):
+                work.on_kill()  # still inside _sigterm_raises: a second SIGTERM cannot cut the kill short
+                raise
             if result is not None and work.do_xcom_push:
                 context["ti"].xcom_push(XCOM_RETURN_KEY, result)
             work.post_execute(context, result)
@@ -189,8 +193,6 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
     except RescheduleTask as exc:
         return Outcome(TaskState.UP_FOR_RESCHEDULE, reschedule_delay=exc.delay)
     except (Exception, TaskKilled) as exc:  # the user-code boundary: any exception is this try's failure
-        if isinstance(exc, (TaskTimeout, TaskKilled)):
-            work.on_kill()
         context["exception"] = exc
         reason = masker.mask(f"{type(exc).__name__}: {exc}")
         log.error("Task failed with exception\n%s", masker.mask(traceback.format_exc()))
@@ -227,6 +229,27 @@ def _finish(
     }.get(state)
     _call_callback(callback, context, f"{state.value} callback")
     return TryOutcome(state, True)
+
+
+def call_lost_try_callback(
+    metastore: Metastore, dag: DAG, ti: TaskInstanceRecord, state: TaskState, reason: str, log_folder: Path,
+    clock: Callable[[], datetime] = utcnow,
+) -> None:
+    """A try whose process died without recording an outcome (killed -9, OOM-killed, its host lost), which the
+    scheduler then set to ``state``: call the task's on_failure_callback (FAILED) or on_retry_callback
+    (UP_FOR_RETRY) here, with the try's context and the reason as ``exception``, as Airflow does for zombie
+    tasks: an alert on failure must not depend on how the process died."""
+    task = dag.task_dict.get(ti.task_id)
+    if task is None:
+        return
+    callback = {TaskState.FAILED: task.on_failure_callback, TaskState.UP_FOR_RETRY: task.on_retry_callback}.get(state)
+    if callback is None:
+        return
+    run = queries.get_run(metastore.db, ti.dag_id, ti.run_id)
+    context = build_context(dag, task, run, RuntimeTaskInstance(metastore, ti, run, dag, log_folder, clock))
+    context["exception"] = reason
+    with metastore_environment(metastore, context):
+        _call_callback(callback, context, f"{state.value} callback")
 
 
 def _finish_lost(metastore: Metastore, key: TIKey, reason: str) -> None:
@@ -308,6 +331,9 @@ def _sigterm_raises() -> Iterator[None]:
         return
 
     def on_term(signum: int, frame: FrameType | None) -> None:
+        # Once: whoever kills a task may signal it again (a run's time-out, then `trigger --wait` ending), and a
+        # second TaskKilled raised inside on_kill() would stop it killing the Spark application.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise TaskKilled("task received SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, on_term)

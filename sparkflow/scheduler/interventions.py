@@ -1,8 +1,9 @@
 """A user's hand on runs: clear (re-run) task instances and mark them success/failed, both audited in the store.
 
-Marking a running task kills its process: the task process leads its own process group (the local executor
-starts it in a new session) and its pid and host are on the task instance, so SIGTERM goes to the group; the
-runner turns SIGTERM into TaskKilled and calls the operator's on_kill() (spark-submit is killed with it).
+Marking a running task kills its process, and so does a run's time-out (SchedulerLoop): the task process leads
+its own process group (the local executor starts it in a new session) and its pid and host are on the task
+instance, so SIGTERM goes to the group; the runner turns SIGTERM into TaskKilled and calls the operator's
+on_kill() (spark-submit is killed with it).
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ def mark(metastore: Metastore, key: TIKey, state: TaskState, actor: str = "cli")
     before = metastore.store.mark_task_state(key, state, actor)
     if before.state is not TaskState.RUNNING:
         return MarkResult(before)
-    return _terminate(before)
+    return terminate(before)
 
 
-def _terminate(ti: TaskInstanceRecord) -> MarkResult:
+def terminate(ti: TaskInstanceRecord) -> MarkResult:
+    """SIGTERM the process group of a task that was running (marked, or its run timed out): its runner kills
+    what the task started (spark-submit, the Spark application) and leaves. ``note`` says why nothing was sent."""
     if ti.pid is None:
         return MarkResult(ti, note="no process id is recorded for it")
     if ti.hostname != socket.gethostname():

@@ -24,6 +24,8 @@ from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TaskSlot, TIKey
 from sparkflow.metastore.store import SchedulingClaims, TaskStateChange
+from sparkflow.runtime.task_runner import call_lost_try_callback
+from sparkflow.scheduler import interventions
 from sparkflow.scheduler.planner import plan_run
 from sparkflow.settings import Settings
 from sparkflow.state import RUN_ACTIVE, RunState, TaskState
@@ -132,6 +134,12 @@ class SchedulerLoop:
                 started_per_dag[run.dag_id] = active + 1
                 run = queries.get_run(self.ms.db, run.dag_id, run.run_id)
                 result.changed = True
+            if _timed_out(run, dag, now):
+                finished = self._time_out(run, dag, now)
+                if finished is not None:
+                    result.finished_runs.append(finished)
+                    result.changed = True
+                continue
             step = self._advance_run(run, dag, now, changed_tasks)
             result.changed |= step.changed
             steps.append(step)
@@ -360,6 +368,11 @@ class SchedulerLoop:
                                              expected_try=ti.try_number, **fields)
         if moved:
             self._note_in_task_log(ti, f"{reason}; the scheduler marked the task {new.value}")
+            if dag is not None and self.log_folder is not None:  # every loop but some tests' has a log folder
+                try:
+                    call_lost_try_callback(self.ms, dag, ti, new, reason, self.log_folder, self.clock)
+                except Exception:  # noqa: BLE001 - the task's state is recorded; the loop carries on
+                    log.exception("%s: the %s callback could not be called", ti.key, new.value)
         return moved
 
     def _note_in_task_log(self, ti: TaskInstanceRecord, message: str) -> None:
@@ -377,12 +390,33 @@ class SchedulerLoop:
         except OSError:
             log.exception("could not write to the task log %s", path)
 
-    def _run_callback(self, dag: DAG, run: DagRunRecord) -> None:
+    def _time_out(self, run: DagRunRecord, dag: DAG, now: datetime) -> DagRunRecord | None:
+        """The run outlived dagrun_timeout: fail it, skip its unfinished tasks and kill the running ones (their
+        runners kill the Spark applications), as Airflow does; the DAG's failure callback gets reason
+        ``timed_out``. None when the run had ended meanwhile."""
+        reason = f"the run exceeded its DAG's dagrun_timeout of {dag.dagrun_timeout}"
+        skipped = self.ms.store.time_out_run(run, ACTOR, reason, now=now)
+        if skipped is None:
+            return None
+        # info, not a warning: the DAG asked for this ending (and `trigger --wait` reports it itself)
+        log.info("run %s of DAG '%s' timed out: %s; %d unfinished task(s) skipped", run.run_id, run.dag_id, reason,
+                 len(skipped))
+        for ti in skipped:
+            if ti.state is TaskState.RUNNING:
+                killed = interventions.terminate(ti)
+                how = f"process group {killed.killed_pid} sent SIGTERM" if killed.killed_pid else killed.note
+                self._note_in_task_log(ti, f"{reason}; the scheduler skipped the task ({how})")
+        self._slots.pop(run.id, None)
+        finished = queries.get_run(self.ms.db, run.dag_id, run.run_id)
+        self._run_callback(dag, finished, reason="timed_out")
+        return finished
+
+    def _run_callback(self, dag: DAG, run: DagRunRecord, reason: str | None = None) -> None:
         callback = dag.on_success_callback if run.state is RunState.SUCCESS else dag.on_failure_callback
         if callback is None:
             return
         try:
-            callback({"dag": dag, "dag_run": run, "run_id": run.run_id, "reason": run.state.value})
+            callback({"dag": dag, "dag_run": run, "run_id": run.run_id, "reason": reason or run.state.value})
         except Exception:
             log.exception("DAG '%s' %s callback raised", dag.dag_id, run.state.value)
 
@@ -428,6 +462,12 @@ class SchedulerLoop:
             self.executor.wait(seconds)
         else:
             sleep(seconds)
+
+
+def _timed_out(run: DagRunRecord, dag: DAG, now: datetime) -> bool:
+    """Airflow's dagrun_timeout: a running run times out once it has run longer than that since it started."""
+    return (dag.dagrun_timeout is not None and run.state is RunState.RUNNING and run.start_date is not None
+            and now - run.start_date > dag.dagrun_timeout)
 
 
 def drive_run(

@@ -26,13 +26,13 @@ pytestmark = pytest.mark.spark
 SLOW_APP = Path(__file__).parent / "apps" / "slow_app.py"
 
 
-def run_spark_dag(metastore, dags_folder: Path, dag_id: str, body: str):  # type: ignore[no-untyped-def]
+def run_spark_dag(metastore, dags_folder: Path, dag_id: str, body: str, dag_args: str = ""):  # type: ignore[no-untyped-def]
     path = dags_folder / f"{dag_id}.py"
     path.write_text(textwrap.dedent(f"""
         from datetime import datetime, timedelta
         from sparkflow import DAG, SparkSubmitOperator
 
-        with DAG({dag_id!r}, start_date=datetime(2024, 1, 1)) as dag:
+        with DAG({dag_id!r}, start_date=datetime(2024, 1, 1){dag_args}) as dag:
     """) + textwrap.indent(textwrap.dedent(body), "    "))
     bag = collect_dags(dags_folder, only_file=path)
     assert not bag.import_errors, bag.import_errors
@@ -88,14 +88,34 @@ def test_timeout_kills_the_application_on_the_cluster(cluster_env, metastore, se
     assert final.state is RunState.FAILED and ti.state is TaskState.FAILED
     assert "execution_timeout" in ti.error
     assert elapsed < 30 + 25  # the task ended within seconds of its timeout, not after the 300 s job
-    assert ti.spark_app_id and ti.spark_app_id.startswith("app-")
+    assert_gone_from_the_cluster(cluster_env, ti.spark_app_id)
+
+
+def test_dagrun_timeout_skips_the_task_and_kills_the_application_on_the_cluster(cluster_env, metastore, settings):
+    """The run's time-out comes from the scheduler, not from inside the task (SIGTERM to the task's process group,
+    as `tasks mark` sends): the application goes all the same."""
+    final, elapsed = run_spark_dag(metastore, settings.resolved_dags_folder, "standalone_run_timeout", f"""
+        SparkSubmitOperator(task_id="slow", application={str(SLOW_APP)!r}, application_args=["300"],
+                            conn_id="spark_cluster", name="slow_app_run_timeout", executor_memory="512m",
+                            total_executor_cores=2)
+    """, dag_args=", dagrun_timeout=timedelta(seconds=30)")
+    ti = queries.get_task_instance(metastore.db, TIKey("standalone_run_timeout", final.run_id, "slow"))
+    log = Path(ti.log_path).read_text()
+    assert final.state is RunState.FAILED and ti.state is TaskState.SKIPPED, log[-3000:]
+    assert "dagrun_timeout of 0:00:30; the scheduler skipped the task (process group" in log
+    assert elapsed < 30 + 25
+    assert_gone_from_the_cluster(cluster_env, ti.spark_app_id)
+
+
+def assert_gone_from_the_cluster(cluster, app_id: str | None) -> None:
+    assert app_id and app_id.startswith("app-")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        active = [app["id"] for app in cluster_env.state()["activeapps"]]
-        if ti.spark_app_id not in active:
+        active = [app["id"] for app in cluster.state()["activeapps"]]
+        if app_id not in active:
             break
         time.sleep(0.5)
-    assert ti.spark_app_id not in active, "the application still runs on the cluster"
+    assert app_id not in active, "the application still runs on the cluster"
 
 
 def test_python_app_in_cluster_mode_goes_through_the_rest_server(cluster_env, metastore, settings, monkeypatch):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -507,6 +509,47 @@ def test_trigger_wait_success_with_local_executor(cli: Cli, home: Path, settings
     folder = settings.resolved_log_folder
     assert "bash-says-hi" in task_log_path(folder, "small", "ok", "say", 1).read_text()
     assert "hello from python" in task_log_path(folder, "small", "ok", "py", 1).read_text()
+
+
+def test_trigger_wait_ends_a_run_at_its_dagrun_timeout_killing_what_its_task_started(
+        cli: Cli, home: Path, settings: Settings, write_dag: Callable[[str, str], Path], tmp_path: Path) -> None:
+    """A real task process (local executor) whose command would run a minute: the run fails after the DAG's
+    dagrun_timeout, the task is skipped, and the process it started is gone."""
+    pid_file = tmp_path / "sleeper.pid"
+    write_dag("bounded", f"""
+        from datetime import datetime, timedelta
+        from sparkflow import DAG, BashOperator
+
+        with DAG("bounded", start_date=datetime(2024, 1, 1), dagrun_timeout=timedelta(seconds=2)) as dag:
+            BashOperator(task_id="sleepy", bash_command="sleep 60 & echo $! > {pid_file}; wait")
+    """)
+    started = time.monotonic()
+    result = cli("trigger", "bounded", "--run-id", "slow", "--wait")
+    assert result.code == 1, (result.out, result.err)
+    assert time.monotonic() - started < 20  # the two-second limit, the kill and its grace; not the minute
+    assert "finished: failed" in result.out
+    assert "timed out: the run exceeded its DAG's dagrun_timeout of 0:00:02; its unfinished tasks were skipped" \
+        in result.err
+    (row,) = cli("tasks", "states", "bounded", "slow", "-o", "json").json()
+    assert row["state"] == "skipped"
+    sleeper = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(sleeper):
+        assert time.monotonic() < deadline, f"process {sleeper} started by the task still runs"
+        time.sleep(0.1)
+    log = task_log_path(settings.resolved_log_folder, "bounded", "slow", "sleepy", 1).read_text()
+    assert "dagrun_timeout of 0:00:02; the scheduler skipped the task (process group" in log
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("executor", ["sequential", "local"])

@@ -6,6 +6,7 @@ without alembic, the warm-up, one transaction per loop iteration)."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -189,6 +190,52 @@ def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, 
         wait_for(lambda: not _alive(sleeper))
         assert not _alive(task_pid)
         # The runner turned SIGTERM into a failure it recorded itself (exit 0), as with a timeout.
+        assert queries.get_task_instance(metastore.db, key).state is TaskState.FAILED
+    finally:
+        executor.end(kill=True)
+
+
+def test_a_second_sigterm_does_not_cut_the_kill_short(settings, metastore, write_dag, tmp_path) -> None:
+    """Whoever kills a task may signal it twice (a run's time-out, then `trigger --wait` ending): the operator's
+    on_kill() (which kills the Spark application) still runs to its end."""
+    started, cleaned = tmp_path / "started", tmp_path / "cleaned"
+    path = write_dag("twice", f"""
+        import time
+        from datetime import datetime
+        from sparkflow import DAG, BaseOperator
+
+        class Slow(BaseOperator):
+            def execute(self, context):
+                open({str(started)!r}, "w").close()
+                time.sleep(60)
+
+            def on_kill(self):
+                time.sleep(1)  # the second SIGTERM arrives in here
+                with open({str(cleaned)!r}, "w") as fh:
+                    fh.write("on_kill finished")
+
+        with DAG("twice", start_date=datetime(2024, 1, 1)) as dag:
+            Slow(task_id="slow")
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["twice"], datetime.now(UTC))
+    key = TIKey("twice", run.run_id, "slow")
+    for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
+        assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
+    executor = LocalExecutor(2)
+    executor.start()
+    try:
+        executor.queue(Workload(key, 1))
+        executor.sync()
+        wait_for(started.exists)
+        task_pid = executor.pid(key)
+        assert task_pid is not None
+        os.kill(task_pid, signal.SIGTERM)
+        time.sleep(0.3)
+        os.kill(task_pid, signal.SIGTERM)
+        wait_for(lambda: cleaned.exists())
+        assert cleaned.read_text() == "on_kill finished"
+        wait_for(lambda: not _alive(task_pid))
         assert queries.get_task_instance(metastore.db, key).state is TaskState.FAILED
     finally:
         executor.end(kill=True)

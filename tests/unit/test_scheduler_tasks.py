@@ -11,8 +11,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from sparkflow.cli import main
+from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import collect_dags
+from sparkflow.exceptions import DagDefinitionError
 from sparkflow.executors.base import ExecutorEvent, Workload
 from sparkflow.executors.factory import make_executor
 from sparkflow.metastore import queries
@@ -287,3 +291,132 @@ def test_the_loop_sees_a_change_made_from_outside_between_two_iterations(setting
     metastore.store.mark_task_state(key, TaskState.FAILED, "cli")
     loop.tick(run_filter=[run.id])
     assert queries.get_task_instance(metastore.db, key._replace(task_id="b")).state is TaskState.UPSTREAM_FAILED
+
+
+def test_a_run_past_its_dagrun_timeout_fails_its_unfinished_tasks_are_skipped_and_the_running_one_killed(
+        settings, metastore, write_dag, tmp_path) -> None:
+    """Airflow's dagrun_timeout: measured from the run's start; the run fails, every unfinished task (queued,
+    running, up_for_retry, not yet started) is skipped in one audited transaction, a running task's process
+    group gets SIGTERM with the reason in its log, finished tasks keep their state, and the DAG's failure
+    callback gets reason "timed_out"."""
+    reasons = tmp_path / "reasons.txt"
+    path = write_dag("bounded", f"""
+        from datetime import datetime, timedelta
+        from sparkflow import DAG, EmptyOperator
+
+        def on_failure(context):
+            with open({str(reasons)!r}, "a") as fh:
+                fh.write(context["reason"] + "\\n")
+
+        with DAG("bounded", start_date=datetime(2024, 1, 1), dagrun_timeout=timedelta(minutes=10),
+                 on_failure_callback=on_failure) as dag:
+            for task_id in ("done", "long", "waiting", "queued"):
+                EmptyOperator(task_id=task_id, retries=1)
+            dag.get_task("long") >> EmptyOperator(task_id="after")
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["bounded"], NOW)
+    store = metastore.store
+    store.set_run_state(queries.get_run(metastore.db, "bounded", run.run_id), RunState.RUNNING, "test", now=NOW)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    log_path = tmp_path / "long.log"
+    path_to = {
+        "done": [TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCESS],
+        "long": [TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING],
+        "waiting": [TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING, TaskState.UP_FOR_RETRY],
+        "queued": [TaskState.SCHEDULED, TaskState.QUEUED],
+    }
+    try:
+        for task_id, moves in path_to.items():
+            key, old = TIKey("bounded", run.run_id, task_id), TaskState.NONE
+            for new in moves:
+                extra = {"try_number": 1} if new is TaskState.QUEUED else {}
+                if task_id == "long" and new is TaskState.RUNNING:
+                    extra = {"pid": proc.pid, "hostname": socket.gethostname(), "log_path": str(log_path)}
+                if new is TaskState.UP_FOR_RETRY:
+                    extra = {"next_try_at": NOW + timedelta(hours=1)}
+                assert store.set_task_state(key, old, new, "test", now=NOW, **extra), (task_id, new)
+                old = new
+        executor = HoldingExecutor()
+        executor.queued.append(Workload(TIKey("bounded", run.run_id, "queued"), 1))  # what this executor holds
+        loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=3600,
+                             clock=Clock(NOW + timedelta(minutes=10)))
+        result = loop.tick()
+        assert not result.finished_runs and proc.poll() is None  # ten minutes is not past the timeout yet
+        loop.clock = Clock(NOW + timedelta(minutes=10, seconds=1))
+        result = loop.tick()
+        assert [r.run_id for r in result.finished_runs] == [run.run_id] and result.changed
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+    final = queries.get_run(metastore.db, "bounded", run.run_id)
+    assert final.state is RunState.FAILED and final.end_date == NOW + timedelta(minutes=10, seconds=1)
+    assert states(metastore, run) == {"done": "success", "long": "skipped", "waiting": "skipped",
+                                      "queued": "skipped", "after": "skipped"}
+    (long_try,) = queries.task_tries(metastore.db, TIKey("bounded", run.run_id, "long"))
+    assert long_try.state is TaskState.SKIPPED and long_try.end_date is not None
+    reason = "the run exceeded its DAG's dagrun_timeout of 0:10:00"
+    timeouts = [(e.task_id, e.old_state, e.new_state, e.actor, e.detail)
+                for e in queries.state_events(metastore.db, "bounded", run.run_id) if e.event == "timeout"]
+    assert timeouts == [(None, "running", "failed", "scheduler", reason)] + [
+        (task_id, old, "skipped", "scheduler", reason)
+        for task_id, old in (("long", "running"), ("waiting", "up_for_retry"), ("queued", "queued"), ("after", "none"))
+    ]
+    assert f"{reason}; the scheduler skipped the task (process group {proc.pid} sent SIGTERM)" in log_path.read_text()
+    assert reasons.read_text() == "timed_out\n"
+    assert not loop.tick().finished_runs and reasons.read_text() == "timed_out\n"  # once
+
+
+def test_dagrun_timeout_is_a_positive_duration_or_seconds() -> None:
+    assert DAG("seconds", start_date=NOW, dagrun_timeout=90).dagrun_timeout == timedelta(seconds=90)
+    for bad in ("2h", 0, timedelta(minutes=-5)):
+        with pytest.raises(DagDefinitionError, match=r"DAG 'bad': dagrun_timeout must be a positive timedelta, "
+                                                     r"e\.g\. timedelta\(hours=2\), got "):
+            DAG("bad", start_date=NOW, dagrun_timeout=bad)
+
+
+def test_a_task_whose_process_died_gets_its_failure_or_retry_callback_from_the_scheduler(
+        settings, metastore, write_dag, tmp_path) -> None:
+    """Killed -9 or OOM-killed, a try records nothing itself; the scheduler that finds it dead calls the task's
+    on_retry_callback / on_failure_callback with the try's context and the reason as the exception (Airflow's
+    zombie callbacks). A callback that raises does not stop the loop."""
+    calls = tmp_path / "calls.jsonl"
+    path = write_dag("zombies", f"""
+        import json
+        from datetime import datetime
+        from sparkflow import DAG, EmptyOperator
+
+        def record(context):
+            with open({str(calls)!r}, "a") as fh:
+                fh.write(json.dumps([context["ti"].task_id, context["ti"].try_number, context["ds"],
+                                     str(context["exception"])]) + "\\n")
+
+        def broken(context):
+            raise RuntimeError("the alerting service is down")
+
+        with DAG("zombies", start_date=datetime(2024, 1, 1)) as dag:
+            EmptyOperator(task_id="retried", retries=1, on_retry_callback=record, on_failure_callback=broken)
+            EmptyOperator(task_id="failed", on_failure_callback=[broken, record])
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["zombies"], NOW)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer exists, as after kill -9
+    store = metastore.store
+    for task_id in ("retried", "failed"):
+        key = TIKey("zombies", run.run_id, task_id)
+        store.set_task_state(key, TaskState.NONE, TaskState.SCHEDULED, "test")
+        store.set_task_state(key, TaskState.SCHEDULED, TaskState.QUEUED, "test", try_number=1)
+        store.set_task_state(key, TaskState.QUEUED, TaskState.RUNNING, "test", now=NOW, hostname=socket.gethostname(),
+                             pid=dead.pid)
+    store.set_run_state(queries.get_run(metastore.db, "zombies", run.run_id), RunState.RUNNING, "test")
+    loop = SchedulerLoop(metastore, HoldingExecutor(), dags.get, clock=Clock(NOW + timedelta(seconds=1)),
+                         log_folder=settings.resolved_log_folder)
+    loop.tick()
+    assert states(metastore, run) == {"retried": "up_for_retry", "failed": "failed"}
+    reason = f"the task process (pid {dead.pid} on {socket.gethostname()}) is gone without recording an outcome"
+    ds = run.logical_date.strftime("%Y-%m-%d")
+    assert sorted(json.loads(line) for line in calls.read_text().splitlines()) == [
+        ["failed", 1, ds, reason], ["retried", 1, ds, reason],
+    ]
