@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from importlib.abc import MetaPathFinder
@@ -55,3 +56,15 @@ def run_dag(
 
 def states(metastore: Metastore, run: DagRunRecord) -> dict[str, str]:
     return {ti.task_id: ti.state.value for ti in queries.task_instances(metastore.db, run.dag_id, run.run_id)}
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    except OSError:
+        return False

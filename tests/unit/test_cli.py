@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from sparkflow.cli import main
 from sparkflow.connections import SecretBox
 from sparkflow.logs import task_log_path
 from sparkflow.settings import Settings
+from tests.helpers import process_alive
 
 PASSWORD = "pw!#s3cr3t~value"
 TOKEN = "tok!#extra~secret"
@@ -534,22 +534,11 @@ def test_trigger_wait_ends_a_run_at_its_dagrun_timeout_killing_what_its_task_sta
     assert row["state"] == "skipped"
     sleeper = int(pid_file.read_text())
     deadline = time.monotonic() + 10
-    while _alive(sleeper):
+    while process_alive(sleeper):
         assert time.monotonic() < deadline, f"process {sleeper} started by the task still runs"
         time.sleep(0.1)
     log = task_log_path(settings.resolved_log_folder, "bounded", "slow", "sleepy", 1).read_text()
     assert "dagrun_timeout of 0:00:02; the scheduler skipped the task (process group" in log
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[:1] != ["Z"]
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("executor", ["sequential", "local"])

@@ -31,6 +31,7 @@ from sparkflow.runtime.forkserver import warm_up
 from sparkflow.scheduler.loop import SchedulerLoop
 from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.state import RunState, TaskState
+from tests.helpers import process_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,8 +188,8 @@ def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, 
         assert executor.kill(key, grace=5)
         events = executor.sync()
         assert [e.workload.key for e in events] == [key]
-        wait_for(lambda: not _alive(sleeper))
-        assert not _alive(task_pid)
+        wait_for(lambda: not process_alive(sleeper))
+        assert not process_alive(task_pid)
         # The runner turned SIGTERM into a failure it recorded itself (exit 0), as with a timeout.
         assert queries.get_task_instance(metastore.db, key).state is TaskState.FAILED
     finally:
@@ -235,7 +236,7 @@ def test_a_second_sigterm_does_not_cut_the_kill_short(settings, metastore, write
         os.kill(task_pid, signal.SIGTERM)
         wait_for(lambda: cleaned.exists())
         assert cleaned.read_text() == "on_kill finished"
-        wait_for(lambda: not _alive(task_pid))
+        wait_for(lambda: not process_alive(task_pid))
         assert queries.get_task_instance(metastore.db, key).state is TaskState.FAILED
     finally:
         executor.end(kill=True)
@@ -453,17 +454,6 @@ def test_task_and_scheduler_start_path_does_not_import_alembic() -> None:
             "sparkflow.metastore.bootstrap; print(sorted(m for m in sys.modules if m.startswith('alembic')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[:1] != ["Z"]
-    except OSError:
-        return False
 
 
 def test_each_executor_stops_its_own_fork_server_promptly(settings, metastore) -> None:
