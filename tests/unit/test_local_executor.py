@@ -50,6 +50,20 @@ def drive(settings, metastore, dags: dict, dag_id: str):
     return loop.run_until_finished(run, idle_sleep=0.05), run
 
 
+def launch_one(metastore, path: Path, dag_id: str, task_id: str) -> tuple[LocalExecutor, TIKey]:
+    """Queue task_id of a new run of dag_id and hand it to a started local executor; the caller ends it."""
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags[dag_id], datetime.now(UTC))
+    key = TIKey(dag_id, run.run_id, task_id)
+    for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
+        assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
+    executor = LocalExecutor(2)
+    executor.start()
+    executor.queue(Workload(key, 1))
+    executor.sync()
+    return executor, key
+
+
 def wait_for(condition, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -171,16 +185,8 @@ def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, 
         with DAG("sleepy", start_date=datetime(2024, 1, 1)) as dag:
             PythonOperator(task_id="nap", python_callable=nap)
     """)
-    dags = load(path, metastore)
-    run = trigger_dag(metastore, dags["sleepy"], datetime.now(UTC))
-    key = TIKey("sleepy", run.run_id, "nap")
-    for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
-        assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
-    executor = LocalExecutor(2)
-    executor.start()
+    executor, key = launch_one(metastore, path, "sleepy", "nap")
     try:
-        executor.queue(Workload(key, 1))
-        executor.sync()
         wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
         sleeper = int(child_pid.read_text())
         task_pid = executor.pid(key)
@@ -218,16 +224,8 @@ def test_a_second_sigterm_does_not_cut_the_kill_short(settings, metastore, write
         with DAG("twice", start_date=datetime(2024, 1, 1)) as dag:
             Slow(task_id="slow")
     """)
-    dags = load(path, metastore)
-    run = trigger_dag(metastore, dags["twice"], datetime.now(UTC))
-    key = TIKey("twice", run.run_id, "slow")
-    for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
-        assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
-    executor = LocalExecutor(2)
-    executor.start()
+    executor, key = launch_one(metastore, path, "twice", "slow")
     try:
-        executor.queue(Workload(key, 1))
-        executor.sync()
         wait_for(started.exists)
         task_pid = executor.pid(key)
         assert task_pid is not None
