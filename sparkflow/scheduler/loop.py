@@ -406,7 +406,6 @@ class SchedulerLoop:
                 killed = interventions.terminate(ti)
                 how = f"process group {killed.killed_pid} sent SIGTERM" if killed.killed_pid else killed.note
                 self._note_in_task_log(ti, f"{reason}; the scheduler skipped the task ({how})")
-        self._slots.pop(run.id, None)
         finished = queries.get_run(self.ms.db, run.dag_id, run.run_id)
         self._run_callback(dag, finished, reason="timed_out")
         return finished
