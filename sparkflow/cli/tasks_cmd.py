@@ -163,4 +163,4 @@ def mark(env: CliEnv, dag_id: str, run_id: str, task_id: str, state: str) -> Non
     if result.killed_pid is not None:
         click.echo(f"Sent SIGTERM to the task's process group {result.killed_pid}")
     elif result.note:
-        click.echo(f"The task was running but was not killed: {result.note}", err=True)
+        click.echo(f"The task was running; no signal was sent from here: {result.note}", err=True)

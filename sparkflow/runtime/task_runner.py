@@ -324,6 +324,53 @@ def _timeout(task: BaseOperator, limit: timedelta | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+class _KillSwitch:
+    """Lets a try's heartbeat end the try from its own thread: a try whose state was changed from outside (marked
+    failed or success, cleared, its run timed out) must stop, also when no one can signal its process because it
+    runs on another host (a Celery worker). It fires only while the task's code runs (armed by _sigterm_raises)
+    and then does what a kill from this host does: SIGTERM to the task's process group (the task processes of
+    the local and Celery executors lead their own session), or to the main thread alone where the task runs in a
+    process that is not its own (the sequential executor: its group may hold the user's shell pipeline).
+    TaskKilled then rises in the task's code and the operator's on_kill() kills what it started (spark-submit,
+    the Spark application). Outside that window the try is recording its own outcome or has (the compare-and-set
+    refuses it anyway), and a signal would hit that instead.
+
+    Why a lock, and SIGTERM blocked in the main thread while it disarms: firing checks ``armed`` and signals under
+    the lock, so no signal is sent once disarmed; one sent just before is handled once disarming is over, while
+    on_term is still the handler, and cannot interrupt the main thread waiting for the lock instead."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed = False
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        self._armed = True
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                with self._lock:
+                    self._armed = False
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    def fire(self, why: str) -> None:
+        """Log ``why`` into the try's log and SIGTERM the try, if the task's code is running."""
+        with self._lock:
+            if not self._armed:
+                return
+            log.warning("%s; ending this try", why)
+            if os.getsid(0) == os.getpid():  # a task process: leads the session (and group) it made
+                os.killpg(os.getpid(), signal.SIGTERM)
+            else:
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+
+_kill_switch = _KillSwitch()
+
+
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     if not _in_main_thread():
@@ -338,7 +385,8 @@ def _sigterm_raises() -> Iterator[None]:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        yield
+        with _kill_switch.armed():
+            yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -348,15 +396,27 @@ def _heartbeat(metastore: Metastore, key: TIKey, try_number: int, interval: floa
     """Beat every ``interval`` seconds while the try runs. A bare thread (``_thread``): ``threading.Thread.start``
     waits until the new thread has run, ~2 ms of a no-op task's critical path on a busy 2-core machine (issue
     4's benchmark), and the thread is not joined either: once told to stop it writes nothing more (a late beat
-    would not match anyway: it compares the running state and this try)."""
+    would not match anyway: it compares the running state and this try).
+
+    A beat that finds the try no longer running (its state was changed from outside) ends the try through
+    _kill_switch, as Airflow's task heartbeat does: on this host whoever changed it has usually sent SIGTERM
+    already; on another host nothing else would stop it."""
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(interval):
             try:
-                metastore.store.heartbeat(key, try_number)
+                if metastore.store.heartbeat(key, try_number) or stop.is_set():
+                    continue
+                now = queries.get_task_instance(metastore.db, key)
+                change = f"set to {now.state.value} (try {now.try_number})"
+            except NotFound:
+                change = "deleted"
             except Exception:  # a missed beat is retried next interval; the scheduler tolerates a few
                 logging.getLogger("sparkflow.runtime").exception("heartbeat of %s failed", key)
+                continue
+            _kill_switch.fire(f"This task instance was {change} from outside while it ran")
+            return
 
     _thread.start_new_thread(beat, ())
     try:

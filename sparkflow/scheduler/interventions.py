@@ -95,17 +95,22 @@ def mark(metastore: Metastore, key: TIKey, state: TaskState, actor: str = "cli")
 
 def terminate(ti: TaskInstanceRecord) -> MarkResult:
     """SIGTERM the process group of a task that was running (marked, or its run timed out): its runner kills
-    what the task started (spark-submit, the Spark application) and leaves. ``note`` says why nothing was sent."""
+    what the task started (spark-submit, the Spark application) and leaves. ``note`` says why nothing was sent;
+    such a try ends at its own next heartbeat instead, which finds it no longer running (task_runner)."""
     if ti.pid is None:
         return MarkResult(ti, note="no process id is recorded for it")
     if ti.hostname != socket.gethostname():
-        return MarkResult(ti, note=f"it runs on host {ti.hostname}; stop it there (pid {ti.pid})")
+        return MarkResult(ti, note=f"it runs on host {ti.hostname} (pid {ti.pid}); its next heartbeat there "
+                                    "finds the new state and ends it")
     try:
-        leads_group = os.getpgid(ti.pid) == ti.pid
+        # Task processes start their own session; a scheduler running tasks in-process (sequential executor)
+        # may lead its shell job's group, and that group holds more than the task (`... | tee log`).
+        own_session = os.getsid(ti.pid) == ti.pid
     except ProcessLookupError:
         return MarkResult(ti, note=f"its process {ti.pid} is already gone")
-    if not leads_group or ti.pid == os.getpid():
-        return MarkResult(ti, note=f"process {ti.pid} is not a task process of its own (sequential executor?)")
+    if not own_session or ti.pid == os.getpid():
+        return MarkResult(ti, note=f"process {ti.pid} is not a task process of its own (sequential executor?); "
+                                    "its next heartbeat ends the try")
     with contextlib.suppress(ProcessLookupError):
         os.killpg(ti.pid, signal.SIGTERM)
     return MarkResult(ti, killed_pid=ti.pid)

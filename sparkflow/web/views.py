@@ -293,7 +293,7 @@ def mark_task(request: Request, user: User, ti_id: TiId, state: Annotated[str, F
     if result.killed_pid is not None:
         note += f"; sent SIGTERM to the task's process group {result.killed_pid}"
     elif result.note:
-        note += f"; the task was not killed: {result.note}"
+        note += f"; the task was running, no signal was sent from here: {result.note}"
     return _back(f"/ti/{ti_id}", message=note)
 
 

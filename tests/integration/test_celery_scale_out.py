@@ -1,6 +1,7 @@
 """CeleryExecutor scale-out for real: PostgreSQL metastore, Redis broker, `sparkflow worker` and `sparkflow scheduler`
 processes. Two schedulers and two workers run a 200-task DAG with every task run exactly once; a worker killed with
-SIGKILL mid-task loses nothing: the task is retried on the other worker and the run succeeds."""
+SIGKILL mid-task loses nothing: the task is retried on the other worker and the run succeeds; a task marked failed
+where no signal from the marker reaches it ends at its own next heartbeat."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from sparkflow.metastore import queries
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
 from sparkflow.state import RunState, TaskState
+from tests.helpers import process_alive
 from tests.integration.deployment import Deployment, wait_for
 
 pytestmark = [pytest.mark.celery, pytest.mark.postgres, pytest.mark.slow]
@@ -120,5 +123,42 @@ def test_worker_killed_mid_task_is_retried_on_the_other_worker(deployment: Deplo
         assert first_log.returncode == 0 and "SIGTERM" in first_log.stdout, first_log.stdout  # worker-written log
         states = json.loads(deployment.cli("tasks", "states", "victim", "victim_run", "-o", "json").stdout)
         assert states[0]["state"] == "success" and states[0]["try_number"] == 2
+    finally:
+        db.dispose()
+
+
+def test_a_task_marked_failed_from_another_host_ends_at_its_own_next_heartbeat(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """`tasks mark` signals task processes on its own host only; a task on a worker elsewhere ends itself when
+    its heartbeat finds the new state, with what it started. The other host is simulated by rewriting the
+    hostname the try recorded (one machine here), so that the mark cannot signal it."""
+    sleeper = tmp_path / "sleep.pid"
+    (deployment.dags / "remote.py").write_text(textwrap.dedent(f"""
+        from datetime import datetime
+        from sparkflow import DAG, BashOperator
+
+        with DAG("remote", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+            BashOperator(task_id="long", bash_command="sleep 120 & echo $! > {sleeper}; wait")
+    """))
+    deployment.start_worker("w1", concurrency=1)
+    deployment.start_scheduler("s1")
+    assert deployment.cli("trigger", "remote", "--run-id", "remote_run").returncode == 0
+    db = Database(deployment.env["SPARKFLOW_DB_URL"])
+    key = TIKey("remote", "remote_run", "long")
+    try:
+        wait_for(lambda: sleeper.exists() and sleeper.read_text().strip() != "", 60, "the task to start",
+                 list(deployment.logs.values()))
+        sleep_pid = int(sleeper.read_text())
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE task_instance SET hostname = 'elsewhere.example' WHERE dag_id = 'remote'"))
+        result = deployment.cli("tasks", "mark", "remote", "remote_run", "long", "--state", "failed")
+        assert result.returncode == 0, result.stderr
+        assert "no signal was sent from here: it runs on host elsewhere.example" in result.stderr, result.stderr
+        wait_for(lambda: not process_alive(sleep_pid), 20, "the task's sleep to end", list(deployment.logs.values()))
+        wait_for(lambda: run_state(db, "remote", "remote_run") is RunState.FAILED, 30, "the run to fail")
+        assert queries.get_task_instance(db, key).state is TaskState.FAILED
+        log = deployment.cli("logs", "remote", "remote_run", "long").stdout
+        assert "This task instance was set to failed (try 1) from outside while it ran; ending this try" in log, log
     finally:
         db.dispose()

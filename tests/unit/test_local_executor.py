@@ -5,6 +5,7 @@ without alembic, the warm-up, one transaction per loop iteration)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -28,6 +29,7 @@ from sparkflow.metastore.records import TIKey
 from sparkflow.metastore.store import TaskStateChange
 from sparkflow.runtime import forkserver
 from sparkflow.runtime.forkserver import warm_up
+from sparkflow.runtime.task_runner import run_task_instance
 from sparkflow.scheduler.loop import SchedulerLoop
 from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.state import RunState, TaskState
@@ -169,22 +171,25 @@ def test_a_task_that_exits_is_reported_with_its_code_and_the_scheduler_survives(
     assert fine.state is TaskState.SUCCESS
 
 
+SLEEPY_DAG = """
+    import subprocess, time
+    from datetime import datetime
+    from sparkflow import DAG, PythonOperator
+
+    def nap():
+        child = subprocess.Popen(["sleep", "60"])  # stays in the task's process group
+        with open({child_pid!r}, "w") as fh:
+            fh.write(str(child.pid))
+        time.sleep(60)
+
+    with DAG("sleepy", start_date=datetime(2024, 1, 1)) as dag:
+        PythonOperator(task_id="nap", python_callable=nap)
+"""
+
+
 def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, tmp_path) -> None:
     child_pid = tmp_path / "child.pid"
-    path = write_dag("sleepy", f"""
-        import subprocess, time
-        from datetime import datetime
-        from sparkflow import DAG, PythonOperator
-
-        def nap():
-            child = subprocess.Popen(["sleep", "60"])  # stays in the task's process group
-            with open({str(child_pid)!r}, "w") as fh:
-                fh.write(str(child.pid))
-            time.sleep(60)
-
-        with DAG("sleepy", start_date=datetime(2024, 1, 1)) as dag:
-            PythonOperator(task_id="nap", python_callable=nap)
-    """)
+    path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
     executor, key = launch_one(metastore, path, "sleepy", "nap")
     try:
         wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
@@ -238,6 +243,65 @@ def test_a_second_sigterm_does_not_cut_the_kill_short(settings, metastore, write
         assert queries.get_task_instance(metastore.db, key).state is TaskState.FAILED
     finally:
         executor.end(kill=True)
+
+
+def test_a_try_marked_where_no_signal_reaches_it_ends_at_its_next_heartbeat(
+    settings, metastore, write_dag, tmp_path, monkeypatch
+) -> None:
+    """A task marked failed while it runs on another host (a Celery worker) gets no SIGTERM from whoever marked
+    it: its own heartbeat finds it no longer running and ends the try, with what it started, as Airflow's does."""
+    monkeypatch.setenv("SPARKFLOW_HEARTBEAT_INTERVAL", "0.2")
+    child_pid = tmp_path / "child.pid"
+    path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
+    executor, key = launch_one(metastore, path, "sleepy", "nap")
+    try:
+        wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
+        sleeper, task_pid = int(child_pid.read_text()), executor.pid(key)
+        assert task_pid is not None
+        before = metastore.store.mark_task_state(key, TaskState.FAILED, "another_host")  # the mark, no signal
+        assert before.state is TaskState.RUNNING
+        wait_for(lambda: not process_alive(sleeper) and not process_alive(task_pid), timeout=15)
+        assert [e.workload.key for e in executor.sync()] == [key]
+        assert queries.get_task_instance(metastore.db, key).state is TaskState.FAILED  # the mark stands
+        log = (settings.resolved_log_folder / "dag_id=sleepy" / f"run_id={key.run_id}" / "task_id=nap"
+               / "attempt=1.log").read_text()
+        assert "This task instance was set to failed (try 1) from outside while it ran; ending this try" in log
+        assert "Task was set to failed from outside while running; keeping that" in log
+    finally:
+        executor.end(kill=True)
+
+
+def test_the_heartbeat_ends_an_in_process_try_without_signalling_the_process_around_it(
+    settings, metastore, write_dag, tmp_path
+) -> None:
+    """The sequential executor runs a try inside the scheduler's process, whose group may hold the user's shell
+    pipeline: the heartbeat then interrupts the task's code alone (TaskKilled in the main thread)."""
+    path = write_dag("inproc", """
+        import time
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator
+        with DAG("inproc", start_date=datetime(2024, 1, 1)) as dag:
+            PythonOperator(task_id="nap", python_callable=lambda: time.sleep(60))
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["inproc"], datetime.now(UTC))
+    key = TIKey("inproc", run.run_id, "nap")
+    for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
+        assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
+
+    def mark_once_running() -> None:
+        wait_for(lambda: queries.get_task_instance(metastore.db, key).state is TaskState.RUNNING)
+        metastore.store.mark_task_state(key, TaskState.FAILED, "test")
+
+    marker = threading.Thread(target=mark_once_running)
+    marker.start()
+    handler = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    state = run_task_instance(dataclasses.replace(settings, heartbeat_interval=0.2), metastore, key, 1,
+                              dag=dags["inproc"])
+    marker.join()
+    assert state is TaskState.FAILED and time.monotonic() - started < 30  # not the task's 60 s
+    assert signal.getsignal(signal.SIGTERM) is handler  # and this process was not signalled: it is still here
 
 
 def test_a_threaded_scheduler_starts_the_fork_server_as_a_fresh_interpreter(settings, metastore, write_dag) -> None:
