@@ -356,16 +356,17 @@ class _KillSwitch:
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
-    def fire(self, why: str) -> None:
-        """Log ``why`` into the try's log and SIGTERM the try, if the task's code is running."""
+    def fire(self, why: str) -> bool:
+        """Log ``why`` into the try's log and SIGTERM the try, if the task's code is running (True)."""
         with self._lock:
             if not self._armed:
-                return
+                return False
             log.warning("%s; ending this try", why)
             if os.getsid(0) == os.getpid():  # a task process: leads the session (and group) it made
                 os.killpg(os.getpid(), signal.SIGTERM)
             else:
                 signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+            return True
 
 
 _kill_switch = _KillSwitch()
@@ -408,15 +409,17 @@ def _heartbeat(metastore: Metastore, key: TIKey, try_number: int, interval: floa
             try:
                 if metastore.store.heartbeat(key, try_number) or stop.is_set():
                     continue
-                now = queries.get_task_instance(metastore.db, key)
-                change = f"set to {now.state.value} (try {now.try_number})"
+                current = queries.get_task_instance(metastore.db, key)
+                change = f"set to {current.state.value} (try {current.try_number})"
             except NotFound:
                 change = "deleted"
             except Exception:  # a missed beat is retried next interval; the scheduler tolerates a few
                 logging.getLogger("sparkflow.runtime").exception("heartbeat of %s failed", key)
                 continue
-            _kill_switch.fire(f"This task instance was {change} from outside while it ran")
-            return
+            # Not armed: the task's code has not started yet (it is caught at the next beat) or is over (the
+            # runner is recording the try's own outcome, which is what this beat saw; stop is set next).
+            if _kill_switch.fire(f"This task instance was {change} from outside while it ran"):
+                return
 
     _thread.start_new_thread(beat, ())
     try:

@@ -135,6 +135,7 @@ def drive_runs(
                          log_folder=settings.resolved_log_folder)
     ids = [r.id for r in runs]
     executor.start()
+    over = False
     try:
         while True:
             result = loop.tick(run_filter=ids)
@@ -142,8 +143,9 @@ def drive_runs(
                 on_tick()
             current = [queries.get_run(metastore.db, r.dag_id, r.run_id) for r in runs]
             if all(r.state not in RUN_ACTIVE for r in current):
+                over = True
                 return current
             if not result.changed:
                 loop.idle(idle_sleep)
     finally:
-        executor.end(kill=True)
+        executor.end(kill=not over)  # as SchedulerLoop.run_until_finished: callbacks after an outcome run on

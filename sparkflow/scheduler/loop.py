@@ -436,6 +436,7 @@ class SchedulerLoop:
         (bench/spark_submit_overhead.py)."""
         self.executor.start()
         next_check = 0.0
+        over = False
         try:
             while True:
                 result = self.tick(run_filter=[run.id])
@@ -443,6 +444,7 @@ class SchedulerLoop:
                     on_tick()
                 for finished in result.finished_runs:
                     if finished.id == run.id:
+                        over = True
                         return finished
                 if result.changed:
                     continue  # more may be ready now: no sleep while there is work
@@ -450,10 +452,14 @@ class SchedulerLoop:
                     next_check = time.monotonic() + idle_sleep
                     current = queries.get_run(self.ms.db, run.dag_id, run.run_id)
                     if current.state not in RUN_ACTIVE:
+                        over = True
                         return current
                 self.idle(idle_sleep, sleep)
         finally:
-            self.executor.end(kill=True)
+            # Over, every task has recorded its outcome or was ended from outside (sent SIGTERM, or ending at its
+            # next heartbeat); a task process still busy runs what follows its outcome (on_success_callback, say)
+            # and is waited for, not killed. Interrupted (Ctrl-C, an error), what runs is killed.
+            self.executor.end(kill=not over)
 
     def idle(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> None:
         """Nothing changed: wait, but wake as soon as a task process ends (react at once, do not sleep)."""

@@ -271,6 +271,39 @@ def test_a_try_marked_where_no_signal_reaches_it_ends_at_its_next_heartbeat(
         executor.end(kill=True)
 
 
+def test_a_try_recording_its_own_outcome_is_never_ended_by_its_heartbeat(
+    settings, metastore, write_dag, tmp_path, monkeypatch
+) -> None:
+    """Once a try has recorded its outcome its heartbeat finds it no longer running too, all through its success
+    callback: that must not pass for a change from outside. With a beat every millisecond, every callback runs to
+    its end (also the last ones, still running when the run is over: `trigger --wait` waits for them)."""
+    monkeypatch.setenv("SPARKFLOW_HEARTBEAT_INTERVAL", "0.001")
+    done = tmp_path / "callbacks.txt"
+    path = write_dag("beats", f"""
+        import time
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator
+
+        def slow_callback(context):
+            time.sleep(0.2)  # the try's outcome is recorded: every beat in here finds it not running
+            with open({str(done)!r}, "a") as fh:
+                fh.write(context["ti"].task_id + "\\n")
+
+        with DAG("beats", start_date=datetime(2024, 1, 1)) as dag:
+            tasks = [PythonOperator(task_id=f"t{{i}}", python_callable=lambda: None,
+                                    on_success_callback=slow_callback) for i in range(5)]
+            for upstream, downstream in zip(tasks, tasks[1:]):
+                upstream >> downstream
+    """)
+    final, run = drive(settings, metastore, load(path, metastore), "beats")
+    assert final.state is RunState.SUCCESS
+    # A task's callback runs after its outcome is recorded (the next task may start meanwhile): wait for the last.
+    wait_for(lambda: done.exists() and len(done.read_text().split()) == 5, timeout=10)
+    assert done.read_text().split() == [f"t{i}" for i in range(5)]
+    for ti in queries.task_instances(metastore.db, "beats", run.run_id):
+        assert "not reused" not in Path(ti.log_path).read_text()  # no worker was killed or left
+
+
 def test_the_heartbeat_ends_an_in_process_try_without_signalling_the_process_around_it(
     settings, metastore, write_dag, tmp_path
 ) -> None:
