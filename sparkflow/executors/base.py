@@ -45,5 +45,6 @@ class Executor(Protocol):
     def wait(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when a workload ends (so the loop reacts at once)."""
 
-    def end(self, kill: bool = False) -> None:
-        """Stop: wait for running workloads, or kill them (SIGTERM) when ``kill``."""
+    def end(self, kill: bool = False, grace: float | None = None) -> None:
+        """Stop: wait for running workloads (at most ``grace`` seconds when given, then kill what is left), or
+        kill them (SIGTERM) when ``kill``."""

@@ -233,7 +233,7 @@ class CeleryExecutor:
                 return
             time.sleep(min(POLL_SECONDS, left))
 
-    def end(self, kill: bool = False) -> None:
+    def end(self, kill: bool = False, grace: float | None = None) -> None:
         """Stop tracking. Tasks already sent stay with the workers (they record their own outcome); nothing is
         killed from here (a task is stopped by marking it failed, which its runner notices)."""
         self._sent.clear()

@@ -261,14 +261,19 @@ class LocalExecutor:
         while any(key in self._running for key in keys) and self._sock is not None:
             self._read(1.0)
 
-    def end(self, kill: bool = False) -> None:
-        """Stop: kill (SIGTERM, then SIGKILL after the grace period) or wait for running workloads, then stop the
-        fork server."""
+    def end(self, kill: bool = False, grace: float | None = None) -> None:
+        """Stop, then stop the fork server: kill what runs (SIGTERM, then SIGKILL after the kill grace period), or
+        wait for running workloads, at most ``grace`` seconds when given, and kill what is left then."""
         self._queued.clear()
+        deadline = None if grace is None else time.monotonic() + grace
+        while not kill and self._running and self._sock is not None:
+            left = 1.0 if deadline is None else min(deadline - time.monotonic(), 1.0)
+            if left > 0:
+                self._read(left)
+            else:
+                kill = True
         if kill and self._running:
             self._kill(list(self._running), KILL_GRACE_SECONDS)
-        while self._running and self._sock is not None:
-            self._read(1.0)
         self._running.clear()
         self._by_request.clear()
         self._ended.clear()

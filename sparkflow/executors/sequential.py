@@ -38,5 +38,5 @@ class SequentialExecutor:
     def wait(self, timeout: float) -> None:
         pass  # workloads run inside sync(); nothing runs in between
 
-    def end(self, kill: bool = False) -> None:
+    def end(self, kill: bool = False, grace: float | None = None) -> None:
         self._pending.clear()

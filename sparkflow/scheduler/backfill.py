@@ -17,7 +17,7 @@ from sparkflow.executors.factory import make_executor
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord
-from sparkflow.scheduler.loop import SchedulerLoop
+from sparkflow.scheduler.loop import SchedulerLoop, end_drive
 from sparkflow.scheduler.runs import make_run_id
 from sparkflow.settings import Settings
 from sparkflow.state import RUN_ACTIVE, TASK_FAILED_LIKE, RunState
@@ -148,4 +148,4 @@ def drive_runs(
             if not result.changed:
                 loop.idle(idle_sleep)
     finally:
-        executor.end(kill=not over)  # as SchedulerLoop.run_until_finished: callbacks after an outcome run on
+        end_drive(executor, over)

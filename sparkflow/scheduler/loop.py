@@ -32,6 +32,8 @@ from sparkflow.state import RUN_ACTIVE, RunState, TaskState
 
 log = logging.getLogger("sparkflow.scheduler")
 ACTOR = "scheduler"
+# How long a drive that is over waits for task processes still running callbacks after their outcome.
+AFTER_OUTCOME_GRACE_SECONDS = 60.0
 Clock = Callable[[], datetime]
 
 
@@ -456,10 +458,7 @@ class SchedulerLoop:
                         return current
                 self.idle(idle_sleep, sleep)
         finally:
-            # Over, every task has recorded its outcome or was ended from outside (sent SIGTERM, or ending at its
-            # next heartbeat); a task process still busy runs what follows its outcome (on_success_callback, say)
-            # and is waited for, not killed. Interrupted (Ctrl-C, an error), what runs is killed.
-            self.executor.end(kill=not over)
+            end_drive(self.executor, over)
 
     def idle(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> None:
         """Nothing changed: wait, but wake as soon as a task process ends (react at once, do not sleep)."""
@@ -467,6 +466,14 @@ class SchedulerLoop:
             self.executor.wait(seconds)
         else:
             sleep(seconds)
+
+
+def end_drive(executor: Executor, over: bool, grace: float = AFTER_OUTCOME_GRACE_SECONDS) -> None:
+    """Stop the executor of a drive (`trigger --wait`, `dags test`, backfill). Over, every task has recorded its
+    outcome or was ended from outside (sent SIGTERM, or ending at its next heartbeat), and a task process still
+    busy is running what follows its outcome, such as an on_success_callback: it gets up to ``grace`` seconds to
+    finish before what is left is killed. Interrupted (Ctrl-C, an error), what runs is killed at once."""
+    executor.end(kill=not over, grace=grace)
 
 
 def _timed_out(run: DagRunRecord, dag: DAG, now: datetime) -> bool:

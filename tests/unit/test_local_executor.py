@@ -207,6 +207,22 @@ def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, 
         executor.end(kill=True)
 
 
+def test_ending_waits_for_running_tasks_at_most_the_grace_then_kills_them(
+    settings, metastore, write_dag, tmp_path
+) -> None:
+    """A drive that is over waits for task processes still busy (callbacks after their outcome), but a task that
+    does not end cannot hold `trigger --wait` forever: after ``grace`` it is killed with its group."""
+    child_pid = tmp_path / "child.pid"
+    path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
+    executor, key = launch_one(metastore, path, "sleepy", "nap")
+    wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
+    sleeper, task_pid = int(child_pid.read_text()), executor.pid(key)
+    started = time.monotonic()
+    executor.end(grace=1.0)
+    assert 1.0 <= time.monotonic() - started < 15  # waited the grace, not the task's 60 s
+    wait_for(lambda: not process_alive(sleeper) and task_pid is not None and not process_alive(task_pid))
+
+
 def test_a_second_sigterm_does_not_cut_the_kill_short(settings, metastore, write_dag, tmp_path) -> None:
     """Whoever kills a task may signal it twice (a run's time-out, then `trigger --wait` ending): the operator's
     on_kill() (which kills the Spark application) still runs to its end."""
