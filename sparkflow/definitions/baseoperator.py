@@ -50,7 +50,7 @@ def _accepted_names(cls: type) -> set[str]:
 def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
-        outermost = not getattr(self, "_in_init", False)
+        outermost = not self._in_init
         group: TaskGroup | None = None
         if outermost:
             self._in_init = True
@@ -90,6 +90,7 @@ class BaseOperator(DependencyMixin):
     template_ext: ClassVar[Sequence[str]] = ()
     ui_color: ClassVar[str] = "#fff"
     _location: Location | None = None
+    _in_init = False  # inside the outermost __init__ (_apply_defaults: a subclass's __init__ calls its base's)
     task_group: TaskGroup | None = None  # set when the task is made inside a TaskGroup
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

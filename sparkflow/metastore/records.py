@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, NamedTuple
-
-from sqlalchemy import Row
+from typing import Any, NamedTuple, Protocol
 
 from sparkflow.state import RunState, TaskState
+
+
+class ResultRow(Protocol):
+    """A result row with its columns as attributes and as ``_mapping``: SQLAlchemy's Row or statements.Row."""
+
+    @property
+    def _mapping(self) -> Mapping[Any, Any]: ...
+
+    def __getattr__(self, name: str) -> Any: ...
 
 
 class TIKey(NamedTuple):
@@ -25,7 +33,7 @@ def _json(text: str | None) -> Any:
     return json.loads(text) if text else None
 
 
-def _from_row(cls: Any, row: Row[Any], **overrides: Any) -> Any:
+def _from_row(cls: Any, row: ResultRow, **overrides: Any) -> Any:
     mapping = row._mapping
     values = {f.name: mapping[f.name] for f in fields(cls) if f.name in mapping}
     values.update(overrides)
@@ -47,7 +55,7 @@ class DagRecord:
     last_parsed_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> DagRecord:
+    def from_row(cls, row: ResultRow) -> DagRecord:
         return _from_row(cls, row, tags=tuple(json.loads(row.tags or "[]")))
 
 
@@ -68,7 +76,7 @@ class DagRunRecord:
     external_trigger: bool
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> DagRunRecord:
+    def from_row(cls, row: ResultRow) -> DagRunRecord:
         return _from_row(cls, row, conf=json.loads(row.conf or "{}"), state=RunState(row.state))
 
     @property
@@ -112,7 +120,7 @@ class TaskInstanceRecord:
     updated_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> TaskInstanceRecord:
+    def from_row(cls, row: ResultRow) -> TaskInstanceRecord:
         return _from_row(cls, row, state=TaskState(row.state), spark_progress=_json(row.spark_progress),
                          spark_metrics=_json(row.spark_metrics))
 
@@ -158,7 +166,7 @@ class TaskTryRecord:
     error: str | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> TaskTryRecord:
+    def from_row(cls, row: ResultRow) -> TaskTryRecord:
         return _from_row(cls, row, state=TaskState(row.state), spark_metrics=_json(row.spark_metrics))
 
 
@@ -177,7 +185,7 @@ class StateEventRecord:
     detail: str | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> StateEventRecord:
+    def from_row(cls, row: ResultRow) -> StateEventRecord:
         return _from_row(cls, row)
 
 
@@ -192,7 +200,7 @@ class ImportErrorRecord:
     timestamp: datetime
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> ImportErrorRecord:
+    def from_row(cls, row: ResultRow) -> ImportErrorRecord:
         return _from_row(cls, row)
 
 
@@ -206,7 +214,7 @@ class XComRecord:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> XComRecord:
+    def from_row(cls, row: ResultRow) -> XComRecord:
         return _from_row(cls, row, value=json.loads(row.value) if row.value is not None else None)
 
 
@@ -250,5 +258,5 @@ class UserRecord:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> UserRecord:
+    def from_row(cls, row: ResultRow) -> UserRecord:
         return _from_row(cls, row)

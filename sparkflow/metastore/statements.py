@@ -15,11 +15,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Column, Connection, bindparam, delete, insert, literal, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from sparkflow.metastore import schema as t
 
@@ -69,7 +70,7 @@ class Prepared:
         found = self._by_dialect.get((dialect.name, dialect.driver))
         if found is not None:
             return found
-        compiled = self.statement.compile(dialect=dialect)
+        compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))  # a DML/SELECT's compiler
         if any(b.expanding for b in compiled.binds.values()):
             raise ValueError("a prepared statement cannot take a list parameter; use in_constants()")
         # dialect_impl: the type as this dialect implements it (SQLite's DATETIME formats and parses text).

@@ -202,7 +202,9 @@ class Store:
                 raise UserError(
                     f"DAG '{dag.dag_id}' already has a run with run_id '{run_id}'; choose another --run-id"
                 ) from None
-            dag_run_id = result.inserted_primary_key[0]
+            inserted = result.inserted_primary_key
+            assert inserted is not None  # one row inserted into a table with a primary key
+            dag_run_id = inserted[0]
             if dag.tasks:
                 conn.execute(insert(t.task_instance), [
                     dict(
@@ -459,9 +461,12 @@ class Store:
                                           try_number, dict(fields), known=row)
             if values is None:  # PostgreSQL: moved between the read and the compare-and-set
                 moved = _BY_KEY.first(conn, S.params(_key(key)))
+                if moved is None:
+                    raise NotFound(f"task instance {key} does not exist")
                 return TaskInstanceRecord.from_row(moved), None
             S.delete_where("xcom", S.TI_KEY).run(conn, S.params(_key(key)))
             run = _RUN_BY_ID.first(conn, S.params({"id": row.dag_run_id}))
+            assert run is not None  # the task instance's foreign key
         record = TaskInstanceRecord.from_row(row)
         record = dataclasses.replace(record, **{k: v for k, v in values.items() if k in _TI_FIELDS})
         return record, DagRunRecord.from_row(run)

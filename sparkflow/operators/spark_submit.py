@@ -8,10 +8,10 @@ import os
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import Context, TaskInstanceHandle, lookup_connection
@@ -37,7 +37,7 @@ _DEPLOY_MODES = ("client", "cluster")
 
 
 class SparkSubmitOperator(BaseOperator):
-    template_fields = (
+    template_fields: ClassVar[Sequence[str]] = (
         "application", "conf", "files", "py_files", "jars", "driver_class_path", "packages", "exclude_packages",
         "keytab", "principal", "proxy_user", "name", "application_args", "env_vars", "post_submit_commands",
         "properties_file",

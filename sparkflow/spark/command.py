@@ -28,7 +28,7 @@ def build_spark_submit_argv(
         )
     if manager == "k8s" and target.namespace:
         argv += ["--conf", f"spark.kubernetes.namespace={target.namespace}"]
-    for flag, value in (
+    for flag, option in (
         ("--properties-file", spec.properties_file),
         ("--files", spec.files),
         ("--py-files", spec.py_files),
@@ -46,8 +46,8 @@ def build_spark_submit_argv(
         ("--keytab", target.keytab),
         ("--principal", target.principal),
     ):
-        if value:
-            argv += [flag, str(value)]
+        if option:
+            argv += [flag, str(option)]
     if spec.use_krb5ccache:
         if not environ.get("KRB5CCNAME"):
             raise UserError("use_krb5ccache=True needs the KRB5CCNAME environment variable; set it to the ticket cache")
@@ -92,7 +92,7 @@ def build_spark_sql_argv(
     elif conf:
         for item in conf.split(","):
             argv += ["--conf", item.strip()]
-    for flag, value in (
+    for flag, option in (
         ("--total-executor-cores", total_executor_cores),
         ("--executor-cores", executor_cores),
         ("--executor-memory", executor_memory),
@@ -100,8 +100,8 @@ def build_spark_sql_argv(
         ("--principal", principal),
         ("--num-executors", num_executors),
     ):
-        if value:
-            argv += [flag, str(value)]
+        if option:
+            argv += [flag, str(option)]
     text = sql.strip()
     argv += ["-f", text] if text.endswith((".sql", ".hql")) else ["-e", text]
     if master:

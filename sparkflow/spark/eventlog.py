@@ -60,7 +60,8 @@ def find_event_log(directory: Path) -> Path | None:
         return None
     candidates = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
     finished = [p for p in candidates if not p.name.endswith(".inprogress")]
-    return (finished or candidates or [None])[0]
+    found = finished or candidates
+    return found[0] if found else None
 
 
 def _events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
