@@ -40,6 +40,7 @@ from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import TIKey
 from sparkflow.runtime.__main__ import main as runtime_main
+from sparkflow.runtime.task_runner import start_own_session
 from sparkflow.settings import Settings, load_settings
 from sparkflow.state import TaskState
 
@@ -99,7 +100,7 @@ def _task_processes() -> Any:
 def _task_process_main(argv: list[str], log_path: str, worker_name: str) -> None:
     """Body of a task process: its own session (SIGTERM to its group takes spark-submit along), output to the try's
     log, then the task runner's entry point (``python -m sparkflow.runtime``)."""
-    os.setsid()
+    start_own_session()
     _die_with_parent()
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 1)

@@ -266,18 +266,23 @@ class LocalExecutor:
         wait for running workloads, at most ``grace`` seconds when given, and kill what is left then."""
         self._queued.clear()
         deadline = None if grace is None else time.monotonic() + grace
-        while not kill and self._running and self._sock is not None:
-            left = 1.0 if deadline is None else min(deadline - time.monotonic(), 1.0)
-            if left > 0:
-                self._read(left)
-            else:
-                kill = True
-        if kill and self._running:
-            self._kill(list(self._running), KILL_GRACE_SECONDS)
-        self._running.clear()
-        self._by_request.clear()
-        self._ended.clear()
-        self._close_server()
+        try:
+            while not kill and self._running and self._sock is not None:
+                left = 1.0 if deadline is None else min(deadline - time.monotonic(), 1.0)
+                if left > 0:
+                    self._read(left)
+                else:
+                    kill = True
+        except BaseException:  # Ctrl-C while waiting: kill what runs, as when interrupted before
+            kill = True
+            raise
+        finally:
+            if kill and self._running:
+                self._kill(list(self._running), KILL_GRACE_SECONDS)
+            self._running.clear()
+            self._by_request.clear()
+            self._ended.clear()
+            self._close_server()
 
 
 def _signal_group(pid: int | None, signum: int) -> None:

@@ -68,7 +68,7 @@ from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
 from sparkflow.metastore.store import Store
 from sparkflow.operators.python import PythonOperator
-from sparkflow.runtime.task_runner import load_task_dag, run_task_instance, run_try
+from sparkflow.runtime.task_runner import load_task_dag, run_task_instance, run_try, start_own_session
 from sparkflow.settings import Settings, load_settings
 from sparkflow.state import TaskState
 
@@ -449,7 +449,7 @@ class _Server:
     def _detach(self) -> None:
         """First steps of every child: its own session and process group (killing the group takes whatever the
         task started), default signal handling, none of the server's descriptors."""
-        os.setsid()
+        start_own_session()
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)

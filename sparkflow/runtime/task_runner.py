@@ -127,8 +127,9 @@ def run_try(
         )
         if run is None:  # not this queued try (any more): someone else moved it first
             return _not_queued(key, try_number, ti)
-        with _heartbeat(metastore, key, try_number, settings.heartbeat_interval):
-            return _run_try(metastore, dag, task, ti, run, clock, settings.resolved_log_folder)
+        switch = KillSwitch()
+        with _heartbeat(metastore, key, try_number, settings.heartbeat_interval, switch):
+            return _run_try(metastore, dag, task, ti, run, clock, settings.resolved_log_folder, switch)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -141,14 +142,14 @@ def _not_queued(key: TIKey, try_number: int, ti: TaskInstanceRecord) -> TryOutco
 
 def _run_try(
     metastore: Metastore, dag: DAG, task: BaseOperator, ti: TaskInstanceRecord, run: DagRunRecord,
-    clock: Callable[[], datetime], log_folder: Path,
+    clock: Callable[[], datetime], log_folder: Path, switch: KillSwitch,
 ) -> TryOutcome:
     handle = RuntimeTaskInstance(metastore, ti, run, dag, log_folder, clock)
     context = build_context(dag, task, run, handle)
     log.info("Starting attempt %s of %s: %s", ti.try_number, ti.max_tries + 1, ti.key)
 
     with metastore_environment(metastore, context):
-        outcome = execute_task(dag, task, context)
+        outcome = execute_task(dag, task, context, switch)
     state = outcome.state
     if state is TaskState.FAILED and outcome.retryable and ti.try_number <= ti.max_tries:
         state = TaskState.UP_FOR_RETRY
@@ -167,15 +168,16 @@ class Outcome:
     killed: bool = False  # SIGTERM ended it
 
 
-def execute_task(dag: DAG, task: BaseOperator, context: Context) -> Outcome:
-    """Render and execute the task on a copy; exceptions become an Outcome here and nowhere else."""
+def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwitch | None = None) -> Outcome:
+    """Render and execute the task on a copy; exceptions become an Outcome here and nowhere else. ``switch`` is
+    armed while the task's code runs (see KillSwitch)."""
     work = copy.copy(task)  # render on a copy: the DAG object stays pristine for the next try or run
     context["task"] = work
     searchpath = [str(Path(dag.fileloc).parent)] if dag.fileloc else []
     env = TemplateEnvironment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath,
                               dag.user_defined_macros, dag.user_defined_filters)
     try:
-        with _capture_output(), _timeout(work, task.execution_timeout), _sigterm_raises():
+        with _capture_output(), _timeout(work, task.execution_timeout), _sigterm_raises(switch):
             try:
                 work.render_template_fields(context, env)
                 _call_callback(work.on_execute_callback, context, "on_execute_callback")
@@ -324,20 +326,32 @@ def _timeout(task: BaseOperator, limit: timedelta | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-class _KillSwitch:
+_own_group = False  # this process leads its own session and process group, made to run tries (start_own_session)
+
+
+def start_own_session() -> None:
+    """Make this process a task process of its own (a fork-server worker, a Celery task process): a new session
+    and process group, so that killing the group takes whatever its try started (spark-submit, the driver), and a
+    try's KillSwitch may signal the group. Not so for a process that runs tries inside itself (the sequential
+    executor's scheduler, `dags test`): its group may be the user's shell job, or the whole container (pid 1)."""
+    global _own_group
+    os.setsid()
+    _own_group = True
+
+
+class KillSwitch:
     """Lets a try's heartbeat end the try from its own thread: a try whose state was changed from outside (marked
     failed or success, cleared, its run timed out) must stop, also when no one can signal its process because it
-    runs on another host (a Celery worker). It fires only while the task's code runs (armed by _sigterm_raises)
-    and then does what a kill from this host does: SIGTERM to the task's process group (the task processes of
-    the local and Celery executors lead their own session), or to the main thread alone where the task runs in a
-    process that is not its own (the sequential executor: its group may hold the user's shell pipeline).
-    TaskKilled then rises in the task's code and the operator's on_kill() kills what it started (spark-submit,
-    the Spark application). Outside that window the try is recording its own outcome or has (the compare-and-set
-    refuses it anyway), and a signal would hit that instead.
+    runs on another host (a Celery worker). One per try. It fires only while the task's code runs (armed by
+    _sigterm_raises) and then does what a kill from this host does: SIGTERM to the task's process group where
+    the process is a task process of its own (start_own_session), else to the main thread alone. TaskKilled then
+    rises in the task's code and the operator's on_kill() kills what it started (spark-submit, the Spark
+    application). Outside that window the try is recording its own outcome or has (the compare-and-set refuses
+    it anyway), and a signal would hit that instead; a later try of the same process has its own switch.
 
-    Why a lock, and SIGTERM blocked in the main thread while it disarms: firing checks ``armed`` and signals under
-    the lock, so no signal is sent once disarmed; one sent just before is handled once disarming is over, while
-    on_term is still the handler, and cannot interrupt the main thread waiting for the lock instead."""
+    Firing checks ``armed`` and signals under the lock, and disarming clears it under the lock, so no signal is
+    sent once disarmed. A signal handler may raise out of the wait for the lock (TaskKilled from a SIGTERM sent
+    just before); the switch is then cleared all the same."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -349,12 +363,11 @@ class _KillSwitch:
         try:
             yield
         finally:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             try:
                 with self._lock:
                     self._armed = False
             finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                self._armed = False
 
     def fire(self, why: str) -> bool:
         """Log ``why`` into the try's log and SIGTERM the try, if the task's code is running (True)."""
@@ -362,18 +375,15 @@ class _KillSwitch:
             if not self._armed:
                 return False
             log.warning("%s; ending this try", why)
-            if os.getsid(0) == os.getpid():  # a task process: leads the session (and group) it made
+            if _own_group:
                 os.killpg(os.getpid(), signal.SIGTERM)
             else:
                 signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
             return True
 
 
-_kill_switch = _KillSwitch()
-
-
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def _sigterm_raises(switch: KillSwitch | None = None) -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
@@ -386,21 +396,23 @@ def _sigterm_raises() -> Iterator[None]:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        with _kill_switch.armed():
+        with switch.armed() if switch is not None else contextlib.nullcontext():
             yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
-def _heartbeat(metastore: Metastore, key: TIKey, try_number: int, interval: float) -> Iterator[None]:
+def _heartbeat(
+    metastore: Metastore, key: TIKey, try_number: int, interval: float, switch: KillSwitch
+) -> Iterator[None]:
     """Beat every ``interval`` seconds while the try runs. A bare thread (``_thread``): ``threading.Thread.start``
     waits until the new thread has run, ~2 ms of a no-op task's critical path on a busy 2-core machine (issue
     4's benchmark), and the thread is not joined either: once told to stop it writes nothing more (a late beat
     would not match anyway: it compares the running state and this try).
 
     A beat that finds the try no longer running (its state was changed from outside) ends the try through
-    _kill_switch, as Airflow's task heartbeat does: on this host whoever changed it has usually sent SIGTERM
+    ``switch``, as Airflow's task heartbeat does: on this host whoever changed it has usually sent SIGTERM
     already; on another host nothing else would stop it."""
     stop = threading.Event()
 
@@ -418,7 +430,7 @@ def _heartbeat(metastore: Metastore, key: TIKey, try_number: int, interval: floa
                 continue
             # Not armed: the task's code has not started yet (it is caught at the next beat) or is over (the
             # runner is recording the try's own outcome, which is what this beat saw; stop is set next).
-            if _kill_switch.fire(f"This task instance was {change} from outside while it ran"):
+            if switch.fire(f"This task instance was {change} from outside while it ran"):
                 return
 
     _thread.start_new_thread(beat, ())

@@ -97,8 +97,8 @@ def terminate(ti: TaskInstanceRecord) -> MarkResult:
     """SIGTERM the process group of a task that was running (marked, or its run timed out): its runner kills
     what the task started (spark-submit, the Spark application) and leaves. ``note`` says why nothing was sent;
     such a try ends at its own next heartbeat instead, which finds it no longer running (task_runner)."""
-    if ti.pid is None:
-        return MarkResult(ti, note="no process id is recorded for it")
+    if ti.pid is None or ti.pid <= 1:  # killpg(1) would signal every process it may (a container's pid 1)
+        return MarkResult(ti, note="no process id of its own is recorded for it")
     if ti.hostname != socket.gethostname():
         return MarkResult(ti, note=f"it runs on host {ti.hostname} (pid {ti.pid}); its next heartbeat there "
                                     "finds the new state and ends it")

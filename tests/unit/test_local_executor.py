@@ -215,12 +215,38 @@ def test_ending_waits_for_running_tasks_at_most_the_grace_then_kills_them(
     child_pid = tmp_path / "child.pid"
     path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
     executor, key = launch_one(metastore, path, "sleepy", "nap")
-    wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
-    sleeper, task_pid = int(child_pid.read_text()), executor.pid(key)
-    started = time.monotonic()
-    executor.end(grace=1.0)
-    assert 1.0 <= time.monotonic() - started < 15  # waited the grace, not the task's 60 s
-    wait_for(lambda: not process_alive(sleeper) and task_pid is not None and not process_alive(task_pid))
+    try:
+        wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
+        sleeper, task_pid = int(child_pid.read_text()), executor.pid(key)
+        started = time.monotonic()
+        executor.end(grace=1.0)
+        assert 1.0 <= time.monotonic() - started < 15  # waited the grace, not the task's 60 s
+        wait_for(lambda: not process_alive(sleeper) and task_pid is not None and not process_alive(task_pid))
+    finally:
+        executor.end(kill=True)
+
+
+def test_ctrl_c_while_ending_kills_what_runs(settings, metastore, write_dag, tmp_path, monkeypatch) -> None:
+    child_pid = tmp_path / "child.pid"
+    path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
+    executor, key = launch_one(metastore, path, "sleepy", "nap")
+    try:
+        wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
+        sleeper = int(child_pid.read_text())
+        read = executor._read
+        interrupts = iter([KeyboardInterrupt()])
+
+        def interrupted_read(timeout):
+            for interrupt in interrupts:  # the first wait of end(): as if Ctrl-C came in it
+                raise interrupt
+            return read(timeout)
+
+        monkeypatch.setattr(executor, "_read", interrupted_read)
+        with pytest.raises(KeyboardInterrupt):
+            executor.end(grace=60)
+        wait_for(lambda: not process_alive(sleeper), timeout=15)
+    finally:
+        executor.end(kill=True)
 
 
 def test_a_second_sigterm_does_not_cut_the_kill_short(settings, metastore, write_dag, tmp_path) -> None:
@@ -276,8 +302,15 @@ def test_a_try_marked_where_no_signal_reaches_it_ends_at_its_next_heartbeat(
         assert task_pid is not None
         before = metastore.store.mark_task_state(key, TaskState.FAILED, "another_host")  # the mark, no signal
         assert before.state is TaskState.RUNNING
-        wait_for(lambda: not process_alive(sleeper) and not process_alive(task_pid), timeout=15)
-        assert [e.workload.key for e in executor.sync()] == [key]
+        ended: list[TIKey] = []
+
+        def task_ended() -> bool:
+            ended.extend(event.workload.key for event in executor.sync())
+            return key not in executor.running()
+
+        wait_for(task_ended, timeout=15)
+        assert ended == [key]
+        wait_for(lambda: not process_alive(sleeper) and not process_alive(task_pid))
         assert queries.get_task_instance(metastore.db, key).state is TaskState.FAILED  # the mark stands
         log = (settings.resolved_log_folder / "dag_id=sleepy" / f"run_id={key.run_id}" / "task_id=nap"
                / "attempt=1.log").read_text()
@@ -291,9 +324,10 @@ def test_a_try_recording_its_own_outcome_is_never_ended_by_its_heartbeat(
     settings, metastore, write_dag, tmp_path, monkeypatch
 ) -> None:
     """Once a try has recorded its outcome its heartbeat finds it no longer running too, all through its success
-    callback: that must not pass for a change from outside. With a beat every millisecond, every callback runs to
-    its end (also the last ones, still running when the run is over: `trigger --wait` waits for them)."""
-    monkeypatch.setenv("SPARKFLOW_HEARTBEAT_INTERVAL", "0.001")
+    callback: that must not pass for a change from outside, nor end the worker's next try. With a beat every 10 ms,
+    every callback runs to its end (also the last ones, still running when the run is over: `trigger --wait`
+    waits for them)."""
+    monkeypatch.setenv("SPARKFLOW_HEARTBEAT_INTERVAL", "0.01")
     done = tmp_path / "callbacks.txt"
     path = write_dag("beats", f"""
         import time
@@ -320,7 +354,7 @@ def test_a_try_recording_its_own_outcome_is_never_ended_by_its_heartbeat(
 
 
 def test_the_heartbeat_ends_an_in_process_try_without_signalling_the_process_around_it(
-    settings, metastore, write_dag, tmp_path
+    settings, metastore, write_dag, tmp_path, monkeypatch
 ) -> None:
     """The sequential executor runs a try inside the scheduler's process, whose group may hold the user's shell
     pipeline: the heartbeat then interrupts the task's code alone (TaskKilled in the main thread)."""
@@ -341,6 +375,10 @@ def test_the_heartbeat_ends_an_in_process_try_without_signalling_the_process_aro
         wait_for(lambda: queries.get_task_instance(metastore.db, key).state is TaskState.RUNNING)
         metastore.store.mark_task_state(key, TaskState.FAILED, "test")
 
+    sent: list[str] = []
+    pthread_kill = signal.pthread_kill
+    monkeypatch.setattr(os, "killpg", lambda *args: sent.append("killpg"))
+    monkeypatch.setattr(signal, "pthread_kill", lambda *args: sent.append("pthread_kill") or pthread_kill(*args))
     marker = threading.Thread(target=mark_once_running)
     marker.start()
     handler = signal.getsignal(signal.SIGTERM)
@@ -349,7 +387,8 @@ def test_the_heartbeat_ends_an_in_process_try_without_signalling_the_process_aro
                               dag=dags["inproc"])
     marker.join()
     assert state is TaskState.FAILED and time.monotonic() - started < 30  # not the task's 60 s
-    assert signal.getsignal(signal.SIGTERM) is handler  # and this process was not signalled: it is still here
+    assert sent == ["pthread_kill"]  # the main thread only, never this process's group
+    assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_a_threaded_scheduler_starts_the_fork_server_as_a_fresh_interpreter(settings, metastore, write_dag) -> None:
