@@ -187,13 +187,23 @@ SLEEPY_DAG = """
 """
 
 
-def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, tmp_path) -> None:
+def launch_sleepy(metastore, write_dag, tmp_path: Path) -> tuple[LocalExecutor, TIKey, int]:
+    """A started local executor running SLEEPY_DAG's task, once its `sleep 60` child runs: (executor, key, the
+    child's pid). The caller ends the executor."""
     child_pid = tmp_path / "child.pid"
-    path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
-    executor, key = launch_one(metastore, path, "sleepy", "nap")
+    executor, key = launch_one(metastore, write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid))),
+                               "sleepy", "nap")
     try:
         wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
-        sleeper = int(child_pid.read_text())
+    except BaseException:
+        executor.end(kill=True)
+        raise
+    return executor, key, int(child_pid.read_text())
+
+
+def test_kill_terminates_the_task_process_group(settings, metastore, write_dag, tmp_path) -> None:
+    executor, key, sleeper = launch_sleepy(metastore, write_dag, tmp_path)
+    try:
         task_pid = executor.pid(key)
         assert task_pid is not None and os.getpgid(sleeper) == task_pid  # what the task started is in its group
         assert executor.kill(key, grace=5)
@@ -212,12 +222,9 @@ def test_ending_waits_for_running_tasks_at_most_the_grace_then_kills_them(
 ) -> None:
     """A drive that is over waits for task processes still busy (callbacks after their outcome), but a task that
     does not end cannot hold `trigger --wait` forever: after ``grace`` it is killed with its group."""
-    child_pid = tmp_path / "child.pid"
-    path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
-    executor, key = launch_one(metastore, path, "sleepy", "nap")
+    executor, key, sleeper = launch_sleepy(metastore, write_dag, tmp_path)
     try:
-        wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
-        sleeper, task_pid = int(child_pid.read_text()), executor.pid(key)
+        task_pid = executor.pid(key)
         started = time.monotonic()
         executor.end(grace=1.0)
         assert 1.0 <= time.monotonic() - started < 15  # waited the grace, not the task's 60 s
@@ -227,12 +234,8 @@ def test_ending_waits_for_running_tasks_at_most_the_grace_then_kills_them(
 
 
 def test_ctrl_c_while_ending_kills_what_runs(settings, metastore, write_dag, tmp_path, monkeypatch) -> None:
-    child_pid = tmp_path / "child.pid"
-    path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
-    executor, key = launch_one(metastore, path, "sleepy", "nap")
+    executor, _, sleeper = launch_sleepy(metastore, write_dag, tmp_path)
     try:
-        wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
-        sleeper = int(child_pid.read_text())
         read = executor._read
         interrupts = iter([KeyboardInterrupt()])
 
@@ -293,12 +296,9 @@ def test_a_try_marked_where_no_signal_reaches_it_ends_at_its_next_heartbeat(
     """A task marked failed while it runs on another host (a Celery worker) gets no SIGTERM from whoever marked
     it: its own heartbeat finds it no longer running and ends the try, with what it started, as Airflow's does."""
     monkeypatch.setenv("SPARKFLOW_HEARTBEAT_INTERVAL", "0.2")
-    child_pid = tmp_path / "child.pid"
-    path = write_dag("sleepy", SLEEPY_DAG.format(child_pid=str(child_pid)))
-    executor, key = launch_one(metastore, path, "sleepy", "nap")
+    executor, key, sleeper = launch_sleepy(metastore, write_dag, tmp_path)
     try:
-        wait_for(lambda: child_pid.exists() and child_pid.read_text().strip())
-        sleeper, task_pid = int(child_pid.read_text()), executor.pid(key)
+        task_pid = executor.pid(key)
         assert task_pid is not None
         before = metastore.store.mark_task_state(key, TaskState.FAILED, "another_host")  # the mark, no signal
         assert before.state is TaskState.RUNNING
