@@ -273,7 +273,7 @@ class LocalExecutor:
                     self._read(left)
                 else:
                     kill = True
-        except BaseException:  # Ctrl-C while waiting: kill what runs, as when interrupted before
+        except BaseException:  # Ctrl-C while waiting: kill what runs, as end(kill=True) does
             kill = True
             raise
         finally:
