@@ -58,7 +58,7 @@ def show(env: CliEnv, dag_id: str, output: str) -> None:
     """The tasks of a DAG in dependency order."""
     dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
     rows = [
-        {"task_id": t.task_id, "operator": type(t).__name__, "upstream": sorted(t.upstream_task_ids),
+        {"task_id": t.task_id, "operator": t.task_type, "upstream": sorted(t.upstream_task_ids),
          "downstream": sorted(t.downstream_task_ids), "trigger_rule": t.trigger_rule.value, "retries": t.retries}
         for t in dag.topological_order()
     ]

@@ -32,7 +32,7 @@ def tasks() -> None:
 def list_cmd(env: CliEnv, dag_id: str, output: str) -> None:
     """The task ids of a DAG."""
     dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
-    emit([{"task_id": t.task_id, "operator": type(t).__name__} for t in dag.topological_order()], output)
+    emit([{"task_id": t.task_id, "operator": t.task_type} for t in dag.topological_order()], output)
 
 
 @tasks.command("states")

@@ -199,6 +199,11 @@ class BaseOperator(DependencyMixin):
         return self._location
 
     @property
+    def task_type(self) -> str:
+        """The operator's class name (Airflow's ``task_type``); a serialized task keeps its original one."""
+        return type(self).__name__
+
+    @property
     def output(self) -> XComArg:
         """This task's return value, to pass to another task (Airflow's ``task.output``)."""
         return XComArg(self)

@@ -15,10 +15,13 @@ from sparkflow.metastore import schema as t
 from sparkflow.metastore import statements as S
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import (
+    DagFileStat,
     DagRecord,
     DagRunRecord,
     ImportErrorRecord,
     PoolRecord,
+    RenderedFieldsRecord,
+    SerializedDagRecord,
     StateEventRecord,
     TaskInstanceRecord,
     TaskSlot,
@@ -308,6 +311,40 @@ def list_import_errors(db: Database) -> list[ImportErrorRecord]:
     with db.read() as conn:
         rows = conn.execute(select(t.import_error).order_by(t.import_error.c.filename, t.import_error.c.id))
         return [ImportErrorRecord.from_row(r) for r in rows]
+
+
+# -- serialized DAGs and parsed files ---------------------------------------------------------------------------
+def serialized_dag_hashes(db: Database, active_only: bool = True) -> dict[str, str]:
+    """dag_id -> hash of its serialized form (of active DAGs): a reader re-reads a DAG only when this changed."""
+    c = t.serialized_dag.c
+    query = select(c.dag_id, c.dag_hash)
+    if active_only:
+        query = query.join(t.dag, t.dag.c.dag_id == c.dag_id).where(t.dag.c.is_active.is_(True))
+    with db.read() as conn:
+        return dict(conn.execute(query).tuples().all())
+
+
+def serialized_dags(db: Database, dag_ids: Iterable[str]) -> list[SerializedDagRecord]:
+    wanted = list(dag_ids)
+    if not wanted:
+        return []
+    c = t.serialized_dag.c
+    with db.read() as conn:
+        return [SerializedDagRecord.from_row(r) for r in conn.execute(select(t.serialized_dag).where(
+            c.dag_id.in_(bindparam("ids", expanding=True))), {"ids": wanted})]
+
+
+def dag_file_stats(db: Database) -> list[DagFileStat]:
+    with db.read() as conn:
+        return [DagFileStat.from_row(r) for r in conn.execute(select(t.dag_file).order_by(t.dag_file.c.fileloc))]
+
+
+def rendered_fields(db: Database, key: TIKey) -> RenderedFieldsRecord | None:
+    c = t.rendered_task_fields.c
+    with db.read() as conn:
+        row = conn.execute(select(t.rendered_task_fields).where(
+            c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id)).one_or_none()
+    return RenderedFieldsRecord.from_row(row) if row is not None else None
 
 
 def _connection(row: Any, secrets: SecretBox | None) -> Connection:

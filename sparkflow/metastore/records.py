@@ -205,6 +205,48 @@ class ImportErrorRecord:
 
 
 @dataclass(frozen=True)
+class DagFileStat:
+    """What one parse of one DAG file found and cost (`sparkflow dags report`, the processor's change check)."""
+
+    fileloc: str
+    content_hash: str
+    dag_ids: tuple[str, ...]
+    task_count: int
+    error_count: int
+    parse_duration: float
+    last_parsed_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: ResultRow) -> DagFileStat:
+        return _from_row(cls, row, dag_ids=tuple(json.loads(row.dag_ids or "[]")))
+
+
+@dataclass(frozen=True)
+class SerializedDagRecord:
+    dag_id: str
+    fileloc: str
+    data: str  # canonical JSON (sparkflow.definitions.serialization)
+    dag_hash: str
+    last_updated: datetime
+
+    @classmethod
+    def from_row(cls, row: ResultRow) -> SerializedDagRecord:
+        return _from_row(cls, row)
+
+
+@dataclass(frozen=True)
+class RenderedFieldsRecord:
+    try_number: int
+    fields: dict[str, str]
+    error: str | None
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: ResultRow) -> RenderedFieldsRecord:
+        return cls(row.try_number, json.loads(row.fields), row.error, row.updated_at)
+
+
+@dataclass(frozen=True)
 class XComRecord:
     dag_id: str
     run_id: str

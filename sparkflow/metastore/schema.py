@@ -231,6 +231,46 @@ import_error = Table(
     Column("timestamp", TS, nullable=False),
 )
 
+# Each DAG as its file defined it at the last parse (sparkflow.definitions.serialization): what the scheduler,
+# the web server and the API read instead of importing DAG files.
+serialized_dag = Table(
+    "serialized_dag",
+    metadata,
+    Column("dag_id", String(ID), primary_key=True),
+    Column("fileloc", Text, nullable=False),
+    Column("data", Text, nullable=False),  # canonical JSON
+    Column("dag_hash", String(64), nullable=False),  # sha256 of data: readers re-read only what changed
+    Column("last_updated", TS, nullable=False),
+)
+
+# One row per DAG file the DAG processor parsed: what `dags report` lists, and the content hash that lets the
+# processor skip a file that did not change.
+dag_file = Table(
+    "dag_file",
+    metadata,
+    Column("fileloc", Text, primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("dag_ids", Text, nullable=False),  # JSON list
+    Column("task_count", Integer, nullable=False, default=0),
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("parse_duration", Float, nullable=False),
+    Column("last_parsed_at", TS, nullable=False),
+)
+
+# A try's template fields as its task process rendered them (Airflow's rendered_task_instance_fields), secrets
+# masked: the task page shows these and never renders templates itself.
+rendered_task_fields = Table(
+    "rendered_task_fields",
+    metadata,
+    Column("dag_id", String(ID), primary_key=True),
+    Column("run_id", String(ID), primary_key=True),
+    Column("task_id", String(ID), primary_key=True),
+    Column("try_number", Integer, nullable=False),
+    Column("fields", Text, nullable=False),  # JSON object: field name -> rendered text
+    Column("error", Text),  # why rendering failed, when it did
+    Column("updated_at", TS, nullable=False),
+)
+
 # Web users: the password is kept only as a scrypt hash ("scrypt$n$r$p$salt$hash", see sparkflow.web.auth).
 ab_user = Table(
     "ab_user",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +21,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sparkflow.connections import Connection, SecretBox
+from sparkflow.definitions import serialization
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import ImportErrorInfo
 from sparkflow.definitions.schedule import DataInterval
@@ -28,7 +29,7 @@ from sparkflow.exceptions import ConfigError, InvalidTransition, NotFound, UserE
 from sparkflow.metastore import schema as t
 from sparkflow.metastore import statements as S
 from sparkflow.metastore.engine import Database
-from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.metastore.records import DagFileStat, DagRunRecord, TaskInstanceRecord, TIKey
 from sparkflow.state import (
     RUN_CLEAR_TRANSITIONS,
     TASK_ACTIVE,
@@ -121,15 +122,26 @@ class Store:
     # -- DAGs and import errors --------------------------------------------------------------------------------
     def sync_dags(
         self, dags: Iterable[DAG], import_errors: Sequence[ImportErrorInfo], parsed_files: Iterable[str],
-        now: datetime | None = None, complete: bool = False,
+        now: datetime | None = None, complete: bool = False, folder_files: Collection[str] | None = None,
+        serialized: Mapping[str, tuple[str, str]] | None = None, file_stats: Sequence[DagFileStat] = (),
     ) -> None:
-        """Record what a parse found; errors of the parsed files replace their old ones.
+        """Record what a parse found, each DAG serialized too; errors of the parsed files replace their old ones.
 
-        ``complete`` says ``parsed_files`` is the whole DAG folder: DAGs and import errors of any other file (a
-        deleted or renamed one) are then stale, so the DAGs go inactive and the errors go away.
+        ``folder_files`` is every file of the DAG folder (``complete``: ``parsed_files`` is the whole folder):
+        DAGs, import errors and file stats of any other file (a deleted or renamed one) are then stale, so the
+        DAGs go inactive and the rest goes away. ``serialized`` gives a DAG's serialized text and hash when the
+        parse made them already (dag_id -> (text, hash)); ``file_stats`` what each parsed file cost.
         """
         now = now or utcnow()
         files = set(parsed_files)
+        if complete and folder_files is None:
+            folder_files = files
+        dags = list(dags)
+        texts = dict(serialized or {})
+        for dag in dags:
+            if dag.dag_id not in texts:
+                text = serialization.dumps(serialization.serialize_dag(dag))
+                texts[dag.dag_id] = (text, serialization.dag_hash(text))
         with self.db.write() as conn:
             seen: list[str] = []
             for dag in dags:
@@ -153,18 +165,57 @@ class Store:
                     insert_dag = _insert_if_absent(self.db.dialect)(t.dag).values(
                         dag_id=dag.dag_id, is_paused=paused, **values)
                     conn.execute(insert_dag.on_conflict_do_nothing(index_elements=["dag_id"]))
+            self._store_serialized(conn, dags, texts, now)
             gone_from_parsed_files = t.dag.c.fileloc.in_(files) & t.dag.c.dag_id.not_in(seen)
-            stale = (t.dag.c.dag_id.not_in(seen)) if complete else gone_from_parsed_files
-            conn.execute(update(t.dag).where(stale).values(is_active=False))
-            if complete:
-                conn.execute(delete(t.import_error))
+            if folder_files is not None:
+                gone = t.dag.c.fileloc.not_in(set(folder_files))
+                conn.execute(update(t.dag).where(gone_from_parsed_files | gone).values(is_active=False))
+                conn.execute(delete(t.import_error).where(
+                    t.import_error.c.filename.in_(files) | t.import_error.c.filename.not_in(set(folder_files))))
+                conn.execute(delete(t.dag_file).where(t.dag_file.c.fileloc.not_in(set(folder_files))))
             else:
+                conn.execute(update(t.dag).where(gone_from_parsed_files).values(is_active=False))
                 conn.execute(delete(t.import_error).where(t.import_error.c.filename.in_(files)))
             for error in import_errors:
                 conn.execute(insert(t.import_error).values(
                     filename=error.filename, lineno=error.lineno, dag_id=error.dag_id, task_id=error.task_id,
                     message=error.message, timestamp=now,
                 ))
+            if file_stats:
+                conn.execute(delete(t.dag_file).where(t.dag_file.c.fileloc.in_([f.fileloc for f in file_stats])))
+                conn.execute(insert(t.dag_file), [
+                    dict(fileloc=f.fileloc, content_hash=f.content_hash, dag_ids=json.dumps(list(f.dag_ids)),
+                         task_count=f.task_count, error_count=f.error_count, parse_duration=f.parse_duration,
+                         last_parsed_at=now)
+                    for f in file_stats
+                ])
+
+    @staticmethod
+    def _store_serialized(conn: SAConnection, dags: Sequence[DAG], texts: Mapping[str, tuple[str, str]],
+                          now: datetime) -> None:
+        """Write each DAG's serialized form when its hash changed (readers re-read a DAG only then)."""
+        if not dags:
+            return
+        c = t.serialized_dag.c
+        stored = dict(conn.execute(select(c.dag_id, c.dag_hash).where(c.dag_id.in_([d.dag_id for d in dags]))).all())
+        for dag in dags:
+            text, digest = texts[dag.dag_id]
+            if stored.get(dag.dag_id) == digest:
+                continue
+            values = dict(fileloc=dag.fileloc or "", data=text, dag_hash=digest, last_updated=now)
+            if dag.dag_id in stored:
+                conn.execute(update(t.serialized_dag).where(c.dag_id == dag.dag_id).values(**values))
+            else:
+                conn.execute(insert(t.serialized_dag).values(dag_id=dag.dag_id, **values))
+
+    def store_rendered_fields(self, key: TIKey, try_number: int, fields: Mapping[str, str], error: str | None,
+                              now: datetime | None = None) -> None:
+        """A try's rendered template fields (masked by the caller), replacing the previous try's."""
+        values = dict(try_number=try_number, fields=json.dumps(dict(fields)), error=error, updated_at=now or utcnow())
+        where = _key(key)
+        with self.db.write() as conn:
+            if _update(conn, "rendered_task_fields", where, values) == 0:
+                conn.execute(insert(t.rendered_task_fields).values(**where, **values))
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         with self.db.write() as conn:
@@ -209,7 +260,7 @@ class Store:
                 conn.execute(insert(t.task_instance), [
                     dict(
                         dag_run_id=dag_run_id, dag_id=dag.dag_id, run_id=run_id, task_id=task.task_id,
-                        state=TaskState.NONE, try_number=0, max_tries=task.retries, operator=type(task).__name__,
+                        state=TaskState.NONE, try_number=0, max_tries=task.retries, operator=task.task_type,
                         pool=task.pool, pool_slots=task.pool_slots, queue=task.queue,
                         priority_weight=task.priority_weight, updated_at=now,
                     )

@@ -164,7 +164,7 @@ def dag_page(request: Request, user: User, dag_id: str, run_id: str | None = Non
     if dag is not None:
         for task in dag.topological_order():
             ti = tis.get(task.task_id)
-            nodes.append(svg.GraphNode(task.task_id, type(task).__name__, tuple(sorted(task.upstream_task_ids)),
+            nodes.append(svg.GraphNode(task.task_id, task.task_type, tuple(sorted(task.upstream_task_ids)),
                                        ti.state.value if ti else None, f"/ti/{ti.id}" if ti else None))
     bars = [svg.GanttBar(tid, tis[tid].state.value, tis[tid].start_date, tis[tid].end_date, f"/ti/{tis[tid].id}")
             for tid in grid["task_ids"] if tid in tis]
