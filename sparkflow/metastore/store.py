@@ -165,7 +165,7 @@ class Store:
                     insert_dag = _insert_if_absent(self.db.dialect)(t.dag).values(
                         dag_id=dag.dag_id, is_paused=paused, **values)
                     conn.execute(insert_dag.on_conflict_do_nothing(index_elements=["dag_id"]))
-            self._store_serialized(conn, dags, texts, now)
+            self._store_serialized(conn, dags, texts, now, self.db.dialect)
             gone_from_parsed_files = t.dag.c.fileloc.in_(files) & t.dag.c.dag_id.not_in(seen)
             if folder_files is not None:
                 gone = t.dag.c.fileloc.not_in(set(folder_files))
@@ -192,7 +192,7 @@ class Store:
 
     @staticmethod
     def _store_serialized(conn: SAConnection, dags: Sequence[DAG], texts: Mapping[str, tuple[str, str]],
-                          now: datetime) -> None:
+                          now: datetime, dialect: str) -> None:
         """Write each DAG's serialized form when its hash changed (readers re-read a DAG only then)."""
         if not dags:
             return
@@ -206,7 +206,9 @@ class Store:
             if dag.dag_id in stored:
                 conn.execute(update(t.serialized_dag).where(c.dag_id == dag.dag_id).values(**values))
             else:
-                conn.execute(insert(t.serialized_dag).values(dag_id=dag.dag_id, **values))
+                # Two parsers of the same file (two schedulers, a CLI command): the second insert does nothing.
+                conn.execute(_insert_if_absent(dialect)(t.serialized_dag).values(dag_id=dag.dag_id, **values)
+                             .on_conflict_do_nothing(index_elements=["dag_id"]))
 
     def store_rendered_fields(self, key: TIKey, try_number: int, fields: Mapping[str, str], error: str | None,
                               now: datetime | None = None) -> None:
