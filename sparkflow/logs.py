@@ -9,6 +9,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
 MASK = "***"
@@ -87,6 +88,14 @@ def open_task_log_handler(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(MaskingFormatter("[%(asctime)s] {%(name)s} %(levelname)s - %(message)s"))
     return handler
+
+
+def append_task_log_line(path: Path, when: datetime, level: str, message: str) -> None:
+    """Add one line to a try's log from outside its task process (the scheduler's reason for failing a lost try,
+    say), where the user looks first. Raises OSError when the file cannot be written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(f"[{when.isoformat()}] {level} - {message}\n")
 
 
 def read_log(path: Path, offset: int = 0) -> tuple[str, int]:

@@ -40,7 +40,7 @@ from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import TIKey
 from sparkflow.runtime.__main__ import main as runtime_main
-from sparkflow.runtime.task_runner import start_own_session
+from sparkflow.runtime.guards import start_own_session
 from sparkflow.settings import Settings, load_settings
 from sparkflow.state import TaskState
 

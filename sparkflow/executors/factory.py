@@ -12,7 +12,7 @@ from sparkflow.executors.celery import CeleryExecutor, make_celery_app
 from sparkflow.executors.local import LocalExecutor
 from sparkflow.executors.sequential import SequentialExecutor
 from sparkflow.metastore.bootstrap import Metastore
-from sparkflow.runtime.task_runner import run_task_instance, utcnow
+from sparkflow.runtime.task_runner import run_try, utcnow
 from sparkflow.settings import Settings
 
 
@@ -26,8 +26,8 @@ def make_executor(
         return LocalExecutor(settings.parallelism)
     if name == "sequential":
         def run(workload: Workload) -> object:
-            return run_task_instance(settings, metastore, workload.key, workload.try_number,
-                                     dag=get_dag(workload.key.dag_id), clock=clock)
+            return run_try(settings, metastore, workload.key, workload.try_number, dag=get_dag(workload.key.dag_id),
+                           clock=clock).state
 
         return SequentialExecutor(run)
     if name == "celery":

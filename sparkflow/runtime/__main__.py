@@ -1,7 +1,7 @@
 """Entry point of a task process: ``python -m sparkflow.runtime DAG_ID RUN_ID TASK_ID TRY_NUMBER``.
 
 The local executor normally forks its task processes from a warm fork server (sparkflow.runtime.forkserver),
-which calls the same ``run_workload`` in each fresh child; this entry point stays for running one try by hand.
+whose workers call the same ``exit_code_of_try``; this entry point stays for running one try by hand.
 
 The exit code tells the executor whether the runner recorded an outcome (0) or died before it could (non-zero),
 in which case the scheduler fails or retries the task itself.
@@ -14,7 +14,7 @@ import sys
 
 from sparkflow.logs import configure_sparkflow_log
 from sparkflow.metastore.records import TIKey
-from sparkflow.runtime.forkserver import run_workload
+from sparkflow.runtime.task_runner import exit_code_of_try
 from sparkflow.settings import load_settings
 
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_sparkflow_log(settings.resolved_log_folder)
-    return run_workload(settings, None, TIKey(args.dag_id, args.run_id, args.task_id), args.try_number)
+    return exit_code_of_try(settings, None, TIKey(args.dag_id, args.run_id, args.task_id), args.try_number)[0]
 
 
 if __name__ == "__main__":

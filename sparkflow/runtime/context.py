@@ -235,3 +235,16 @@ class InMemoryTaskInstance:
     def previous_try_ids(self) -> dict[str, str | None]:
         return {}
 
+
+
+def call_callbacks(callback: Callable[[Context], Any] | list[Callable[[Context], Any]] | None, context: Context,
+                   what: str) -> None:
+    """Call a task's callback (or list of them) with ``context``; one that raises is logged, nothing more: a
+    broken callback must not change the task's outcome."""
+    if callback is None:
+        return
+    for func in callback if isinstance(callback, list) else [callback]:
+        try:
+            func(context)
+        except Exception:
+            log.exception("%s raised; the task outcome is unchanged", what)

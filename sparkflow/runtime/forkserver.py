@@ -68,37 +68,14 @@ from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
 from sparkflow.metastore.store import Store
 from sparkflow.operators.python import PythonOperator
-from sparkflow.runtime.task_runner import load_task_dag, run_task_instance, run_try, start_own_session
+from sparkflow.runtime.guards import start_own_session
+from sparkflow.runtime.task_runner import exit_code_of_try, load_task_dag, run_try
 from sparkflow.settings import Settings, load_settings
 from sparkflow.state import TaskState
 
 log = logging.getLogger("sparkflow.runtime")
 
 WARM_UP_WHEN_IDLE_SECONDS = 1.0
-
-
-def run_workload(
-    settings: Settings, metastore: Metastore | None, key: TIKey, try_number: int, dag: DAG | None = None
-) -> int:
-    """Run one queued try in this process and return the exit code: 0 when the runner recorded the outcome, 1
-    when a sparkflow error (an uninitialised metastore, say) stopped it first. Anything else propagates."""
-    return _run_workload(settings, metastore, key, try_number, dag)[0]
-
-
-def _run_workload(
-    settings: Settings, metastore: Metastore | None, key: TIKey, try_number: int, dag: DAG | None = None
-) -> tuple[int, bool]:
-    """run_workload's exit code, and whether the process may run another try: this runner recorded the outcome
-    itself and was not killed (see TryOutcome)."""
-    try:
-        outcome = run_try(settings, metastore or open_metastore(settings), key, try_number, dag=dag)
-    except SparkflowError as exc:
-        print(f"sparkflow task runner: {exc}", file=sys.stderr)
-        return 1, False
-    except Exception:
-        log.exception("task runner crashed")
-        raise
-    return 0, outcome.recorded and not outcome.killed
 
 
 def _warm_up_noop(**_: Any) -> None:
@@ -149,7 +126,7 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
             key = TIKey(dag.dag_id, run.run_id, "noop")
             warm.store.set_task_state(key, TaskState.NONE, TaskState.SCHEDULED, "fork_server")
             warm.store.set_task_state(key, TaskState.SCHEDULED, TaskState.QUEUED, "fork_server", try_number=1)
-            ok = run_task_instance(warm_settings, warm, key, 1, dag=dag) is TaskState.SUCCESS
+            ok = run_try(warm_settings, warm, key, 1, dag=dag).state is TaskState.SUCCESS
         except Exception:  # noqa: BLE001 - best effort, see above
             log.debug("fork server warm-up failed; task processes compile their SQL themselves", exc_info=True)
             ok = False
@@ -463,8 +440,8 @@ class _Server:
             self.metastore.db.engine.dispose(close=False)  # never share a pooled connection with the server
 
     def _serve_tries(self, r: int) -> int:
-        """A worker's life: run each try the server hands over, until told to leave (EOF) or until it should be
-        replaced (see the module docstring); the exit code is the last try's."""
+        """In the worker, its whole life: each try the server hands over, until told to leave (EOF) or until it
+        should be replaced (see the module docstring); the exit code is the last try's."""
         if self.metastore is not None and not select.select([r], [], [], 0)[0]:  # a spare, not needed yet
             with contextlib.suppress(Exception):
                 _touch(self.metastore)
@@ -479,12 +456,8 @@ class _Server:
             line, buffer = buffer.split(b"\n", 1)
             request = json.loads(line)
             cached = self.dags.get(request["key"][0]) if request["cached"] else None
-            code, reusable = self._run(request, cached[1] if cached is not None else None)
-            reason = "" if code == 0 and reusable else "the try was killed or did not record its own outcome"
-            reason = reason or pristine.changes_left() or _too_large(self.settings.max_memory_per_child_mb)
-            if reason:  # into the try's log (fd 2 is still its log file)
-                os.write(2, f"sparkflow: this task process is not reused: {reason}\n".encode())
-            pristine.restore()
+            code, reusable = self._serve_one_try(request, cached[1] if cached is not None else None)
+            reason = self._clean_up(pristine, code == 0 and reusable)
             if code != 0 or reason or served >= self.settings.max_tasks_per_child:
                 return code
             try:
@@ -492,6 +465,16 @@ class _Server:
             except OSError:
                 return 0  # the server is gone: no more tries will come
         raise AssertionError("unreachable")
+
+    def _clean_up(self, pristine: _ProcessState, reusable: bool) -> str:
+        """In the worker, after each try: put the process back as it was before the try, and say why it may not
+        run another ("" when it may), in the try's log (fd 2 is still its log file)."""
+        reason = "" if reusable else "the try was killed or did not record its own outcome"
+        reason = reason or pristine.changes_left() or _too_large(self.settings.max_memory_per_child_mb)
+        if reason:
+            os.write(2, f"sparkflow: this task process is not reused: {reason}\n".encode())
+        pristine.restore()
+        return reason
 
     def _child_main(self, work: Callable[[], int]) -> None:
         """A forked child's whole life: detach from the server, do the work, leave with its exit code."""
@@ -507,8 +490,9 @@ class _Server:
         finally:
             self._leave(code)
 
-    def _run(self, request: dict[str, Any], dag: DAG | None) -> tuple[int, bool]:
-        """Run one try with its output in the try's log: the exit code and whether the process may be reused."""
+    def _serve_one_try(self, request: dict[str, Any], dag: DAG | None) -> tuple[int, bool]:
+        """In the worker: one try with the process's output in the try's log; the exit code and whether the
+        process may be reused."""
         # Anything printed outside the runner's log handler (a crash) lands in the try's log file.
         key, try_number = TIKey(*request["key"]), int(request["try"])
         path = task_log_path(self.settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number)
@@ -523,7 +507,8 @@ class _Server:
         if self.setup_error is not None:
             print(f"sparkflow task runner: {self.setup_error}", file=sys.stderr)
             return 1, False
-        code, reusable = _run_workload(self.settings, self.metastore, key, try_number, dag)
+        code, outcome = exit_code_of_try(self.settings, self.metastore, key, try_number, dag)
+        reusable = outcome is not None and outcome.process_reusable
         if code == 0:  # the outcome is recorded: the scheduler may act on it before this process is free
             with contextlib.suppress(OSError):
                 os.write(self.done_w, f"done {request['id']}\n".encode())

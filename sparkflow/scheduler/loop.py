@@ -19,12 +19,11 @@ from typing import Any
 from sparkflow.definitions.dag import DAG
 from sparkflow.executors.base import Executor, ExecutorEvent, Workload
 from sparkflow.executors.factory import make_executor
-from sparkflow.logs import task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TaskSlot, TIKey
 from sparkflow.metastore.store import SchedulingClaims, TaskStateChange
-from sparkflow.runtime.task_runner import call_lost_try_callback
+from sparkflow.runtime.lost_try import call_lost_try_callback, fail_lost_try, note_in_try_log
 from sparkflow.scheduler import interventions
 from sparkflow.scheduler.planner import plan_run
 from sparkflow.settings import Settings
@@ -358,39 +357,15 @@ class SchedulerLoop:
 
     def _fail_lost(self, ti: TaskInstanceRecord, reason: str) -> bool:
         dag = self.get_dag(ti.dag_id)
-        task = dag.task_dict.get(ti.task_id) if dag else None
-        now = self.clock()
-        fields: dict[str, Any]
-        if ti.try_number <= ti.max_tries and task is not None:
-            new, fields = TaskState.UP_FOR_RETRY, {"next_try_at": now + task.retry_delay_for(ti.try_number)}
-        else:
-            new, fields = TaskState.FAILED, {}
-        log.warning("%s: %s; marking %s", ti.key, reason, new.value)
-        moved = self.ms.store.set_task_state(ti.key, ti.state, new, ACTOR, detail=reason, now=now, error=reason,
-                                             expected_try=ti.try_number, **fields)
-        if moved:
-            self._note_in_task_log(ti, f"{reason}; the scheduler marked the task {new.value}")
-            if dag is not None and self.log_folder is not None:  # every loop but some tests' has a log folder
-                try:
-                    call_lost_try_callback(self.ms, dag, ti, new, reason, self.log_folder, self.clock)
-                except Exception:  # noqa: BLE001 - the task's state is recorded; the loop carries on
-                    log.exception("%s: the %s callback could not be called", ti.key, new.value)
-        return moved
-
-    def _note_in_task_log(self, ti: TaskInstanceRecord, message: str) -> None:
-        """Put the scheduler's reason in the try's own log, where the user looks first."""
-        if ti.log_path:
-            path = Path(ti.log_path)
-        elif self.log_folder is not None:
-            path = task_log_path(self.log_folder, ti.dag_id, ti.run_id, ti.task_id, max(ti.try_number, 1))
-        else:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as fh:
-                fh.write(f"[{self.clock().isoformat()}] ERROR - {message}\n")
-        except OSError:
-            log.exception("could not write to the task log %s", path)
+        lost = fail_lost_try(self.ms, dag, ti, reason, self.clock(), self.log_folder, ACTOR)
+        if lost is None:
+            return False
+        if dag is not None and self.log_folder is not None:  # every loop but some tests' has a log folder
+            try:
+                call_lost_try_callback(self.ms, dag, lost, self.log_folder, self.clock)
+            except Exception:  # noqa: BLE001 - the task's state is recorded; the loop carries on
+                log.exception("%s: the %s callback could not be called", ti.key, lost.state.value)
+        return True
 
     def _time_out(self, run: DagRunRecord, dag: DAG, now: datetime) -> DagRunRecord | None:
         """The run outlived dagrun_timeout: fail it, skip its unfinished tasks and kill the running ones (their
@@ -407,7 +382,7 @@ class SchedulerLoop:
             if ti.state is TaskState.RUNNING:
                 killed = interventions.terminate(ti)
                 how = f"process group {killed.killed_pid} sent SIGTERM" if killed.killed_pid else killed.note
-                self._note_in_task_log(ti, f"{reason}; the scheduler skipped the task ({how})")
+                note_in_try_log(ti, self.log_folder, self.clock(), f"{reason}; the scheduler skipped the task ({how})")
         finished = queries.get_run(self.ms.db, run.dag_id, run.run_id)
         self._run_callback(dag, finished, reason="timed_out")
         return finished

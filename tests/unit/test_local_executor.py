@@ -29,7 +29,7 @@ from sparkflow.metastore.records import TIKey
 from sparkflow.metastore.store import TaskStateChange
 from sparkflow.runtime import forkserver
 from sparkflow.runtime.forkserver import warm_up
-from sparkflow.runtime.task_runner import run_task_instance
+from sparkflow.runtime.task_runner import run_try
 from sparkflow.scheduler.loop import SchedulerLoop
 from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.state import RunState, TaskState
@@ -383,8 +383,8 @@ def test_the_heartbeat_ends_an_in_process_try_without_signalling_the_process_aro
     marker.start()
     handler = signal.getsignal(signal.SIGTERM)
     started = time.monotonic()
-    state = run_task_instance(dataclasses.replace(settings, heartbeat_interval=0.2), metastore, key, 1,
-                              dag=dags["inproc"])
+    state = run_try(dataclasses.replace(settings, heartbeat_interval=0.2), metastore, key, 1,
+                    dag=dags["inproc"]).state
     marker.join()
     assert state is TaskState.FAILED and time.monotonic() - started < 30  # not the task's 60 s
     assert sent == ["pthread_kill"]  # the main thread only, never this process's group

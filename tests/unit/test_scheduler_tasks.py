@@ -21,7 +21,7 @@ from sparkflow.executors.base import ExecutorEvent, Workload
 from sparkflow.executors.factory import make_executor
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
-from sparkflow.runtime.task_runner import run_task_instance
+from sparkflow.runtime.task_runner import run_try
 from sparkflow.scheduler import interventions
 from sparkflow.scheduler.loop import SchedulerLoop
 from sparkflow.scheduler.runs import trigger_dag
@@ -253,7 +253,7 @@ def test_queued_task_nobody_started_is_scheduled_again_and_runs_once(settings, m
     assert queries.get_run(metastore.db, "orphan", run.run_id).state is RunState.SUCCESS
     assert out.read_text() == "ran\n"
     # The old scheduler's workload (try 1) can no longer start: the try moved on.
-    assert run_task_instance(settings, metastore, TIKey("orphan", run.run_id, "once"), 1) is TaskState.SUCCESS
+    assert run_try(settings, metastore, TIKey("orphan", run.run_id, "once"), 1).state is TaskState.SUCCESS
     assert out.read_text() == "ran\n"
 
 
