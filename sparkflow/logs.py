@@ -78,9 +78,14 @@ def mask_sensitive_settings(text: str) -> str:
     return _BARE.sub(lambda m: f"{m.group(1)}{SETTING_MASK}", _QUOTED.sub(quoted, text))
 
 
-def task_log_path(log_folder: Path, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+def task_log_path(log_folder: Path, dag_id: str, run_id: str, task_id: str, try_number: int,
+                  map_index: int = -1) -> Path:
+    """Airflow's layout; an instance of a mapped task has its own ``map_index=N`` folder."""
     safe_run = run_id.replace("/", "_")
-    return log_folder / f"dag_id={dag_id}" / f"run_id={safe_run}" / f"task_id={task_id}" / f"attempt={try_number}.log"
+    folder = log_folder / f"dag_id={dag_id}" / f"run_id={safe_run}" / f"task_id={task_id}"
+    if map_index >= 0:
+        folder = folder / f"map_index={map_index}"
+    return folder / f"attempt={try_number}.log"
 
 
 def open_task_log_handler(path: Path) -> logging.Handler:

@@ -61,6 +61,9 @@ class Settings:
     heartbeat_interval: float = _setting(5.0, "Seconds between heartbeats of a running task.")
     heartbeat_timeout: float = _setting(60.0, "A running task silent this long is treated as dead.")
     max_tries_default: int = _setting(0, "Default retries for tasks that set none.")
+    max_map_length: int = _setting(
+        1024, "Most instances one mapped task may expand into (Airflow's max_map_length); more fail the task."
+    )
     sqlite_busy_timeout: float = _setting(30.0, "Seconds a SQLite writer waits for the lock before failing.")
     default_timezone: str = _setting("UTC", "Time zone of naive datetimes in DAG files and on the CLI.")
     spark_history_url: str | None = _setting(

@@ -47,7 +47,8 @@ RUN_ACTIVE: frozenset[RunState] = frozenset({RunState.QUEUED, RunState.RUNNING})
 
 _T = TaskState
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    _T.NONE: frozenset({_T.SCHEDULED, _T.SKIPPED, _T.UPSTREAM_FAILED, _T.REMOVED}),
+    # none -> failed: the scheduler cannot expand a mapped task (not a list or dict, more than max_map_length)
+    _T.NONE: frozenset({_T.SCHEDULED, _T.SKIPPED, _T.UPSTREAM_FAILED, _T.REMOVED, _T.FAILED}),
     _T.SCHEDULED: frozenset({_T.QUEUED, _T.NONE, _T.SKIPPED, _T.UPSTREAM_FAILED, _T.REMOVED}),
     # queued -> scheduled: the executor lost the task before it started (scheduler restart adopts/resets)
     _T.QUEUED: frozenset({_T.RUNNING, _T.SCHEDULED, _T.FAILED, _T.UP_FOR_RETRY}),

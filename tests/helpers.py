@@ -43,7 +43,8 @@ def run_dag(
     clock = clock or Clock(NOW)
     run = trigger_dag(metastore, dag, clock(), conf)
     executor = make_executor(settings, metastore, bag.dags.get, "sequential", clock=clock)
-    loop = SchedulerLoop(metastore, executor, bag.dags.get, clock=clock, log_folder=settings.resolved_log_folder)
+    loop = SchedulerLoop(metastore, executor, bag.dags.get, clock=clock, log_folder=settings.resolved_log_folder,
+                         max_map_length=settings.max_map_length)
     for _ in range(max_ticks):
         result = loop.tick()
         current = queries.get_run(metastore.db, dag_id, run.run_id)

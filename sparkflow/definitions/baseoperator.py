@@ -11,6 +11,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,6 +28,8 @@ from sparkflow.exceptions import DagDefinitionError
 if TYPE_CHECKING:
     from sparkflow.definitions.dag import DAG
 
+# True while an operator is built for one mapped task instance (MappedOperator.unmap): it joins no DAG.
+_unmapping: ContextVar[bool] = ContextVar("sparkflow_unmapping", default=False)
 TASK_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 DEFAULT_POOL = "default_pool"
 DEFAULT_QUEUE = "default"
@@ -190,9 +193,11 @@ class BaseOperator(DependencyMixin):
 
     def _after_init(self) -> None:
         """Tasks whose template fields hold another task's output depend on that task (TaskFlow)."""
+        if self.dag is None and _unmapping.get():
+            return  # built for one mapped instance at run time: its mapped task already holds the dependencies
         for name in self.template_fields:
             for arg in find_xcom_args(getattr(self, name, None)):
-                self.set_upstream(arg.operator)
+                self.set_upstream(arg.operators())
 
     @property
     def location(self) -> Location | None:
@@ -202,6 +207,22 @@ class BaseOperator(DependencyMixin):
     def task_type(self) -> str:
         """The operator's class name (Airflow's ``task_type``); a serialized task keeps its original one."""
         return type(self).__name__
+
+    @property
+    def is_mapped(self) -> bool:
+        return False
+
+    @property
+    def mapped_group(self) -> TaskGroup | None:
+        """The mapped task group this task is expanded with (None: not in one)."""
+        if self.task_group is None:
+            return None
+        return next((g for g in self.task_group.lineage() if g.expand_input is not None), None)
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Airflow's dynamic task mapping: ``Op.partial(task_id=..., fixed=...).expand(mapped=[...])``."""
+        return _mapping.OperatorPartial(cls, kwargs)
 
     @property
     def output(self) -> XComArg:
@@ -216,7 +237,8 @@ class BaseOperator(DependencyMixin):
     def _link(self, others: Any, upstream: bool) -> None:
         for other in _as_list(others):
             if isinstance(other, XComArg):
-                other = other.operator
+                self._link(other.operators(), upstream)
+                continue
             if isinstance(other, TaskGroup):  # upstream group: its leaves; downstream group: its roots
                 self._link(other.leaves if upstream else other.roots, upstream)
                 continue
@@ -336,3 +358,8 @@ def cross_downstream(from_tasks: Iterable[BaseOperator], to_tasks: Iterable[Base
     to_list = list(to_tasks)
     for task in from_tasks:
         task >> to_list
+
+
+# MappedOperator subclasses BaseOperator, so its module can only load once BaseOperator exists (imported last;
+# `partial()` reaches it through the module at call time, whichever of the two modules is imported first).
+from sparkflow.definitions import mappedoperator as _mapping  # noqa: E402

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from sparkflow.definitions.dag import current_dag
 from sparkflow.definitions.dependencies import DependencyMixin
+from sparkflow.definitions.expand_input import DictOfListsExpandInput, MappedArgument
 from sparkflow.definitions.location import Location, caller_location
+from sparkflow.definitions.xcom_arg import XComArg
 from sparkflow.exceptions import DagDefinitionError
 
 if TYPE_CHECKING:
@@ -57,6 +59,8 @@ class TaskGroup(DependencyMixin):
         self.ui_fgcolor = ui_fgcolor
         self.group_display_name = group_display_name or group_id
         self.children: dict[str, BaseOperator | TaskGroup] = {}
+        # A mapped task group's input (``@task_group`` ``.expand()``): its tasks get one instance per item.
+        self.expand_input: Any = None
         if not isinstance(group_id, str) or not GROUP_ID_PATTERN.match(group_id):
             raise self._error(f"group_id {group_id!r} is invalid; use letters, digits, '_', '-'")
         self._group_id = group_id
@@ -101,6 +105,13 @@ class TaskGroup(DependencyMixin):
     def child_id(self, label: str) -> str:
         """The id a task or group called ``label`` gets inside this group."""
         return f"{self.group_id}.{label}" if self.prefix_group_id else label
+
+    def lineage(self) -> Iterator[TaskGroup]:
+        """This group and its parents, innermost first."""
+        group: TaskGroup | None = self
+        while group is not None:
+            yield group
+            group = group.parent_group
 
     def add(self, task: BaseOperator) -> None:
         self.children[task.task_id] = task
@@ -162,12 +173,34 @@ def task_group(
                 result = func(*args, **kwargs)
             return group if result is None else result
 
+        def expand(fixed: dict[str, Any], mapped: dict[str, Any]) -> Any:
+            """A mapped task group: its tasks get one instance per item of ``mapped`` (a cross product)."""
+            for name, value in mapped.items():
+                if not isinstance(value, (XComArg, list, tuple, dict)):
+                    raise DagDefinitionError(f"task group '{func.__name__}': expand() argument '{name}' must be a "
+                                             f"list, dict or task output, got {type(value).__name__}")
+            options = {"group_id": func.__name__, "add_suffix_on_collision": True, **group_kwargs}
+            with TaskGroup(**options) as group:
+                group.expand_input = DictOfListsExpandInput(mapped)
+                result = func(**fixed, **{name: MappedArgument(group, name) for name in mapped})
+            return group if result is None else result
+
         factory.override = lambda **more: task_group(**{**group_kwargs, **more})(func)  # type: ignore[attr-defined]
+        factory.expand = lambda **mapped: expand({}, mapped)  # type: ignore[attr-defined]
+        factory.partial = lambda **fixed: _GroupPartial(lambda mapped: expand(fixed, mapped))  # type: ignore[attr-defined]
         return factory
 
     if python_callable is not None and callable(python_callable):
         return decorator(python_callable)
     return decorator
+
+
+class _GroupPartial:
+    def __init__(self, expand: Callable[[dict[str, Any]], Any]) -> None:
+        self._expand = expand
+
+    def expand(self, **mapped: Any) -> Any:
+        return self._expand(mapped)
 
 
 __all__ = ["TaskGroup", "current_task_group", "task_group"]

@@ -120,24 +120,26 @@ def _task_process_main(argv: list[str], log_path: str, worker_name: str) -> None
 
 
 def run_task_process(dag_id: str, run_id: str, task_id: str, try_number: int, settings: Settings,
-                     worker_name: str | None = None) -> int:
+                     worker_name: str | None = None, map_index: int = -1) -> int:
     """Run one try with the task runner in its own process and return its exit code (negative: killed by that
     signal). Anything the process prints before the runner takes over its log lands in the try's log file."""
-    path = task_log_path(settings.resolved_log_folder, dag_id, run_id, task_id, try_number)
+    path = task_log_path(settings.resolved_log_folder, dag_id, run_id, task_id, try_number, map_index)
     path.parent.mkdir(parents=True, exist_ok=True)
     proc = _task_processes().Process(
         target=_task_process_main, name=f"sparkflow-task-{dag_id}.{task_id}",
-        args=([dag_id, run_id, task_id, str(try_number)], str(path), worker_name or socket.gethostname()),
+        args=([dag_id, run_id, task_id, str(try_number), "--map-index", str(map_index)], str(path),
+              worker_name or socket.gethostname()),
     )
     proc.start()
     proc.join()
     return proc.exitcode if proc.exitcode is not None else 1
 
 
-def _execute_task_instance(task: Any, dag_id: str, run_id: str, task_id: str, try_number: int) -> dict[str, Any]:
+def _execute_task_instance(task: Any, dag_id: str, run_id: str, task_id: str, try_number: int,
+                           map_index: int = -1) -> dict[str, Any]:
     settings = load_settings()
     worker = getattr(task.request, "hostname", None) or socket.gethostname()
-    code = run_task_process(dag_id, run_id, task_id, try_number, settings, worker)
+    code = run_task_process(dag_id, run_id, task_id, try_number, settings, worker, map_index)
     return {"exit_code": code, "worker": worker}
 
 
@@ -190,8 +192,8 @@ class CeleryExecutor:
     def queue(self, workload: Workload) -> None:
         key = workload.key
         queue = self.settings.celery_default_queue if workload.queue in ("", "default") else workload.queue
-        result = self.app.send_task(TASK_NAME, args=[key.dag_id, key.run_id, key.task_id, workload.try_number],
-                                    queue=queue)
+        args = [key.dag_id, key.run_id, key.task_id, workload.try_number, key.map_index]
+        result = self.app.send_task(TASK_NAME, args=args, queue=queue)
         self._sent[key] = _Sent(workload, result)
 
     def _poll(self) -> list[ExecutorEvent]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -78,9 +79,9 @@ def _runs_query(by_dag: bool, by_state: bool, limit: int | None) -> Select[Any]:
 _RUN_BY_KEY = S.select_where("dag_run", ("dag_id", "run_id"))
 _EV = t.state_event.c
 _LAST_EVENT = S.Prepared(select(func.max(_EV.id)), [_EV.id])
-_EVENTS_AFTER = S.Prepared(select(_EV.id, _EV.dag_id, _EV.run_id, _EV.task_id)
+_EVENTS_AFTER = S.Prepared(select(_EV.id, _EV.dag_id, _EV.run_id, _EV.task_id, _EV.map_index)
                            .where(_EV.id > bindparam("after", type_=_EV.id.type)).order_by(_EV.id),
-                           [_EV.id, _EV.dag_id, _EV.run_id, _EV.task_id])
+                           [_EV.id, _EV.dag_id, _EV.run_id, _EV.task_id, _EV.map_index])
 _ACTIVE_RUNS = S.Prepared(_runs_query(False, False, None).where(
     S.in_constants(t.dag_run.c.state, sorted(s.value for s in RUN_ACTIVE))), list(t.dag_run.c))
 
@@ -102,6 +103,23 @@ def task_instances(db: Database, dag_id: str, run_id: str) -> list[TaskInstanceR
 _TIS_OF_RUN = S.select_where("task_instance", ("dag_id", "run_id"), order_by=("id",))
 
 
+def mapped_instances(db: Database, dag_id: str, run_id: str, task_id: str) -> list[TaskInstanceRecord]:
+    """The instances of one mapped task in a run, by map_index (none before it is expanded)."""
+    c = t.task_instance.c
+    with db.read() as conn:
+        rows = conn.execute(select(t.task_instance).where(
+            c.dag_id == dag_id, c.run_id == run_id, c.task_id == task_id, c.map_index >= 0).order_by(c.map_index))
+        return [TaskInstanceRecord.from_row(r) for r in rows]
+
+
+def count_mapped(db: Database, dag_id: str, run_id: str, task_id: str) -> int:
+    """How many instances a mapped task has in a run (0 before expansion, or when it expanded to nothing)."""
+    c = t.task_instance.c
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.task_instance).where(
+            c.dag_id == dag_id, c.run_id == run_id, c.task_id == task_id, c.map_index >= 0)).scalar_one())
+
+
 def task_instances_of_runs(db: Database, run_ids: Sequence[int]) -> list[TaskInstanceRecord]:
     if not run_ids:
         return []
@@ -117,19 +135,21 @@ def queued_task_instances(db: Database) -> list[tuple[TIKey, int, datetime | Non
     query = S.select_where("task_instance", ("state",), (*S.TI_KEY, "try_number", "queued_at"), order_by=("id",))
     with db.read() as conn:
         rows = query.rows(conn, S.params({"state": TaskState.QUEUED.value}))
-    return [(TIKey(*r[:3]), r[3], r[4]) for r in rows]
+    return [(TIKey(*r[:4]), r[4], r[5]) for r in rows]
 
 
 _SLOT_COLUMNS = ("id", "task_id", "state", "try_number", "next_try_at", "priority_weight", "pool", "pool_slots",
-                 "queue")
+                 "queue", "map_index")
 
 
-def task_slots(db: Database, dag_id: str, run_id: str) -> dict[str, TaskSlot]:
-    """task_id -> scheduling columns of one run's task instances (the scheduler loop's per-run read)."""
+def task_slots(db: Database, dag_id: str, run_id: str) -> dict[str | tuple[str, int], TaskSlot]:
+    """The scheduling columns of one run's task instances (the scheduler loop's per-run read), by TaskSlot.ref:
+    the task_id, or (task_id, map_index) for an instance of a mapped task."""
     with db.read() as conn:
         rows = S.select_where("task_instance", ("dag_id", "run_id"), _SLOT_COLUMNS).rows(
             conn, S.params({"dag_id": dag_id, "run_id": run_id}))
-    return {r[1]: TaskSlot(r[0], r[1], TaskState(r[2]), *r[3:]) for r in rows}
+    slots = (TaskSlot(r[0], r[1], TaskState(r[2]), *r[3:]) for r in rows)
+    return {slot.ref: slot for slot in slots}
 
 
 def task_slots_of(db: Database, keys: Iterable[TIKey]) -> list[TaskSlot]:
@@ -153,7 +173,7 @@ def task_changes_since(db: Database, event_id: int) -> tuple[int, set[TIKey]]:
     with db.read() as conn:
         rows = _EVENTS_AFTER.rows(conn, {"after": event_id})
     newest = rows[-1][0] if rows else event_id
-    return newest, {TIKey(r[1], r[2], r[3]) for r in rows if r[3] is not None}
+    return newest, {TIKey(r[1], r[2], r[3], r[4]) for r in rows if r[3] is not None}
 
 
 def count_task_instances(db: Database, dag_id: str, states: Iterable[TaskState]) -> int:
@@ -276,7 +296,8 @@ def task_tries(db: Database, key: TIKey) -> list[TaskTryRecord]:
     with db.read() as conn:
         rows = conn.execute(
             select(t.task_instance_try)
-            .where(c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id)
+            .where(c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id,
+                   c.map_index == key.map_index)
             .order_by(c.try_number)
         )
         return [TaskTryRecord.from_row(r) for r in rows]
@@ -291,13 +312,29 @@ def state_events(db: Database, dag_id: str, run_id: str | None = None) -> list[S
         return [StateEventRecord.from_row(r) for r in conn.execute(query)]
 
 
-def get_xcom(db: Database, dag_id: str, run_id: str, task_id: str, key: str) -> XComRecord | None:
+def get_xcom(db: Database, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1
+             ) -> XComRecord | None:
     c = t.xcom.c
     with db.read() as conn:
         row = conn.execute(
-            select(t.xcom).where(c.dag_id == dag_id, c.run_id == run_id, c.task_id == task_id, c.key == key)
+            select(t.xcom).where(c.dag_id == dag_id, c.run_id == run_id, c.task_id == task_id, c.key == key,
+                                 c.map_index == map_index)
         ).one_or_none()
     return XComRecord.from_row(row) if row is not None else None
+
+
+def mapped_xcom_values(db: Database, dag_id: str, run_id: str, task_id: str, key: str) -> list[Any]:
+    """The values a mapped task's instances pushed under ``key``, in map_index order (None where one pushed none,
+    as Airflow's lazy sequence gives)."""
+    ti, x = t.task_instance.c, t.xcom.c
+    query = (select(ti.map_index, x.value)
+             .select_from(t.task_instance.outerjoin(t.xcom, (x.dag_id == ti.dag_id) & (x.run_id == ti.run_id)
+                                                    & (x.task_id == ti.task_id) & (x.map_index == ti.map_index)
+                                                    & (x.key == key)))
+             .where(ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id, ti.map_index >= 0)
+             .order_by(ti.map_index))
+    with db.read() as conn:
+        return [json.loads(r.value) if r.value is not None else None for r in conn.execute(query)]
 
 
 def list_xcoms(db: Database, dag_id: str, run_id: str) -> list[XComRecord]:

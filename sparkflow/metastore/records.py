@@ -24,9 +24,11 @@ class TIKey(NamedTuple):
     dag_id: str
     run_id: str
     task_id: str
+    map_index: int = -1  # an instance of a mapped task: 0..n-1 (Airflow's map_index)
 
     def __str__(self) -> str:
-        return f"{self.dag_id}/{self.run_id}/{self.task_id}"
+        suffix = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.dag_id}/{self.run_id}/{self.task_id}{suffix}"
 
 
 def _json(text: str | None) -> Any:
@@ -93,6 +95,7 @@ class TaskInstanceRecord:
     dag_id: str
     run_id: str
     task_id: str
+    map_index: int
     state: TaskState
     try_number: int
     max_tries: int
@@ -126,7 +129,7 @@ class TaskInstanceRecord:
 
     @property
     def key(self) -> TIKey:
-        return TIKey(self.dag_id, self.run_id, self.task_id)
+        return TIKey(self.dag_id, self.run_id, self.task_id, self.map_index)
 
 
 class TaskSlot(NamedTuple):
@@ -143,6 +146,12 @@ class TaskSlot(NamedTuple):
     pool: str
     pool_slots: int
     queue: str
+    map_index: int = -1
+
+    @property
+    def ref(self) -> str | tuple[str, int]:
+        """How the planner names this instance: the task_id, or (task_id, map_index) for a mapped instance."""
+        return self.task_id if self.map_index < 0 else (self.task_id, self.map_index)
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,7 @@ class TaskTryRecord:
     dag_id: str
     run_id: str
     task_id: str
+    map_index: int
     try_number: int
     state: TaskState
     start_date: datetime | None
@@ -177,6 +187,7 @@ class StateEventRecord:
     dag_id: str
     run_id: str | None
     task_id: str | None
+    map_index: int
     try_number: int | None
     event: str
     old_state: str | None
@@ -251,6 +262,7 @@ class XComRecord:
     dag_id: str
     run_id: str
     task_id: str
+    map_index: int
     key: str
     value: Any
     created_at: datetime

@@ -103,6 +103,8 @@ task_instance = Table(
     Column("dag_id", String(ID), nullable=False),
     Column("run_id", String(ID), nullable=False),
     Column("task_id", String(ID), nullable=False),
+    # Dynamic task mapping: 0..n-1 for the instances of a mapped task, -1 for anything else (as in Airflow).
+    Column("map_index", Integer, nullable=False, default=-1, server_default="-1"),
     Column("state", String(20), nullable=False),
     Column("try_number", Integer, nullable=False, default=0),
     Column("max_tries", Integer, nullable=False, default=0),
@@ -128,7 +130,7 @@ task_instance = Table(
     Column("spark_metrics", Text),  # JSON: metrics of the try's application, read from its event log
     Column("error", Text),  # the last try's failure reason, secrets masked
     Column("updated_at", TS),
-    UniqueConstraint("dag_id", "run_id", "task_id"),
+    UniqueConstraint("dag_id", "run_id", "task_id", "map_index"),
     Index("ix_task_instance_state", "state"),
 )
 
@@ -141,6 +143,7 @@ task_instance_try = Table(
     Column("dag_id", String(ID), nullable=False),
     Column("run_id", String(ID), nullable=False),
     Column("task_id", String(ID), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1, server_default="-1"),
     Column("try_number", Integer, nullable=False),
     Column("state", String(20), nullable=False),
     Column("start_date", TS),
@@ -166,6 +169,7 @@ state_event = Table(
     Column("dag_id", String(ID), nullable=False),
     Column("run_id", String(ID)),
     Column("task_id", String(ID)),  # NULL for run-level events
+    Column("map_index", Integer, nullable=False, default=-1, server_default="-1"),
     Column("try_number", Integer),
     Column("event", String(30), nullable=False),  # state_change, clear, mark, trigger
     Column("old_state", String(20)),
@@ -183,10 +187,11 @@ xcom = Table(
     Column("dag_id", String(ID), nullable=False),
     Column("run_id", String(ID), nullable=False),
     Column("task_id", String(ID), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1, server_default="-1"),
     Column("key", String(512), nullable=False),
     Column("value", Text),  # JSON
     Column("created_at", TS, nullable=False),
-    UniqueConstraint("dag_id", "run_id", "task_id", "key"),
+    UniqueConstraint("dag_id", "run_id", "task_id", "map_index", "key"),
 )
 
 connection = Table(

@@ -24,7 +24,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from sparkflow.metastore import schema as t
 
-TI_KEY = ("dag_id", "run_id", "task_id")
+TI_KEY = ("dag_id", "run_id", "task_id", "map_index")
 
 
 class Row(tuple):  # type: ignore[type-arg]

@@ -473,7 +473,8 @@ class Store:
                 state=new, end_date=None, duration=None, **{c: values.get(c, getattr(ti, c)) for c in _TRY_COLUMNS}))
         elif new is TaskState.RUNNING:
             S.insert_rows(conn, "task_instance_try", [dict(
-                this_try, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, state=new,
+                this_try, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, map_index=key.map_index,
+                state=new,
                 start_date=values["start_date"], **{c: values.get(c, getattr(ti, c)) for c in _TRY_COLUMNS})])
         elif expected is TaskState.RUNNING:
             _update(conn, "task_instance_try", this_try, dict(
@@ -488,11 +489,11 @@ class Store:
     ) -> None:
         if events is None:
             self._event(conn, at, key.dag_id, key.run_id, key.task_id, try_number, "state_change", old, new, actor,
-                        detail)
+                        detail, map_index=key.map_index)
         else:
             events.append(dict(at=at, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id,
-                               try_number=try_number, event="state_change", old_state=old, new_state=new,
-                               actor=actor, detail=detail))
+                               map_index=key.map_index, try_number=try_number, event="state_change",
+                               old_state=old, new_state=new, actor=actor, detail=detail))
 
     def start_try(
         self, key: TIKey, try_number: int, actor: str, now: datetime | None = None, **fields: Any
@@ -561,23 +562,58 @@ class Store:
     def skip_tasks(self, run: DagRunRecord, task_ids: Iterable[str], actor: str, detail: str) -> list[str]:
         """Mark not-yet-started tasks of a run skipped (branching, short-circuit). Returns those it moved."""
         moved = []
+        c = t.task_instance.c
         for task_id in task_ids:
-            key = TIKey(run.dag_id, run.run_id, task_id)
-            for expected in (TaskState.NONE, TaskState.SCHEDULED):
-                if self.set_task_state(key, expected, TaskState.SKIPPED, actor, detail):
-                    moved.append(task_id)
-                    break
+            with self.db.read() as conn:  # every instance of a mapped task, or the one of an unmapped task
+                indexes = list(conn.execute(select(c.map_index).where(
+                    c.dag_run_id == run.id, c.task_id == task_id)).scalars())
+            for map_index in indexes:
+                key = TIKey(run.dag_id, run.run_id, task_id, map_index)
+                for expected in (TaskState.NONE, TaskState.SCHEDULED):
+                    if self.set_task_state(key, expected, TaskState.SKIPPED, actor, detail):
+                        if task_id not in moved:
+                            moved.append(task_id)
+                        break
         return moved
+
+    def expand_mapped_task(self, key: TIKey, length: int, actor: str, now: datetime | None = None) -> bool:
+        """Expand a mapped task's placeholder instance (``map_index`` -1, state none) into ``length`` instances
+        0..n-1, atomically: the placeholder becomes instance 0 and the others are added with its scheduling
+        columns; an audited ``expand`` event per instance. Zero instances skip the task (as in Airflow).
+        False when the placeholder is gone or no longer none (another scheduler expanded it)."""
+        now = now or utcnow()
+        if length == 0:
+            return self.set_task_state(key, TaskState.NONE, TaskState.SKIPPED, actor,
+                                       "mapped over zero items: nothing to run", now=now)
+        with self.db.write() as conn:
+            row = _BY_KEY.first(conn, S.params(_key(key)))
+            if row is None or row.state != TaskState.NONE.value:
+                return False
+            if _update(conn, "task_instance", {"id": row.id, "state": TaskState.NONE, "map_index": -1},
+                       {"map_index": 0, "updated_at": now}) == 0:
+                return False
+            copied = {name: getattr(row, name) for name in (
+                "dag_run_id", "dag_id", "run_id", "task_id", "try_number", "max_tries", "operator", "pool",
+                "pool_slots", "queue", "priority_weight")}
+            if length > 1:
+                conn.execute(insert(t.task_instance), [
+                    dict(copied, map_index=i, state=TaskState.NONE, updated_at=now) for i in range(1, length)])
+            S.insert_rows(conn, "state_event", [dict(  # one per instance: the loop's change tracking reads them
+                at=now, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, map_index=i,
+                try_number=row.try_number, event="expand", old_state=None, new_state=TaskState.NONE, actor=actor,
+                detail=f"instance {i} of {length}") for i in range(length)])
+        return True
 
     def clear_task_instances(
         self, dag: DAG, selection: Iterable[tuple[DagRunRecord, Iterable[str]]], actor: str,
-        now: datetime | None = None,
+        now: datetime | None = None, map_indexes: Iterable[int] | None = None,
     ) -> list[TIKey]:
         """Clear (re-run) the chosen task instances of each run, atomically: each goes back to ``none`` keeping its
         try_number (the next try is try_number + 1) with its retries available again; a finished run is queued
         again. Every change writes a ``clear`` event. Queued or running tasks are left alone (mark them failed
-        first). Returns the keys it cleared."""
+        first). Returns the keys it cleared. ``map_indexes``: only these instances of mapped tasks (default: all)."""
         now = now or utcnow()
+        indexes = None if map_indexes is None else sorted(set(map_indexes))
         cleared: list[TIKey] = []
         c = t.task_instance.c
         with self.db.write() as conn:
@@ -585,9 +621,11 @@ class Store:
                 wanted = set(task_ids)
                 if not wanted:
                     continue
-                rows = conn.execute(select(t.task_instance).where(
-                    c.dag_run_id == run.id, c.task_id.in_(wanted), c.state.not_in([s.value for s in TASK_ACTIVE]),
-                )).all()
+                query = select(t.task_instance).where(
+                    c.dag_run_id == run.id, c.task_id.in_(wanted), c.state.not_in([s.value for s in TASK_ACTIVE]))
+                if indexes is not None:
+                    query = query.where(c.map_index.in_(indexes))
+                rows = conn.execute(query).all()
                 for row in rows:
                     old = TaskState(row.state)
                     check_clear(old)
@@ -598,10 +636,10 @@ class Store:
                         duration=None, error=None, queued_at=None, updated_at=now,
                     ))
                     if result.rowcount:
-                        key = TIKey(row.dag_id, row.run_id, row.task_id)
+                        key = TIKey(row.dag_id, row.run_id, row.task_id, row.map_index)
                         cleared.append(key)
                         self._event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "clear", old,
-                                    TaskState.NONE, actor, None)
+                                    TaskState.NONE, actor, None, map_index=row.map_index)
                 current = RunState(conn.execute(select(t.dag_run.c.state).where(t.dag_run.c.id == run.id)).scalar_one())
                 target = RUN_CLEAR_TRANSITIONS[current]
                 if rows and target is not current:
@@ -629,7 +667,7 @@ class Store:
             error = f"marked failed by {actor}" if new is TaskState.FAILED else None
             self._end_by_hand(conn, row.id, before, new, now, error)
             self._event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "mark", before.state, new,
-                        actor, None)
+                        actor, None, map_index=key.map_index)
         return before
 
     def time_out_run(
@@ -655,7 +693,7 @@ class Store:
                 if self._end_by_hand(conn, row.id, before, TaskState.SKIPPED, now, None):
                     skipped.append(before)
                     self._event(conn, now, run.dag_id, run.run_id, row.task_id, row.try_number, "timeout",
-                                before.state, TaskState.SKIPPED, actor, detail)
+                                before.state, TaskState.SKIPPED, actor, detail, map_index=row.map_index)
         return skipped
 
     @staticmethod
@@ -705,7 +743,7 @@ class Store:
     # -- XCom ------------------------------------------------------------------------------------------------
     def set_xcom(self, ti: TaskInstanceRecord, key: str, value: Any, now: datetime | None = None) -> None:
         try:
-            text = json.dumps(value)
+            text = json.dumps(value, default=_sequence_as_list)
         except (TypeError, ValueError) as exc:
             raise UserError(
                 f"task '{ti.task_id}': XCom '{key}' value of type {type(value).__name__} is not JSON-serialisable "
@@ -714,18 +752,19 @@ class Store:
         with self.db.write() as conn:
             conn.execute(delete(t.xcom).where(
                 t.xcom.c.dag_id == ti.dag_id, t.xcom.c.run_id == ti.run_id, t.xcom.c.task_id == ti.task_id,
-                t.xcom.c.key == key,
+                t.xcom.c.map_index == ti.map_index, t.xcom.c.key == key,
             ))
             conn.execute(insert(t.xcom).values(
-                dag_run_id=ti.dag_run_id, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, key=key,
-                value=text, created_at=now or utcnow(),
+                dag_run_id=ti.dag_run_id, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                map_index=ti.map_index, key=key, value=text, created_at=now or utcnow(),
             ))
 
     def clear_xcoms(self, key: TIKey) -> None:
         """A new try starts with no XComs of its own (as in Airflow)."""
         with self.db.write() as conn:
             conn.execute(delete(t.xcom).where(
-                t.xcom.c.dag_id == key.dag_id, t.xcom.c.run_id == key.run_id, t.xcom.c.task_id == key.task_id
+                t.xcom.c.dag_id == key.dag_id, t.xcom.c.run_id == key.run_id, t.xcom.c.task_id == key.task_id,
+                t.xcom.c.map_index == key.map_index,
             ))
 
     # -- connections -----------------------------------------------------------------------------------------
@@ -804,11 +843,20 @@ class Store:
     def _event(
         conn: SAConnection, at: datetime, dag_id: str, run_id: str | None, task_id: str | None,
         try_number: int | None, event: str, old: str | None, new: str | None, actor: str, detail: str | None,
+        map_index: int = -1,
     ) -> None:
         S.insert_rows(conn, "state_event", [dict(
-            at=at, dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=try_number, event=event,
+            at=at, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, try_number=try_number,
+            event=event,
             old_state=old, new_state=new, actor=actor, detail=detail,
         )])
+
+
+def _sequence_as_list(value: Any) -> Any:
+    """A lazy sequence (a mapped task's outputs, ``XComArg.map``) is stored as the list it reads as."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _lean(change: TaskStateChange) -> bool:
@@ -817,8 +865,8 @@ def _lean(change: TaskStateChange) -> bool:
         TaskState.RUNNING, TaskState.FAILED, TaskState.SUCCESS)
 
 
-def _key(key: TIKey) -> dict[str, str]:
-    return {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id}
+def _key(key: TIKey) -> dict[str, Any]:
+    return {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id, "map_index": key.map_index}
 
 
 def _cas_where(key: TIKey, state: TaskState, try_number: int | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import XCOM_RETURN_KEY, Context
 from sparkflow.definitions.dag import current_dag
+from sparkflow.definitions.mappedoperator import DictOfListsExpandInput, OperatorPartial
 from sparkflow.definitions.taskgroup import current_task_group
 from sparkflow.definitions.templating import TemplateEnvironment, render_value
 from sparkflow.definitions.xcom_arg import XComArg
@@ -171,21 +172,50 @@ class _TaskDecorator:
             n += 1
         return f"{task_id}__{n}"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+    def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         options = dict(self.kwargs)
         multiple_outputs = options.pop("multiple_outputs", None)
         if multiple_outputs is None:
             multiple_outputs = _returns_mapping(self.function)
         task_id = self._unique_task_id(options.pop("task_id", None) or self.function.__name__)
-        operator = self.operator_class(
-            task_id=task_id,
-            python_callable=self.function,
-            op_args=args,
-            op_kwargs=kwargs,
-            multiple_outputs=bool(multiple_outputs),
-            **options,
-        )
-        return XComArg(operator)
+        return dict(task_id=task_id, python_callable=self.function, op_args=args, op_kwargs=kwargs,
+                    multiple_outputs=bool(multiple_outputs), **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        group = current_task_group()
+        if group is not None and any(g.expand_input is not None for g in group.lineage()):
+            # Inside a mapped task group every task is mapped with the group (as many instances as it has).
+            partial = OperatorPartial(self.operator_class, self._arguments(args, kwargs), mapped_field="op_kwargs")
+            return XComArg(partial.build(DictOfListsExpandInput({})))
+        return XComArg(self.operator_class(**self._arguments(args, kwargs)))
+
+    # -- dynamic task mapping ---------------------------------------------------------------------------------
+    def partial(self, **kwargs: Any) -> _TaskPartial:
+        return _TaskPartial(self, kwargs)
+
+    def expand(self, **mapped: Any) -> XComArg:
+        return self.partial().expand(**mapped)
+
+    def expand_kwargs(self, kwargs: Any) -> XComArg:
+        return self.partial().expand_kwargs(kwargs)
+
+
+class _TaskPartial:
+    """``@task`` function ``.partial(fixed=...)``: mapped values go to the function's keyword arguments."""
+
+    def __init__(self, decorator: _TaskDecorator, fixed: dict[str, Any]) -> None:
+        self.decorator = decorator
+        self.fixed = fixed
+
+    def _partial(self) -> OperatorPartial:
+        arguments = self.decorator._arguments((), self.fixed)
+        return OperatorPartial(self.decorator.operator_class, arguments, mapped_field="op_kwargs")
+
+    def expand(self, **mapped: Any) -> XComArg:
+        return XComArg(self._partial().expand(**mapped))
+
+    def expand_kwargs(self, kwargs: Any) -> XComArg:
+        return XComArg(self._partial().expand_kwargs(kwargs))
 
 
 def _returns_mapping(func: Callable[..., Any]) -> bool:

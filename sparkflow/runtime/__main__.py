@@ -1,4 +1,4 @@
-"""Entry point of a task process: ``python -m sparkflow.runtime DAG_ID RUN_ID TASK_ID TRY_NUMBER``.
+"""Entry point of a task process: ``python -m sparkflow.runtime DAG_ID RUN_ID TASK_ID TRY_NUMBER [--map-index N]``.
 
 The local executor normally forks its task processes from a warm fork server (sparkflow.runtime.forkserver),
 whose workers call the same ``exit_code_of_try``; this entry point stays for running one try by hand.
@@ -24,10 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_id")
     parser.add_argument("task_id")
     parser.add_argument("try_number", type=int)
+    parser.add_argument("--map-index", type=int, default=-1, help="the instance of a mapped task (default -1)")
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_sparkflow_log(settings.resolved_log_folder)
-    return exit_code_of_try(settings, None, TIKey(args.dag_id, args.run_id, args.task_id), args.try_number)[0]
+    return exit_code_of_try(settings, None, TIKey(args.dag_id, args.run_id, args.task_id, args.map_index), args.try_number)[0]
 
 
 if __name__ == "__main__":

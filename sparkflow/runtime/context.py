@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,8 @@ class RuntimeTaskInstance:
         self.try_number = ti.try_number
         self.max_tries = ti.max_tries
         self.task = dag.task_dict.get(ti.task_id)
-        self.map_index = -1
+        self._dag = dag
+        self.map_index = ti.map_index
 
     @property
     def state(self) -> str:
@@ -64,20 +65,31 @@ class RuntimeTaskInstance:
         dag_id: str | None = None,
         run_id: str | None = None,
         default: Any = None,
+        map_indexes: int | list[int] | None = None,
     ) -> Any:
+        """Airflow's xcom_pull. A mapped task's output is the lazy list of its instances' values in map_index
+        order, unless ``map_indexes`` picks instances."""
         dag_id = dag_id or self.dag_id
         run_id = run_id or self.run_id
         if task_ids is None:
             matches = [x for x in queries.list_xcoms(self._ms.db, dag_id, run_id) if x.key == key]
             return matches[-1].value if matches else default
         if isinstance(task_ids, str):
-            record = queries.get_xcom(self._ms.db, dag_id, run_id, task_ids, key)
-            return record.value if record is not None else default
-        values = []
-        for task_id in task_ids:
-            record = queries.get_xcom(self._ms.db, dag_id, run_id, task_id, key)
-            values.append(record.value if record is not None else default)
-        return values
+            return self._pull_one(dag_id, run_id, task_ids, key, default, map_indexes)
+        return [self._pull_one(dag_id, run_id, task_id, key, default, map_indexes) for task_id in task_ids]
+
+    def _pull_one(self, dag_id: str, run_id: str, task_id: str, key: str, default: Any,
+                  map_indexes: int | list[int] | None) -> Any:
+        if isinstance(map_indexes, list):
+            return [self._pull_one(dag_id, run_id, task_id, key, default, i) for i in map_indexes]
+        if map_indexes is None:
+            task = self._dag.task_dict.get(task_id) if dag_id == self.dag_id else None
+            if task is not None and task.is_mapped:
+                db = self._ms.db
+                return LazyXComSequence(lambda: queries.mapped_xcom_values(db, dag_id, run_id, task_id, key))
+            map_indexes = -1
+        record = queries.get_xcom(self._ms.db, dag_id, run_id, task_id, key, map_indexes)
+        return record.value if record is not None else default
 
     def skip(self, task_ids: list[str]) -> None:
         moved = self._ms.store.skip_tasks(self._run, task_ids, "task_runner", f"skipped by '{self.task_id}'")
@@ -114,6 +126,34 @@ class RuntimeTaskInstance:
     def try_elapsed_seconds(self) -> float:
         started = self._record.start_date
         return 0.0 if started is None else max((self._clock() - started).total_seconds(), 0.0)
+
+
+class LazyXComSequence(Sequence[Any]):
+    """The outputs of a mapped task's instances in map_index order, read from the metastore on first use
+    (Airflow's LazyXComSequence)."""
+
+    def __init__(self, load: Callable[[], list[Any]]) -> None:
+        self._load = load
+        self._values: list[Any] | None = None
+
+    def _all(self) -> list[Any]:
+        if self._values is None:
+            self._values = self._load()
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._all()[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazyXComSequence({self._all()!r})"
 
 
 @contextmanager
@@ -177,7 +217,7 @@ def build_context(
 
 def _artifact_dir(log_folder: Path, key: TIKey, try_number: int, name: str) -> Path:
     """Next to the try's log: ``.../task_id=T/attempt=N.<name>/``."""
-    log_path = task_log_path(log_folder, key.dag_id, key.run_id, key.task_id, try_number)
+    log_path = task_log_path(log_folder, key.dag_id, key.run_id, key.task_id, try_number, key.map_index)
     path = log_path.with_name(f"{log_path.stem}.{name}")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -186,7 +226,7 @@ def _artifact_dir(log_folder: Path, key: TIKey, try_number: int, name: str) -> P
 class InMemoryTaskInstance:
     """The ``ti`` of `sparkflow tasks test`: nothing is recorded, XComs live in memory for the one task."""
 
-    def __init__(self, dag: DAG, task_id: str, run_id: str) -> None:
+    def __init__(self, dag: DAG, task_id: str, run_id: str, map_index: int = -1) -> None:
         self.spark_progress: dict[str, Any] | None = None
         self.spark_metrics: dict[str, Any] | None = None
         self.dag_id = dag.dag_id
@@ -194,6 +234,7 @@ class InMemoryTaskInstance:
         self.task_id = task_id
         self.try_number = 1
         self.max_tries = 0
+        self.map_index = map_index
         self.xcoms: dict[str, Any] = {}
         self._started = time.monotonic()
 
@@ -201,7 +242,7 @@ class InMemoryTaskInstance:
         self.xcoms[key] = value
 
     def xcom_pull(self, task_ids: Any = None, key: str = XCOM_RETURN_KEY, dag_id: Any = None,
-                  run_id: Any = None, default: Any = None) -> Any:
+                  run_id: Any = None, default: Any = None, map_indexes: Any = None) -> Any:
         if task_ids in (None, self.task_id):
             return self.xcoms.get(key, default)
         return default if isinstance(task_ids, str) else [default for _ in task_ids]

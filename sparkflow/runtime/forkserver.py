@@ -495,7 +495,8 @@ class _Server:
         process may be reused."""
         # Anything printed outside the runner's log handler (a crash) lands in the try's log file.
         key, try_number = TIKey(*request["key"]), int(request["try"])
-        path = task_log_path(self.settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number)
+        path = task_log_path(self.settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number,
+                                 key.map_index)
         path.parent.mkdir(parents=True, exist_ok=True)
         out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)

@@ -70,7 +70,7 @@ def note_in_try_log(ti: TaskInstanceRecord, log_folder: Path | None, when: datet
     if ti.log_path:
         path = Path(ti.log_path)
     elif log_folder is not None:
-        path = task_log_path(log_folder, ti.dag_id, ti.run_id, ti.task_id, max(ti.try_number, 1))
+        path = task_log_path(log_folder, ti.dag_id, ti.run_id, ti.task_id, max(ti.try_number, 1), ti.map_index)
     else:
         return
     try:

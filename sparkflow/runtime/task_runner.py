@@ -37,6 +37,7 @@ from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import XCOM_RETURN_KEY, Context, task_environment
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import load_dag_file
+from sparkflow.definitions.mappedoperator import MappedOperator
 from sparkflow.definitions.templating import TemplateEnvironment
 from sparkflow.exceptions import (
     FailTaskNoRetry,
@@ -123,7 +124,8 @@ def run_try(
         ti = queries.get_task_instance(metastore.db, key)
         if ti.state is not TaskState.QUEUED or ti.try_number != try_number:
             return _not_claimed(key, try_number, ti)
-    log_path = task_log_path(settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number)
+    log_path = task_log_path(settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number,
+                             key.map_index)
     with _try_log(log_path):
         try:
             dag = dag or load_task_dag(metastore, key.dag_id)
@@ -192,6 +194,14 @@ def prepare_try(
 def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwitch | None = None) -> TryOutcome:
     """Execute: render and execute the task on a copy, under the guards (time limit, SIGTERM, ``switch`` armed
     while the task's code runs); exceptions become the (unrecorded) outcome here and nowhere else."""
+    if isinstance(task, MappedOperator):
+        try:  # the real operator of this instance, its mapped arguments resolved
+            task = task.unmap(context, context["ti"].map_index)
+        except Exception as exc:  # the user-code boundary: a bad mapped input fails this instance's try
+            reason = masker.mask(f"{type(exc).__name__}: {exc}")
+            log.error("Could not build mapped instance %s of task '%s': %s", context["ti"].map_index,
+                      task.task_id, reason)
+            return TryOutcome(TaskState.FAILED, reason)
     work = copy.copy(task)  # render on a copy: the DAG object stays pristine for the next try or run
     context["task"] = work
     searchpath = [str(Path(dag.fileloc).parent)] if dag.fileloc else []
@@ -307,7 +317,7 @@ def _capture_output() -> Iterator[None]:
 
 
 def test_task(dag: DAG, task_id: str, run_id: str, logical_date: datetime, connections: Any, variables: Any,
-              conf: dict[str, Any] | None = None) -> tuple[TryOutcome, dict[str, Any]]:
+              conf: dict[str, Any] | None = None, map_index: int = -1) -> tuple[TryOutcome, dict[str, Any]]:
     """`sparkflow tasks test`, in the CLI's process: execute one task now, recording nothing."""
     task = dag.get_task(task_id)
     interval = dag.infer_manual_data_interval(logical_date)
@@ -316,7 +326,9 @@ def test_task(dag: DAG, task_id: str, run_id: str, logical_date: datetime, conne
         data_interval_start=interval.start, data_interval_end=interval.end, conf=conf or {},
         state=RunState.RUNNING, queued_at=None, start_date=None, end_date=None, external_trigger=True,
     )
-    handle = InMemoryTaskInstance(dag, task_id, run_id)
+    if task.is_mapped and map_index < 0:
+        raise UserError(f"task '{task_id}' is mapped; choose an instance with --map-index N")
+    handle = InMemoryTaskInstance(dag, task_id, run_id, map_index)
     context = build_context(dag, task, run, handle, test_mode=True)
     with task_environment(context, connections, variables):
         outcome = execute_task(dag, task, context)

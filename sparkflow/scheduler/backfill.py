@@ -132,6 +132,7 @@ def drive_runs(
     dags = {dag.dag_id: dag}
     executor = make_executor(settings, metastore, dags.get, executor_name)
     loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=settings.heartbeat_timeout,
+                         max_map_length=settings.max_map_length,
                          log_folder=settings.resolved_log_folder)
     ids = [r.id for r in runs]
     executor.start()

@@ -45,7 +45,8 @@ class SchedulerDaemon:
         self.dags: dict[str, DAG] = {}
         self.executor = make_executor(settings, metastore, self.get_dag, executor_name, clock=clock)
         self.loop = SchedulerLoop(metastore, self.executor, self.get_dag, clock=clock,
-                                  heartbeat_timeout=settings.heartbeat_timeout, log_folder=settings.resolved_log_folder)
+                                  heartbeat_timeout=settings.heartbeat_timeout, log_folder=settings.resolved_log_folder,
+                                  max_map_length=settings.max_map_length)
         self.stop_requested = threading.Event()
         self._files_seen: dict[str, tuple[float, int]] | None = None
         self._next_parse = 0.0

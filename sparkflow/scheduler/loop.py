@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.expand_input import MAX_MAP_LENGTH
 from sparkflow.executors.base import Executor, ExecutorEvent, Workload
 from sparkflow.executors.factory import make_executor
 from sparkflow.metastore import queries
@@ -25,7 +26,8 @@ from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TaskSl
 from sparkflow.metastore.store import SchedulingClaims, TaskStateChange
 from sparkflow.runtime.lost_try import call_lost_try_callback, fail_lost_try, note_in_try_log
 from sparkflow.scheduler import interventions
-from sparkflow.scheduler.planner import plan_run
+from sparkflow.scheduler.mapping import expand_mapped_task
+from sparkflow.scheduler.planner import RunPlan, TIRef, plan_run, task_of
 from sparkflow.settings import Settings
 from sparkflow.state import RUN_ACTIVE, RunState, TaskState
 
@@ -73,6 +75,7 @@ class SchedulerLoop:
         clock: Clock = utcnow,
         heartbeat_timeout: float = 60.0,
         log_folder: Path | None = None,
+        max_map_length: int = MAX_MAP_LENGTH,
     ) -> None:
         self.ms = metastore
         self.executor = executor
@@ -80,6 +83,7 @@ class SchedulerLoop:
         self.clock = clock
         self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout)
         self.log_folder = log_folder
+        self.max_map_length = max_map_length
         self.hostname = socket.gethostname()
         self._warned_pools: set[str] = set()
         # Queued tasks nobody launched are looked for at most this often (see adopt_orphans).
@@ -87,7 +91,7 @@ class SchedulerLoop:
         self._next_adopt_at: datetime | None = None
         # Each active run's task instances as last read (run id -> task_id -> slot), kept up to date from the
         # audit events between iterations (see _changed_tasks).
-        self._slots: dict[int, dict[str, TaskSlot]] = {}
+        self._slots: dict[int, dict[TIRef, TaskSlot]] = {}
         self._events_seen: int | None = None
         self._next_full_read = 0.0
 
@@ -186,13 +190,17 @@ class SchedulerLoop:
             by_run.setdefault((key.dag_id, key.run_id), set()).add(key)
         return by_run
 
-    def _run_slots(self, run: DagRunRecord, changed: dict[tuple[str, str], set[TIKey]] | None) -> dict[str, TaskSlot]:
+    def _run_slots(self, run: DagRunRecord, changed: dict[tuple[str, str], set[TIKey]] | None
+                   ) -> dict[TIRef, TaskSlot]:
         slots = self._slots.get(run.id)
         if slots is None or changed is None:
             slots = queries.task_slots(self.ms.db, run.dag_id, run.run_id)
         elif (run_key := (run.dag_id, run.run_id)) in changed:
             fresh = queries.task_slots_of(self.ms.db, changed[run_key])
-            slots = {**slots, **{slot.task_id: slot for slot in fresh}}
+            slots = {**slots, **{slot.ref: slot for slot in fresh}}
+            for slot in fresh:
+                if slot.map_index >= 0:
+                    slots.pop(slot.task_id, None)  # the placeholder became instance 0 when the task was expanded
         self._slots[run.id] = slots
         return slots
 
@@ -201,29 +209,29 @@ class SchedulerLoop:
         slots = self._run_slots(run, changed_tasks)
         changed = self._detect_zombies(run, slots, now)
         if changed:
-            slots = queries.task_slots(self.ms.db, run.dag_id, run.run_id)
-            self._slots[run.id] = slots
-        plan = plan_run(
-            dag,
-            {tid: ti.state for tid, ti in slots.items() if tid in dag.task_dict},
-            {tid: ti.next_try_at for tid, ti in slots.items()},
-            now,
-            self._past_ok(run, dag, slots),
-        )
+            slots = self._read_slots(run)
+        plan = self._plan(run, dag, slots, now)
+        if plan.expand:
+            # Mapped tasks whose upstream is done get their instances now, and are planned in this same iteration.
+            for task_id in plan.expand:
+                expand_mapped_task(self.ms, dag, run, task_id, ACTOR, self.max_map_length, now)
+            changed = True
+            slots = self._read_slots(run)
+            plan = self._plan(run, dag, slots, now)
         step = _RunStep(run, dag, changed=changed, run_state=plan.run_state)
         # expected_try: the try number read above, so the store can make none -> scheduled -> queued one UPDATE
         # (Store.set_task_states) and still audit each change with its try.
-        for task_id, new in plan.decisions.items():
-            step.changes.append(self._change(run, task_id, TaskState.NONE, new, now,
-                                             expected_try=slots[task_id].try_number))
+        for ref, new in plan.decisions.items():
+            step.changes.append(self._change(run, slots[ref], TaskState.NONE, new, now,
+                                             expected_try=slots[ref].try_number))
             if new is TaskState.SCHEDULED:
-                step.ready.append((slots[task_id], TaskState.SCHEDULED))
-        for task_id in plan.retry_due:
-            ti = slots[task_id]
+                step.ready.append((slots[ref], TaskState.SCHEDULED))
+        for ref in plan.retry_due:
+            ti = slots[ref]
             if ti.state is TaskState.UP_FOR_RESCHEDULE and plan.run_state is None:
                 step.ready.append((ti, ti.state))  # straight back to an executor, continuing its try
                 continue
-            step.changes.append(self._change(run, task_id, ti.state, TaskState.SCHEDULED, now,
+            step.changes.append(self._change(run, ti, ti.state, TaskState.SCHEDULED, now,
                                              expected_try=ti.try_number, next_try_at=None))
             step.ready.append((ti, TaskState.SCHEDULED))
         if plan.run_state is not None:
@@ -232,17 +240,31 @@ class SchedulerLoop:
         step.ready += [(ti, ti.state) for ti in slots.values() if ti.state is TaskState.SCHEDULED]
         return step
 
+    def _read_slots(self, run: DagRunRecord) -> dict[TIRef, TaskSlot]:
+        slots = queries.task_slots(self.ms.db, run.dag_id, run.run_id)
+        self._slots[run.id] = slots
+        return slots
+
+    def _plan(self, run: DagRunRecord, dag: DAG, slots: Mapping[TIRef, TaskSlot], now: datetime) -> RunPlan:
+        return plan_run(
+            dag,
+            {ref: ti.state for ref, ti in slots.items() if task_of(ref) in dag.task_dict},
+            {ref: ti.next_try_at for ref, ti in slots.items()},
+            now,
+            self._past_ok(run, dag, slots),
+        )
+
     @staticmethod
-    def _change(run: DagRunRecord, task_id: str, old: TaskState, new: TaskState, now: datetime,
+    def _change(run: DagRunRecord, ti: TaskSlot, old: TaskState, new: TaskState, now: datetime,
                 expected_try: int | None = None, **fields: Any) -> TaskStateChange:
-        return TaskStateChange(TIKey(run.dag_id, run.run_id, task_id), old, new, ACTOR, now=now,
+        return TaskStateChange(TIKey(run.dag_id, run.run_id, ti.task_id, ti.map_index), old, new, ACTOR, now=now,
                                expected_try=expected_try, fields=fields)
 
-    def _past_ok(self, run: DagRunRecord, dag: DAG, tis: Mapping[str, TaskSlot]) -> dict[str, bool] | None:
+    def _past_ok(self, run: DagRunRecord, dag: DAG, tis: Mapping[TIRef, TaskSlot]) -> dict[str, bool] | None:
         """depends_on_past: may each waiting task run, given its instance in the previous run (by logical date)?
         Yes when that one succeeded or was skipped, or when there is no previous run or instance."""
-        waiting = [tid for tid, ti in tis.items() if ti.state is TaskState.NONE
-                   and tid in dag.task_dict and dag.task_dict[tid].depends_on_past]
+        waiting = [ti.task_id for ti in tis.values() if ti.state is TaskState.NONE
+                   and ti.task_id in dag.task_dict and dag.task_dict[ti.task_id].depends_on_past]
         if not waiting:
             return None
         past = queries.previous_task_states(self.ms.db, run.dag_id, run.logical_date, waiting)
@@ -266,7 +288,7 @@ class SchedulerLoop:
         for run, dag, ti, state in candidates:
             if open_slots <= 0:
                 break
-            key = TIKey(run.dag_id, run.run_id, ti.task_id)
+            key = TIKey(run.dag_id, run.run_id, ti.task_id, ti.map_index)
             if key in running:
                 continue
             if active_per_dag[dag.dag_id] >= dag.max_active_tasks:
@@ -300,14 +322,15 @@ class SchedulerLoop:
             return True  # the runner recorded an outcome before dying, or the task moved on
         return self._fail_lost(ti, event.reason or f"task process exited with code {event.exit_code}")
 
-    def _detect_zombies(self, run: DagRunRecord, slots: Mapping[str, TaskSlot], now: datetime) -> bool:
+    def _detect_zombies(self, run: DagRunRecord, slots: Mapping[TIRef, TaskSlot], now: datetime) -> bool:
         """Running tasks nobody here owns whose heartbeat stopped: their process died (kill -9, OOM, lost host)."""
         changed = False
         owned = self.executor.running()
         for slot in slots.values():
-            if slot.state is not TaskState.RUNNING or TIKey(run.dag_id, run.run_id, slot.task_id) in owned:
+            key = TIKey(run.dag_id, run.run_id, slot.task_id, slot.map_index)
+            if slot.state is not TaskState.RUNNING or key in owned:
                 continue
-            ti = queries.get_task_instance(self.ms.db, TIKey(run.dag_id, run.run_id, slot.task_id))
+            ti = queries.get_task_instance(self.ms.db, key)
             if ti.state is not TaskState.RUNNING:
                 continue
             if self._process_gone(ti):
@@ -469,5 +492,6 @@ def drive_run(
     dags = {dag.dag_id: dag}
     executor = make_executor(settings, metastore, dags.get, executor_name)
     loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=settings.heartbeat_timeout,
+                         max_map_length=settings.max_map_length,
                          log_folder=settings.resolved_log_folder)
     return loop.run_until_finished(run, on_tick=on_tick)

@@ -91,57 +91,93 @@ def evaluate_trigger_rule(rule: TriggerRule, up: UpstreamCounts) -> TaskState | 
     raise AssertionError(f"unhandled trigger rule {rule}")
 
 
+TIRef = str | tuple[str, int]  # one task instance of a run: its task_id, or (task_id, map_index) when mapped
+
+
+def task_of(ref: TIRef) -> str:
+    return ref if isinstance(ref, str) else ref[0]
+
+
 @dataclass
 class RunPlan:
-    """Changes for one run: task_id -> new state for tasks in NONE, plus waiting tasks whose time has come."""
+    """Changes for one run: new states for instances in NONE, waiting instances whose time has come, and mapped
+    tasks to expand now (their upstream is done: the loop reads the lengths and creates the instances)."""
 
-    decisions: dict[str, TaskState] = field(default_factory=dict)
-    retry_due: list[str] = field(default_factory=list)
+    decisions: dict[TIRef, TaskState] = field(default_factory=dict)
+    retry_due: list[TIRef] = field(default_factory=list)
+    expand: list[str] = field(default_factory=list)
     run_state: RunState | None = None  # the run's final state, when every task is done
 
 
 def plan_run(
     dag: DAG,
-    states: Mapping[str, TaskState],
-    next_try_at: Mapping[str, datetime | None],
+    states: Mapping[TIRef, TaskState],
+    next_try_at: Mapping[TIRef, datetime | None],
     now: datetime,
     past_ok: Mapping[str, bool] | None = None,
 ) -> RunPlan:
     """Decide the next step of one run.
 
-    ``states`` holds every task instance's state; ``next_try_at`` when up_for_retry/up_for_reschedule tasks may
-    go again; ``past_ok`` for depends_on_past tasks whether the previous run's instance succeeded or skipped.
+    ``states`` holds every task instance's state; ``next_try_at`` when up_for_retry/up_for_reschedule instances
+    may go again; ``past_ok`` for depends_on_past tasks whether the previous run's instance succeeded or skipped.
     Decisions are applied in topological order within this call, so skips and upstream failures propagate
-    through a whole chain in one pass.
+    through a whole chain in one pass. A mapped task's trigger rule counts every instance of its upstream
+    tasks (inside a mapped task group, instance i looks at instance i of its upstream in the group).
     """
     plan = RunPlan()
     current = dict(states)
+    by_task: dict[str, list[TIRef]] = {}
+    for ref in current:
+        by_task.setdefault(task_of(ref), []).append(ref)
     for task in dag.topological_order():
         tid = task.task_id
-        state = current.get(tid)
-        if state is TaskState.NONE:
-            decision = evaluate_trigger_rule(
-                task.trigger_rule, UpstreamCounts.of([current[u] for u in task.upstream_task_ids if u in current])
-            )
-            if decision is TaskState.SCHEDULED and task.depends_on_past and past_ok is not None:
-                if not past_ok.get(tid, True):
-                    decision = None
-            if decision is not None:
-                plan.decisions[tid] = decision
-                current[tid] = decision
-        elif state in (TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE):
-            due = next_try_at.get(tid)
-            if due is None or due <= now:
-                plan.retry_due.append(tid)
-    plan.run_state = run_state(dag, current)
+        for ref in by_task.get(tid, ()):
+            state = current[ref]
+            if state is TaskState.NONE:
+                decision = evaluate_trigger_rule(task.trigger_rule, UpstreamCounts.of(
+                    _upstream_states(dag, task.upstream_task_ids, ref, by_task, current)))
+                if decision is TaskState.SCHEDULED and task.depends_on_past and past_ok is not None:
+                    if not past_ok.get(tid, True):
+                        decision = None
+                if decision is TaskState.SCHEDULED and isinstance(ref, str) and task.is_mapped:
+                    plan.expand.append(tid)  # not decided here: the loop expands it into instances first
+                    continue
+                if decision is not None:
+                    plan.decisions[ref] = decision
+                    current[ref] = decision
+            elif state in (TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE):
+                due = next_try_at.get(ref)
+                if due is None or due <= now:
+                    plan.retry_due.append(ref)
+    plan.run_state = None if plan.expand else run_state(dag, current)
     return plan
 
 
-def run_state(dag: DAG, states: Mapping[str, TaskState]) -> RunState | None:
-    """SUCCESS or FAILED once every task is terminal (failed if any leaf failed), else None."""
+def _upstream_states(dag: DAG, upstream_ids: set[str], ref: TIRef, by_task: Mapping[str, list[TIRef]],
+                     current: Mapping[TIRef, TaskState]) -> list[TaskState]:
+    group = dag.task_dict[task_of(ref)].mapped_group
+    if isinstance(ref, str):
+        if group is None:
+            return [current[r] for u in upstream_ids for r in by_task.get(u, ())]
+        # A task of a mapped group expands once its upstream in the group has expanded; each of its instances
+        # then waits for the same instance upstream.
+        return [current[r] for u in upstream_ids for r in by_task.get(u, ())
+                if not (dag.task_dict[u].mapped_group is group and u not in current)]
+    states = []
+    for u in upstream_ids:
+        if group is not None and dag.task_dict[u].mapped_group is group and (u, ref[1]) in current:
+            states.append(current[(u, ref[1])])  # the same instance of an upstream in the mapped group
+        else:
+            states.extend(current[r] for r in by_task.get(u, ()))
+    return states
+
+
+def run_state(dag: DAG, states: Mapping[TIRef, TaskState]) -> RunState | None:
+    """SUCCESS or FAILED once every task instance is terminal (failed if an instance of a leaf failed), else
+    None."""
     if any(s not in TASK_TERMINAL for s in states.values()):
         return None
-    leaves = [t.task_id for t in dag.leaves if t.task_id in states]
-    if any(states[leaf] in TASK_FAILED_LIKE for leaf in leaves):
+    leaves = {t.task_id for t in dag.leaves}
+    if any(state in TASK_FAILED_LIKE and task_of(ref) in leaves for ref, state in states.items()):
         return RunState.FAILED
     return RunState.SUCCESS

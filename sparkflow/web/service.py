@@ -183,7 +183,7 @@ def log_path_of(settings: Settings, metastore: Metastore, ti: TaskInstanceRecord
             return Path(t.log_path)
     if ti.try_number == try_number and ti.log_path:
         return Path(ti.log_path)
-    return task_log_path(settings.resolved_log_folder, ti.dag_id, ti.run_id, ti.task_id, try_number)
+    return task_log_path(settings.resolved_log_folder, ti.dag_id, ti.run_id, ti.task_id, try_number, ti.map_index)
 
 
 def read_task_log(settings: Settings, metastore: Metastore, ti: TaskInstanceRecord, try_number: int,
