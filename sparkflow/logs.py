@@ -53,29 +53,107 @@ class MaskingFormatter(logging.Formatter):
 
 
 SETTING_MASK = "******"
-_SENSITIVE_KEY = r"[\w.\-]*(?:secret|password|passwd|token|credential|access[._\-]?key)[\w.\-]*"
-# key=value / key="v a l" (confs), (key,value) (spark-submit --verbose), --key value / --key 'v a l' (flags)
-_QUOTED = re.compile(rf"((?:--)?{_SENSITIVE_KEY}(?:=|,))(['\"])(.*?)\2|(--{_SENSITIVE_KEY}\s+)(['\"])(.*?)\5", re.I)
-_INSIDE_QUOTES = re.compile(rf"(['\"])({_SENSITIVE_KEY}=)([^'\"]*)\1", re.I)  # 'key=v a l'
-_BARE = re.compile(rf"((?:--)?{_SENSITIVE_KEY}(?:=|,)|--{_SENSITIVE_KEY}\s+)(?!['\"])([^\s)'\"]+)", re.I)
-# Every pattern above needs one of these words: a line without any (nearly every line spark-submit prints) is
-# returned after one search instead of three substitutions (~3x less of a Spark task's CPU per output line).
-_ANY_SENSITIVE_WORD = re.compile(r"secret|password|passwd|token|credential|access[._\-]?key", re.I)
+# The provider's key words: any token holding one masks the value after it (``k=v``, ``k v``, ``k: v``).
+_PROVIDER_KEYWORDS = ("secret", "password")
+# sparkflow's further words mask only a value given as a setting (``k=v``, ``(k,v)``, ``k: v``, ``--k v``):
+# prose such as "tokens processed: 5" stays readable.
+_WORDS = r"secret|passw(?:or)?d|token|credential|access[._\-]?key"
+# The plain ``key=value`` token (no quotes, commas or colons in it; key and value bounded so that the match is
+# linear): masked by one substitution in C, as most secrets in a command line are written; the scan below
+# skips what it masked and handles every other form.
+_PLAIN_SETTING = re.compile(rf"(?<!\S)([^\s'\"=,:]{{0,100}}?(?:{_WORDS})[^\s'\"=,:]{{0,100}}+=)[^\s'\"]++(?!\S)", re.I)
+_MASKED_AHEAD = r"(?![^\s'\"=,:]{0,100}+=\*{6}(?!\S))"
+# Searched in lower case. sparkflow's own words count only right after "--" or before a separator in the same
+# token, so a line of prose repeating them costs one search, not one step per word.
+_EXTRA_WORDS = r"(?:passwd|token|credential|access[._\-]?key)"
+_KEYWORD = re.compile(
+    rf"(?:secret|password){_MASKED_AHEAD}|(?<=--){_EXTRA_WORDS}{_MASKED_AHEAD}"
+    rf"|{_EXTRA_WORDS}(?=[^\s'\"=,:]{{0,100}}+[=,:]){_MASKED_AHEAD}"
+)
+_ANY_WORD = re.compile(_WORDS, re.I)
+_SEPARATOR = re.compile(r"[=,:]")
+_WHITESPACE = re.compile(r"\s")
+_NON_WHITESPACE = re.compile(r"\S")
+# A quoted value ends at the last matching quote before that quote followed by whitespace, or before a newline.
+_QUOTED_LIMIT = {quote: re.compile(rf"\n|{quote}(?=\s)") for quote in ("'", '"')}
+_COMMA_VALUE_END = re.compile(r"[\s)]")
 
 
 def mask_sensitive_settings(text: str) -> str:
-    """Mask values of settings whose key names a secret (password, secret, token, credential, access key), as the
-    Airflow Spark provider does for commands: ``spark.hadoop.fs.s3a.secret.key=******``."""
-    if not _ANY_SENSITIVE_WORD.search(text):
+    """Mask the values of settings whose key names a secret, as the Airflow Spark provider masks commands and
+    output (``spark.hadoop.fs.s3a.secret.key=******``, ``--password '******'``, ``{'password': '******'}``),
+    plus ``(key,value)`` (spark-submit --verbose) and the words token, credential, passwd and access key.
+
+    One left-to-right scan from key word to key word, linear in the length of the text (a regular expression
+    with backtracking took minutes on a long line packed with key words). A quoted value is masked up to its
+    closing quote (the last one before a quote followed by whitespace, or before the end of the line); an
+    unterminated one up to the end of the line; any other value up to the next whitespace.
+    """
+    if not _ANY_WORD.search(text):
         return text
-
-    def quoted(match: re.Match[str]) -> str:
-        if match.group(1):
-            return f"{match.group(1)}{match.group(2)}{SETTING_MASK}{match.group(2)}"
-        return f"{match.group(4)}{match.group(5)}{SETTING_MASK}{match.group(5)}"
-
-    text = _INSIDE_QUOTES.sub(lambda m: f"{m.group(1)}{m.group(2)}{SETTING_MASK}{m.group(1)}", text)
-    return _BARE.sub(lambda m: f"{m.group(1)}{SETTING_MASK}", _QUOTED.sub(quoted, text))
+    text = _PLAIN_SETTING.sub(rf"\1{SETTING_MASK}", text)
+    lowered = text.lower()  # a case-insensitive search is several times slower than searching a lower-case copy
+    if len(lowered) != len(text):  # a few non-ASCII letters grow when lowered: keep the offsets right
+        lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    keyword = _KEYWORD.search(lowered)
+    if keyword is None:
+        return text
+    length = len(text)
+    out: list[str] = []
+    copied = pos = 0
+    find_keyword, find_space, find_text = _KEYWORD.search, _WHITESPACE.search, _NON_WHITESPACE.search
+    while keyword is not None:
+        at = keyword.start()
+        token_start = max(pos, text.rfind(" ", pos, at) + 1, text.rfind("\t", pos, at) + 1,
+                          text.rfind("\n", pos, at) + 1, text.rfind("\r", pos, at) + 1)
+        end = find_space(text, at)
+        token_end = end.start() if end else length
+        separator = _SEPARATOR.search(text, keyword.end(), token_end)
+        comma = False
+        if separator is not None and separator.end() < token_end:
+            value_start = separator.end()
+            comma = separator.group() == ","
+        elif separator is not None or keyword.group() in _PROVIDER_KEYWORDS or text.startswith("--", token_start):
+            following = find_text(text, token_end)
+            if following is None:
+                break  # a key at the very end, without a value
+            value_start = following.start()
+        else:
+            pos = token_end
+            keyword = find_keyword(lowered, pos)
+            continue
+        first = text[value_start]
+        quote = first if first in "'\"" else None
+        enclosing = text[token_start] if text[token_start] in "'\"" and value_start < token_end else None
+        wanted = quote or enclosing
+        if wanted is not None:
+            search_from = value_start + 1 if quote else value_start
+            limit = _QUOTED_LIMIT[wanted].search(text, search_from)
+            limit_end = length if limit is None else (limit.end() if limit.group() == wanted else limit.start())
+            closing = text.rfind(wanted, search_from, limit_end)
+            if closing != -1:
+                out += [text[copied:search_from], SETTING_MASK]
+                copied = closing
+                pos = closing + 1
+                keyword = find_keyword(lowered, pos)
+                continue
+            if quote:  # unterminated: the rest of the line is the secret
+                line_end = text.find("\n", value_start)
+                value_end = length if line_end == -1 else line_end
+                out += [text[copied:value_start], SETTING_MASK]
+                copied = pos = value_end
+                keyword = find_keyword(lowered, pos)
+                continue
+        stop = (_COMMA_VALUE_END if comma else _WHITESPACE).search(text, value_start)
+        value_end = stop.start() if stop else length
+        if value_end == value_start:  # "(key,)": nothing to mask
+            pos = value_start + 1
+        else:
+            out += [text[copied:value_start], SETTING_MASK]
+            copied = pos = value_end
+        keyword = find_keyword(lowered, pos)
+    out.append(text[copied:])
+    return "".join(out)
 
 
 def task_log_path(log_folder: Path, dag_id: str, run_id: str, task_id: str, try_number: int,
