@@ -155,6 +155,10 @@ def parse_uri(conn_id: str, uri: str) -> Connection:
         )
     scheme, rest = uri.split("://", 1)
     conn_type = scheme.replace("-", "_")
+    # Airflow's host-with-protocol form: k8s://https://k8s-host:443 is conn_type k8s, host https://k8s-host.
+    protocol = None
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", rest):
+        protocol, rest = rest.split("://", 1)
     # Hosts such as local[*] or k8s://... are not URL-safe: percent-encode them in a URI, as Airflow does.
     netloc, _, tail = rest.partition("/")
     path, _, query = tail.partition("?")
@@ -183,7 +187,7 @@ def parse_uri(conn_id: str, uri: str) -> Connection:
     conn = Connection(
         conn_id=conn_id,
         conn_type=conn_type,
-        host=unquote(host) or None,
+        host=(f"{protocol}://{unquote(host)}" if protocol else unquote(host)) or None,
         port=port,
         login=login,
         password=password,

@@ -87,8 +87,10 @@ class RescheduleTask(SparkflowError):
         self.delay = delay
 
 
-class SparkSubmitFailed(TaskFailure):
-    """spark-submit exited non-zero; the message carries the exit code and the last output lines."""
+class SparkSubmitFailed(AirflowException):
+    """A Spark application failed (spark-submit exited non-zero, the driver ended FAILED ...); the message carries
+    what failed and the last output lines. An AirflowException, so DAG code's ``except AirflowException`` sees it,
+    as with the provider."""
 
 
 class SparkflowWarning(UserWarning):

@@ -1,142 +1,127 @@
-"""SparkSqlOperator: runs SQL with spark-sql (the Airflow provider's interface: sql text or a .sql/.hql file)."""
+"""SparkSqlOperator and SparkSqlHook: run SQL with spark-sql (the provider's interface: sql text or a .sql/.hql
+file), through the same SparkSubmission as spark-submit (ids, progress, metrics, kill, masked failure tail)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from sparkflow.connections import Connection
 from sparkflow.definitions.baseoperator import BaseOperator
-from sparkflow.definitions.context import Context, lookup_connection
-from sparkflow.exceptions import SparkSubmitFailed
-from sparkflow.logs import mask_sensitive_settings, masker
-from sparkflow.operators.spark_submit import SparkRunTracker, with_event_log
-from sparkflow.process import GroupProcess
+from sparkflow.definitions.context import Context, TaskInstanceHandle, lookup_connection
+from sparkflow.exceptions import AirflowException
 from sparkflow.spark.command import build_spark_sql_argv
-from sparkflow.spark.spec import SparkSubmitSpec, master_url, resolve_target
-from sparkflow.spark.submit import locate_binary, submit_environment
+from sparkflow.spark.spec import SQL_FIELDS, SparkSqlSpec, SparkSubmitSpec, classify_master, master_url, sql_default
+from sparkflow.spark.submission import SparkSubmission
+from sparkflow.spark.submit import locate_binary
 
 
 class SparkSqlHook:
-    """The provider's SparkSqlHook: builds the spark-sql command from a connection and runs it, streaming output."""
+    """The provider's SparkSqlHook: the spark-sql command from a connection, run with its output streamed.
 
-    def __init__(
-        self,
-        sql: str,
-        conf: dict[str, Any] | str | None = None,
-        conn_id: str = "spark_sql_default",
-        total_executor_cores: int | None = None,
-        executor_cores: int | None = None,
-        executor_memory: str | None = None,
-        keytab: str | None = None,
-        principal: str | None = None,
-        master: str | None = None,
-        name: str = "default-name",
-        num_executors: int | None = None,
-        verbose: bool = True,
-        yarn_queue: str | None = None,
-    ) -> None:
-        self.sql = sql
-        self.conf = conf
-        self.conn_id = conn_id
-        self.total_executor_cores = total_executor_cores
-        self.executor_cores = executor_cores
-        self.executor_memory = executor_memory
-        self.keytab = keytab
-        self.principal = principal
-        self.master = master
-        self.name = name
-        self.num_executors = num_executors
-        self.verbose = verbose
-        self.yarn_queue = yarn_queue
-        self._process: GroupProcess | None = None
+    Unlike the provider, the connection is looked up when the query runs (so an unknown ``conn_id`` is an error
+    then, not a silent fall-back to YARN)."""
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "spark_sql_default"
+    conn_type = "spark_sql"
+    hook_name = "Spark SQL"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        bound = _SQL_SIGNATURE.bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        self._spec = SparkSqlSpec(**{k: v for k, v in bound.arguments.items() if k != "self"})
+        for name in SQL_FIELDS:  # also under the provider's attribute names: _sql, _conf, _master ...
+            setattr(self, f"_{name}", getattr(self._spec, name))
+        self._sp: SparkSubmission | None = None
+        self._ti: TaskInstanceHandle | None = None  # set by SparkSqlOperator: ids, progress and metrics
+        self._cwd: Path | None = None
         self.log = logging.getLogger("sparkflow.task.SparkSqlHook")
 
-    def _prepare_command(self, cmd: str | list[str] = "") -> list[str]:
-        conn = lookup_connection(self.conn_id)
-        masker.add(*conn.secrets())
-        conf = self.conf if not isinstance(self.conf, dict) else {str(k): str(v) for k, v in self.conf.items()}
+    __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                             **({} if n == "sql" else {"default": sql_default(n)})) for n in SQL_FIELDS]
+    )
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {"hidden_fields": ["schema", "login", "password", "extra"], "relabeling": {}}
+
+    def get_conn(self) -> Any:
+        return None
+
+    def _connection(self) -> Connection:
+        return lookup_connection(self._spec.conn_id)
+
+    def _prepare_command(self, cmd: str | list[str] = "", extra_conf: dict[str, str] | None = None) -> list[str]:
+        """The spark-sql argv in the provider's order; ``--queue default`` on YARN unless a queue is given."""
+        if not isinstance(cmd, (str, list)):
+            raise AirflowException(f"Invalid additional command: {cmd}")
+        spec, conn = self._spec, self._connection()
+        master = spec.master or master_url(conn)
+        queue = spec.yarn_queue or conn.extra_dejson.get("queue")
+        if queue is None and classify_master(master) == "yarn":
+            queue = "default"  # the provider's default queue
+        conf = spec.conf
+        if isinstance(conf, Mapping) or (conf is None and extra_conf):
+            conf = {**(extra_conf or {}), **{str(k): str(v) for k, v in (conf or {}).items()}}
         argv = build_spark_sql_argv(
-            self.sql, self.master or master_url(conn), conf, self.total_executor_cores, self.executor_cores,
-            self.executor_memory, self.keytab, self.principal, self.num_executors, self.name, self.verbose,
-            self.yarn_queue or conn.extra_dejson.get("queue"), binary=locate_binary("spark-sql"),
+            spec.sql, master, conf, spec.total_executor_cores, spec.executor_cores, spec.executor_memory,
+            spec.keytab, spec.principal, spec.num_executors, spec.name, spec.verbose, queue,
+            binary=locate_binary("spark-sql"),
         )
         return argv + (cmd.split() if isinstance(cmd, str) else list(cmd))
 
-    def run_query(self, cmd: str | list[str] = "", on_line: Callable[[str], None] | None = None,
-                  cwd: Path | None = None) -> None:
-        argv = self._prepare_command(cmd)
-        target = resolve_target(lookup_connection(self.conn_id), SparkSubmitSpec(application=""))
-        self.log.info("Running: %s", mask_sensitive_settings(" ".join(argv)))
-        self._process = GroupProcess(argv, env=submit_environment(target, {}, os.environ), cwd=cwd)
-        result = self._process.run(on_line or (lambda line: self.log.info("%s", mask_sensitive_settings(line))))
-        if result.returncode != 0:
-            tail = "\n".join(masker.mask(mask_sensitive_settings(line)) for line in result.last_lines[-10:])
-            raise SparkSubmitFailed(f"spark-sql exited with code {result.returncode}; last output:\n{tail}")
+    def run_query(self, cmd: str | list[str] = "", **kwargs: Any) -> None:
+        """Run spark-sql to its end; raises SparkSubmitFailed (an AirflowException) on a non-zero exit.
+        ``kwargs`` (Popen arguments in the provider) are not used."""
+        conn = self._connection()
+        spec = SparkSubmitSpec(conn_id=conn.conn_id, name=self._spec.name or "default-name")
+        self._sp = SparkSubmission(spec, conn, self._ti, self.log, program="spark-sql", cwd=self._cwd)
+        self._sp.run(self._prepare_command(cmd, self._sp.event_log_conf()))
 
     def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
+        if self._sp is not None:
+            self._sp.kill()
+
+
+_SQL_SIGNATURE = inspect.signature(SparkSqlHook.__init__)
 
 
 class SparkSqlOperator(BaseOperator):
-    template_fields = ("sql",)
-    template_ext = (".sql", ".hql")
+    template_fields: ClassVar[tuple[str, ...]] = ("sql",)
+    template_ext: ClassVar[tuple[str, ...]] = (".sql", ".hql")
     ui_color = "#ff7f50"
+    sql: str
 
-    def __init__(
-        self,
-        *,
-        sql: str,
-        conf: dict[str, Any] | str | None = None,
-        conn_id: str = "spark_sql_default",
-        total_executor_cores: int | None = None,
-        executor_cores: int | None = None,
-        executor_memory: str | None = None,
-        keytab: str | None = None,
-        principal: str | None = None,
-        master: str | None = None,
-        name: str = "default-name",
-        num_executors: int | None = None,
-        verbose: bool = True,
-        yarn_queue: str | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, sql: str, **kwargs: Any) -> None:
+        options = {n: kwargs.pop(n, sql_default(n)) for n in SQL_FIELDS if n != "sql"}
         super().__init__(**kwargs)
         if not isinstance(sql, str) or not sql.strip():
             raise self._error("sql must be SQL text or the path of a .sql/.hql file")
         self.sql = sql
-        self.conf = conf
-        self.conn_id = conn_id
-        self.total_executor_cores = total_executor_cores
-        self.executor_cores = executor_cores
-        self.executor_memory = executor_memory
-        self.keytab = keytab
-        self.principal = principal
-        self.master = master
-        self.name = name
-        self.num_executors = num_executors
-        self.verbose = verbose
-        self.yarn_queue = yarn_queue
+        for name, value in options.items():
+            setattr(self, name, value)
         self._hook: SparkSqlHook | None = None
+
+    __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         inspect.Parameter("sql", inspect.Parameter.KEYWORD_ONLY)]
+        + [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=sql_default(n)) for n in SQL_FIELDS[1:]]
+        + [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+    )
 
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
-        event_dir = ti.artifact_dir("spark-events")
-        conf = self.conf
-        if not isinstance(conf, str):  # a dict (or nothing): add the per-try event log, for metrics
-            plain = {str(k): str(v) for k, v in (conf or {}).items()}
-            conf = with_event_log(SparkSubmitSpec(application="", conf=plain), event_dir).conf
-        self._hook = SparkSqlHook(
-            self.sql, conf, self.conn_id, self.total_executor_cores, self.executor_cores, self.executor_memory,
-            self.keytab, self.principal, self.master, self.name, self.num_executors, self.verbose, self.yarn_queue,
-        )
-        tracker = SparkRunTracker(ti, 1.0, self.log, event_dir)
-        with tracker.following():
-            # spark-sql starts a Hive client: keep its metastore_db/ and derby.log in the try's own directory.
-            self._hook.run_query(on_line=tracker.on_line, cwd=ti.artifact_dir("spark-sql"))
+        self._hook = SparkSqlHook(**{n: getattr(self, n) for n in SQL_FIELDS})
+        self._hook._ti = ti
+        # spark-sql starts a Hive client: keep its metastore_db/ and derby.log in the try's own directory.
+        self._hook._cwd = ti.artifact_dir("spark-sql")
+        self._hook.run_query()
         return None
 
     def on_kill(self) -> None:

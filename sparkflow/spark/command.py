@@ -7,16 +7,27 @@ from collections.abc import Mapping
 from sparkflow.exceptions import UserError
 from sparkflow.spark.spec import SparkSubmitSpec, SparkTarget
 
+YARN_WAIT_APP_COMPLETION = "spark.yarn.submit.waitAppCompletion"
+K8S_WAIT_APP_COMPLETION = "spark.kubernetes.submission.waitAppCompletion"
+
 
 def build_spark_submit_argv(
-    spec: SparkSubmitSpec, target: SparkTarget, binary_path: str | None = None, environ: Mapping[str, str] = {}
+    spec: SparkSubmitSpec, target: SparkTarget, binary_path: str | None = None, environ: Mapping[str, str] = {},
+    keytab_path: str | None = None,
 ) -> list[str]:
-    """argv for spark-submit. ``binary_path`` replaces the bare binary name once it has been located."""
+    """argv for spark-submit. ``binary_path`` replaces the bare binary name once it has been located;
+    ``keytab_path`` is where the connection's base64 keytab was written for this run."""
     argv = [binary_path or target.spark_binary]
     argv += ["--master", target.master]
     for key, value in spec.conf.items():
         argv += ["--conf", f"{key}={value}"]
     manager = target.cluster_manager
+    if spec.yarn_track_via_rm_api and target.cluster_mode == "yarn":
+        wait = spec.conf.get(YARN_WAIT_APP_COMPLETION)
+        if wait is None:
+            argv += ["--conf", f"{YARN_WAIT_APP_COMPLETION}=false"]
+        elif wait.strip().lower() != "false":
+            raise UserError(f"yarn_track_via_rm_api=True needs {YARN_WAIT_APP_COMPLETION}=false; remove it from conf")
     if spec.env_vars and manager in ("yarn", "k8s"):
         template = "spark.yarn.appMasterEnv.{}={}" if manager == "yarn" else "spark.kubernetes.driverEnv.{}={}"
         for key, value in spec.env_vars.items():
@@ -43,7 +54,7 @@ def build_spark_submit_argv(
         ("--executor-cores", spec.executor_cores),
         ("--executor-memory", spec.executor_memory),
         ("--driver-memory", spec.driver_memory),
-        ("--keytab", target.keytab),
+        ("--keytab", keytab_path or target.keytab),
         ("--principal", target.principal),
     ):
         if option:
@@ -64,6 +75,8 @@ def build_spark_submit_argv(
         argv += ["--queue", target.queue]
     if target.deploy_mode:
         argv += ["--deploy-mode", target.deploy_mode]
+    if spec.track_driver_via_k8s_api and target.cluster_mode == "k8s" and K8S_WAIT_APP_COMPLETION not in spec.conf:
+        argv += ["--conf", f"{K8S_WAIT_APP_COMPLETION}=false"]
     argv.append(spec.application)
     argv += [str(arg) for arg in spec.application_args]
     return argv

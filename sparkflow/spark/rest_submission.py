@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from sparkflow.exceptions import SparkSubmitFailed, UserError
 from sparkflow.spark.spec import SparkSubmitSpec, SparkTarget
@@ -25,24 +24,24 @@ DRIVER_FAILED = frozenset({"FAILED", "KILLED", "ERROR"})
 FORWARDED_ENV = ("SPARK_LOCAL_IP", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 
 
-def rest_url(target: SparkTarget) -> str:
-    """``<rest-scheme>://<master host>:<rest-port>`` from the master URL and the connection's extras."""
-    host = urlsplit(target.master).hostname or "127.0.0.1"
-    return f"{target.rest_scheme}://{host}:{target.rest_port}"
-
-
-def python_submission(
+def submission_request(
     spec: SparkSubmitSpec, target: SparkTarget, spark_version: str, env: Mapping[str, str]
 ) -> dict[str, Any]:
-    """The CreateSubmissionRequest for a Python application (pure: tests assert it whole)."""
-    master = urlsplit(target.master)
+    """The CreateSubmissionRequest for a Python or JVM application (pure: tests assert it whole)."""
+    python = spec.application.endswith(".py")
+    if not python and not spec.java_class:
+        raise UserError(
+            f"application {spec.application!r} needs java_class (its main class) in standalone cluster mode"
+        )
+    resource = spec.application if "://" in spec.application else f"file:{spec.application}"
     properties = {
         "spark.app.name": spec.name,
-        "spark.master": f"spark://{master.hostname}:{master.port or 7077}",
+        "spark.master": target.master,
         "spark.submit.deployMode": "cluster",
         "spark.driver.supervise": "false",
         **spec.conf,
     }
+    jars = spec.jars if python else ",".join(j for j in (resource, spec.jars) if j)
     for key, value in (
         ("spark.driver.memory", spec.driver_memory),
         ("spark.executor.memory", spec.executor_memory),
@@ -50,16 +49,22 @@ def python_submission(
         ("spark.cores.max", spec.total_executor_cores),
         ("spark.submit.pyFiles", spec.py_files),
         ("spark.files", spec.files),
-        ("spark.jars", spec.jars),
+        ("spark.jars", jars),
+        ("spark.jars.packages", spec.packages),
+        ("spark.jars.excludes", spec.exclude_packages),
+        ("spark.jars.repositories", spec.repositories),
+        ("spark.archives", spec.archives),
+        ("spark.driver.extraClassPath", spec.driver_class_path),
     ):
         if value:
-            properties[key] = str(value)
+            properties.setdefault(key, str(value))
     environment = {"SPARK_ENV_LOADED": "1", **{k: env[k] for k in FORWARDED_ENV if env.get(k)}, **spec.env_vars}
     return {
         "action": "CreateSubmissionRequest",
-        "appResource": f"file:{spec.application}",
-        "mainClass": PYTHON_RUNNER,
-        "appArgs": [spec.application, spec.py_files or "", *spec.application_args],
+        "appResource": resource,
+        "mainClass": PYTHON_RUNNER if python else spec.java_class,
+        "appArgs": [spec.application, spec.py_files or "", *spec.application_args] if python
+        else list(spec.application_args),
         "clientSparkVersion": spark_version,
         "environmentVariables": environment,
         "sparkProperties": properties,
@@ -76,22 +81,36 @@ class DriverStatus:
 
 
 class RestSubmissionClient:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    """The REST servers of one standalone cluster: every master of an HA ``spark://a:7077,b:7077`` URL is asked
+    in turn until one answers (the active one; a standby refuses), and that one is asked first from then on."""
+
+    def __init__(self, base_urls: str | list[str], timeout: float = 10.0) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        self.base_urls = [u.rstrip("/") for u in urls]
         self.timeout = timeout
 
+    @property
+    def base_url(self) -> str:
+        return self.base_urls[0]
+
     def _call(self, path: str, method: str = "GET", body: Any = None) -> dict[str, Any]:
-        try:
-            answer = get_json(f"{self.base_url}/v1/submissions/{path}", self.timeout, method, body)
-        except Unavailable as exc:
-            raise UserError(
-                f"the Spark REST submission server at {self.base_url} does not answer ({exc}); start the master with "
-                "spark.master.rest.enabled=true (and spark.master.rest.port, default 6066) or set the connection's "
-                "rest-port extra"
-            ) from None
-        if not isinstance(answer, dict):
-            raise SparkSubmitFailed(f"unexpected answer from {self.base_url}: {answer!r}")
-        return answer
+        problems = []
+        for index, base in enumerate(self.base_urls):
+            try:
+                answer = get_json(f"{base}/v1/submissions/{path}", self.timeout, method, body)
+            except Unavailable as exc:
+                problems.append(str(exc))
+                continue
+            if not isinstance(answer, dict):
+                raise SparkSubmitFailed(f"unexpected answer from {base}: {answer!r}")
+            if index:
+                self.base_urls.insert(0, self.base_urls.pop(index))
+            return answer
+        raise UserError(
+            f"the Spark REST submission server at {', '.join(self.base_urls)} does not answer ({'; '.join(problems)});"
+            " start the master with spark.master.rest.enabled=true (and spark.master.rest.port, default 6066) or set"
+            " the connection's rest-port extra"
+        )
 
     def create(self, request: dict[str, Any]) -> str:
         answer = self._call("create", "POST", request)

@@ -73,9 +73,10 @@ def locate_binary(binary: str) -> str:
 
 
 def submit_environment(target: SparkTarget, env_vars: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
-    """The child's environment. Local and client-mode drivers get env_vars directly (as in the provider)."""
+    """The child's environment. As in the provider, env_vars go into spark-submit's own environment except on
+    Kubernetes (local and client-mode drivers get them so; on YARN they set the Hadoop/YARN client's settings)."""
     env = dict(base)
-    if target.cluster_manager not in ("yarn", "k8s"):
+    if target.cluster_manager != "k8s":
         env.update(env_vars)
     # The driver must run the same Python as sparkflow, whatever `python3` is on PATH (pyspark picks PATH's).
     env.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -52,17 +52,38 @@ class Unavailable(Exception):
 
 
 def get_json(url: str, timeout: float = HTTP_TIMEOUT, method: str = "GET", body: Any = None) -> Any:
+    """The JSON answer of ``url``; Unavailable when there is none (refused, timed out, not JSON)."""
+    status, answer = request_json(url, timeout, method, body)
+    if status >= 400:
+        raise Unavailable(f"{url} answered HTTP {status}")
+    return answer
+
+
+def request_json(
+    url: str, timeout: float = HTTP_TIMEOUT, method: str = "GET", body: Any = None,
+    headers: dict[str, str] | None = None, context: Any = None,
+) -> tuple[int, Any]:
+    """(HTTP status, JSON answer) of one request; an error status with a JSON body is an answer too (the
+    Kubernetes API says 404 that way). Unavailable when no JSON came back."""
     import urllib.error
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json;charset=UTF-8"} if data else {})
+    sent = {"Accept": "application/json", **(headers or {})}
+    if data is not None:
+        sent["Content-Type"] = "application/json;charset=UTF-8"
+    request = urllib.request.Request(url, data=data, method=method, headers=sent)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) URLs only
-            if "json" not in response.headers.get("Content-Type", ""):
-                raise Unavailable(f"{url} answered {response.headers.get('Content-Type')}, not JSON")
-            return json.loads(response.read().decode("utf-8"))
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout, context=context)  # noqa: S310 - http(s)
+        except urllib.error.HTTPError as error:
+            response = error
+        with response:
+            content_type = response.headers.get("Content-Type") or ""
+            status = int(getattr(response, "status", None) or response.getcode())
+            if "json" not in content_type:
+                raise Unavailable(f"{url} answered HTTP {status} {content_type or 'without a type'}, not JSON")
+            return status, json.loads(response.read().decode("utf-8"))
     except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError, OSError) as exc:
         raise Unavailable(f"{url}: {exc}") from None
 

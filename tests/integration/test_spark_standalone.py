@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import textwrap
 import threading
 import time
@@ -180,3 +182,87 @@ def test_retry_reattaches_to_a_cluster_driver_that_is_still_running(cluster_env,
     assert f"Reattaching to driver {killed}" in log
     drivers = {d["id"] for d in cluster_env.state()["completeddrivers"] + cluster_env.state()["activedrivers"]}
     assert drivers - drivers_before == {killed}  # no duplicate submission
+
+
+DEMO_MAIN = """
+package demo;
+
+public class Main {
+    public static void main(String[] args) throws Exception {
+        System.out.println("demo.Main started with " + String.join(" ", args));
+        if (args[0].equals("fail")) {
+            throw new IllegalStateException("demo.Main was asked to fail");
+        }
+        if (args[0].equals("sleep")) {
+            Thread.sleep(Long.parseLong(args[1]) * 1000);
+        }
+        System.out.println("demo.Main done");
+    }
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def demo_jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-class jar compiled here (the pyspark wheel ships no examples jar); plain Java, no Spark classes."""
+    base = tmp_path_factory.mktemp("demo-jar")
+    source = base / "src" / "demo" / "Main.java"
+    source.parent.mkdir(parents=True)
+    source.write_text(DEMO_MAIN)
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    assert javac and jar, "the JDK (javac, jar) is missing: run scripts/system-packages.sh"
+    subprocess.run([javac, "--release", "17", "-d", str(base / "classes"), str(source)], check=True)
+    subprocess.run([jar, "cf", str(base / "demo.jar"), "-C", str(base / "classes"), "."], check=True)
+    return base / "demo.jar"
+
+
+@pytest.fixture
+def cluster_mode_conn(cluster_env, monkeypatch):  # type: ignore[no-untyped-def]
+    rest_port = cluster_env.rest_url.rsplit(":", 1)[1]
+    monkeypatch.setenv("SPARKFLOW_CONN_SPARK_REST", json.dumps({
+        "conn_type": "spark", "host": cluster_env.master_url,
+        "extra": {"deploy-mode": "cluster", "rest-port": rest_port, "master-web-ui": cluster_env.ui_url},
+    }))
+    return cluster_env
+
+
+def driver_states(cluster) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    state = cluster.state()
+    return {d["id"]: d["state"] for d in state["completeddrivers"] + state["activedrivers"]}
+
+
+@pytest.mark.parametrize(("argument", "run_state", "driver_state"),
+                         [("ok", RunState.SUCCESS, "FINISHED"), ("fail", RunState.FAILED, "FAILED")])
+def test_jar_app_in_cluster_mode_follows_the_driver(cluster_mode_conn, metastore, settings, demo_jar, argument,
+                                                    run_state, driver_state) -> None:
+    """A JVM application in standalone cluster mode: the driver's final state decides the task's outcome."""
+    dag_id = f"standalone_jar_{argument}"
+    final, _ = run_spark_dag(metastore, settings.resolved_dags_folder, dag_id, f"""
+        SparkSubmitOperator(task_id="jar", application={str(demo_jar)!r}, java_class="demo.Main",
+                            application_args=[{argument!r}], conn_id="spark_rest", name="demo_jar",
+                            driver_memory="512m")
+    """)
+    ti = queries.get_task_instance(metastore.db, TIKey(dag_id, final.run_id, "jar"))
+    log = Path(ti.log_path).read_text()
+    assert final.state is run_state, log[-3000:]
+    assert ti.spark_driver_id and driver_states(cluster_mode_conn)[ti.spark_driver_id] == driver_state
+    assert f"demo.Main started with {argument}" in log  # the driver's own output, read from its worker
+    if argument == "fail":
+        assert f"Spark driver {ti.spark_driver_id} ended FAILED" in ti.error
+        assert 'Exception in thread "main"' in ti.error and "demo.Main was asked to fail" in log
+
+
+def test_jar_app_timeout_kills_the_driver(cluster_mode_conn, metastore, settings, demo_jar) -> None:
+    final, elapsed = run_spark_dag(metastore, settings.resolved_dags_folder, "standalone_jar_timeout", f"""
+        SparkSubmitOperator(task_id="jar", application={str(demo_jar)!r}, java_class="demo.Main",
+                            application_args=["sleep", "300"], conn_id="spark_rest", name="demo_jar_sleep",
+                            driver_memory="512m", execution_timeout=timedelta(seconds=20))
+    """)
+    ti = queries.get_task_instance(metastore.db, TIKey("standalone_jar_timeout", final.run_id, "jar"))
+    assert final.state is RunState.FAILED and "execution_timeout" in ti.error
+    assert elapsed < 20 + 30
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and driver_states(cluster_mode_conn)[ti.spark_driver_id] == "RUNNING":
+        time.sleep(0.5)
+    assert driver_states(cluster_mode_conn)[ti.spark_driver_id] == "KILLED"
+    assert ti.spark_driver_id not in {d["id"] for d in cluster_mode_conn.state()["activedrivers"]}

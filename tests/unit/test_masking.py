@@ -10,7 +10,8 @@ import pytest
 from sparkflow.logs import SecretsMasker, mask_sensitive_settings
 
 PROVIDER_CASES = [  # the provider's own test table (hooks/test_spark_submit.py::test_masks_passwords)
-    ("spark-submit foo --bar baz --password='secret' --foo bar", "spark-submit foo --bar baz --password='******' --foo bar"),
+    ("spark-submit foo --bar baz --password='secret' --foo bar",
+     "spark-submit foo --bar baz --password='******' --foo bar"),
     ("spark-submit foo --bar baz --password='secret'", "spark-submit foo --bar baz --password='******'"),
     ('spark-submit foo --bar baz --password="secret"', 'spark-submit foo --bar baz --password="******"'),
     ("spark-submit foo --bar baz --password=secret", "spark-submit foo --bar baz --password=******"),

@@ -10,8 +10,8 @@ from sparkflow.connections import Connection
 from sparkflow.exceptions import InvalidConnection, UserError
 from sparkflow.spark import jdbc_app
 from sparkflow.spark.command import build_jdbc_app_args, build_spark_sql_argv, build_spark_submit_argv
-from sparkflow.spark.rest_submission import python_submission, rest_url
-from sparkflow.spark.spec import SparkSubmitSpec, classify_master, master_url, resolve_target
+from sparkflow.spark.rest_submission import submission_request
+from sparkflow.spark.spec import SparkSubmitSpec, classify_master, master_url, resolve_target, rest_urls
 from sparkflow.spark.submit import parse_ids
 
 FULL = SparkSubmitSpec(
@@ -165,8 +165,8 @@ def test_rest_python_submission_request() -> None:
     spec = SparkSubmitSpec(application="/jobs/app.py", name="job", conf={"spark.x": "1"}, driver_memory="512m",
                            total_executor_cores=1, application_args=("a", "b c"), env_vars={"K": "V"})
     target = resolve_target(conn("spark://127.0.0.1:7077", **{"deploy-mode": "cluster", "rest-port": "6166"}), spec)
-    assert rest_url(target) == "http://127.0.0.1:6166"
-    request = python_submission(spec, target, "4.3.0", {"SPARK_LOCAL_IP": "127.0.0.1", "HOME": "/root"})
+    assert rest_urls(target) == ["http://127.0.0.1:6166"]
+    request = submission_request(spec, target, "4.3.0", {"SPARK_LOCAL_IP": "127.0.0.1", "HOME": "/root"})
     assert request == {
         "action": "CreateSubmissionRequest",
         "appResource": "file:/jobs/app.py",

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from sparkflow.operators.spark_submit import SparkRunTracker
 from sparkflow.spark.eventlog import EventLogTail, find_event_log, metrics_from_events, read_metrics
+from sparkflow.spark.run_tracker import SparkRunTracker
 from sparkflow.spark.tracking import (
     EVENT_LOG_GRACE_SECONDS,
     DriverProgressPoller,
