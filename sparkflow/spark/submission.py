@@ -105,13 +105,14 @@ class SparkSubmission:
     ) -> None:
         self.conn = conn
         self.target: SparkTarget = resolve_target(conn, spec)
+        self.mode = self.target.cluster_mode  # standalone, yarn, k8s (deploy mode cluster) or None
         self.ti = ti
         self.log = log
         self.durable = durable
         self.program = program
         self.cwd = cwd
         # A driver on a YARN or Kubernetes node cannot write to a directory of this machine.
-        remote_driver = self.target.cluster_mode in ("yarn", "k8s")
+        remote_driver = self.mode in ("yarn", "k8s")
         self.event_dir = ti.artifact_dir("spark-events") if ti is not None and not remote_driver else None
         self.spec = spec.with_conf(**self.event_log_conf()) if program == "spark-submit" else spec
         self.tracker = SparkRunTracker(ti, float(spec.status_poll_interval), log, self.event_dir)
@@ -139,7 +140,7 @@ class SparkSubmission:
         masker.add(*self.conn.secrets())
         try:
             with self.tracker.following(), self._keytab_file() as keytab:
-                mode = self.target.cluster_mode if argv is None else None
+                mode = self.mode if argv is None else None
                 if mode == "standalone":
                     self._run_standalone()
                 else:
@@ -155,9 +156,7 @@ class SparkSubmission:
             self._finished = True
         finally:
             self.run_post_submit_commands()
-        app_id = self.tracker.ids.get("app_id")
-        self.log.info("%s finished (application %s)", self.program, app_id or "unknown")
-        return app_id
+        return self.tracker.ids.get("app_id")
 
     @contextlib.contextmanager
     def _keytab_file(self) -> Iterator[str | None]:
@@ -180,16 +179,18 @@ class SparkSubmission:
         result = self._process.run(self._on_line)
         if result.returncode != 0:
             k8s = ""
-            if self.target.cluster_mode == "k8s":
+            if self.mode == "k8s":
                 k8s = f"; Kubernetes spark exit code is: {self.k8s_exit_code}"
             raise SparkSubmitFailed(
                 f"{self.program} exited with code {result.returncode}{k8s}; last output:\n{self.output.text()}"
             )
+        self.log.info("%s finished with code 0 (application %s)", self.program,
+                      self.tracker.ids.get("app_id", "unknown"))
 
     def _on_line(self, line: str) -> None:
         self.output.add(line)
         self.tracker.on_line(line)
-        if self.target.cluster_mode == "k8s":
+        if self.mode == "k8s":
             pod, code = parse_k8s_line(line)
             if pod and pod != self.k8s_pod:
                 self.k8s_pod = pod
@@ -406,13 +407,13 @@ class SparkSubmission:
 
     def _kill_yarn(self) -> None:
         app_id = self._yarn[1] if self._yarn else self.tracker.ids.get("app_id")
-        if self.target.cluster_mode != "yarn" or not app_id or not app_id.startswith("application_"):
+        if self.mode != "yarn" or not app_id or not app_id.startswith("application_"):
             return
         yarn = self._yarn[0] if self._yarn else self.yarn_client()
         self.log.info("Killing YARN application %s: %s", app_id, yarn.kill(app_id))
 
     def _kill_k8s(self) -> None:
-        if self.target.cluster_mode != "k8s" or not self.k8s_pod:
+        if self.mode != "k8s" or not self.k8s_pod:
             return
         self.log.info("Deleting driver pod %s: %s", self.k8s_pod,
                       self.k8s_client().delete_pod(self.namespace, self.k8s_pod))

@@ -316,3 +316,24 @@ def test_yarn_report_normalized_like_the_provider() -> None:
     assert yarn.YarnReport(APP_ID, "KILLED", "KILLED").normalized() == "FAILED"
     assert kubernetes.api_server("k8s://https://k8s-host:443") == "https://k8s-host:443"
     assert kubernetes.api_server("k8s://k8s-host") == "https://k8s-host"
+
+
+def test_standalone_rest_client_reads_the_driver_state_and_fails_over_between_ha_masters(fake_api: FakeApi) -> None:
+    from sparkflow.spark.rest_submission import RestSubmissionClient
+    from tests.services import free_port
+
+    driver = "driver-20261129135930-0002"
+    fake_api.routes[("GET", f"/v1/submissions/status/{driver}")] = [(200, {
+        "action": "SubmissionStatusResponse", "driverState": "RUNNING", "submissionId": driver, "success": True,
+        "workerHostPort": "127.0.0.1:46419", "workerId": "worker-20261129135902-127.0.0.1-46419"})]
+    fake_api.routes[("POST", f"/v1/submissions/kill/{driver}")] = [(200, {
+        "action": "KillSubmissionResponse", "submissionId": driver, "success": True})]
+    standby = f"http://127.0.0.1:{free_port()}"  # nothing listens: a master that is down
+    client = RestSubmissionClient([standby, fake_api.url], timeout=2)
+    status = client.status(driver)
+    assert (status.state, status.worker_id) == ("RUNNING", "worker-20261129135902-127.0.0.1-46419")
+    assert client.base_urls[0] == fake_api.url  # the answering master is asked first from now on
+    assert client.kill(driver) is True
+    fake_api.routes[("GET", "/v1/submissions/status/driver-nope")] = [(200, {
+        "action": "SubmissionStatusResponse", "submissionId": "driver-nope", "success": False})]
+    assert client.status("driver-nope").state is None  # unknown to the master
