@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_sparkflow_log(settings.resolved_log_folder)
-    return exit_code_of_try(settings, None, TIKey(args.dag_id, args.run_id, args.task_id, args.map_index), args.try_number)[0]
+    key = TIKey(args.dag_id, args.run_id, args.task_id, args.map_index)
+    return exit_code_of_try(settings, None, key, args.try_number)[0]
 
 
 if __name__ == "__main__":
