@@ -60,9 +60,12 @@ class Settings:
     )
     heartbeat_interval: float = _setting(5.0, "Seconds between heartbeats of a running task.")
     heartbeat_timeout: float = _setting(60.0, "A running task silent this long is treated as dead.")
-    max_tries_default: int = _setting(0, "Default retries for tasks that set none.")
     max_map_length: int = _setting(
         1024, "Most instances one mapped task may expand into (Airflow's max_map_length); more fail the task."
+    )
+    callback_time_limit: float = _setting(
+        60.0, "Seconds the scheduler waits for one DAG callback (or a lost task's callback), which runs off its loop "
+        "in a thread, before it goes on to the next (the slow one is left to finish on its own).",
     )
     sqlite_busy_timeout: float = _setting(30.0, "Seconds a SQLite writer waits for the lock before failing.")
     default_timezone: str = _setting("UTC", "Time zone of naive datetimes in DAG files and on the CLI.")
@@ -83,7 +86,6 @@ class Settings:
     celery_worker_concurrency: int = _setting(
         4, "CeleryExecutor: task processes one `sparkflow worker` runs at once (its --concurrency default)."
     )
-    load_examples: bool = _setting(False, "Unused placeholder kept for Airflow users; examples live in jobs/.")
     load_default_connections: bool = _setting(
         True, "`db init` adds Airflow's default connections when absent: fs_default (/) and spark_default (local[*])."
     )

@@ -39,7 +39,7 @@ def run_dag(
     bag = collect_dags(path.parent, meta_path_finders, only_file=path)
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags[dag_id]
-    metastore.store.sync_dags([dag], [], [str(path)])
+    metastore.dags.sync_dags([dag], [], [str(path)])
     clock = clock or Clock(NOW)
     run = trigger_dag(metastore, dag, clock(), conf)
     executor = make_executor(settings, metastore, bag.dags.get, "sequential", clock=clock)
@@ -49,6 +49,7 @@ def run_dag(
         result = loop.tick()
         current = queries.get_run(metastore.db, dag_id, run.run_id)
         if current.state in (RunState.SUCCESS, RunState.FAILED):
+            loop.callbacks.drain(timeout=60)  # the DAG's callback, which runs off the loop
             return current
         if not result.changed:
             clock.now += timedelta(seconds=30)  # nothing to do now: let retry delays pass

@@ -51,10 +51,10 @@ def make_web_env(settings: Settings, metastore: Metastore, fast_hash: bool = Tru
     tokens = {}
     for role in ROLES:
         # a cheap scrypt cost keeps the tests fast; production hashes use auth.SCRYPT_N
-        metastore.store.create_user(role, hash_password(PASSWORD, n=2**10) if fast_hash else hash_password(PASSWORD),
+        metastore.users.create_user(role, hash_password(PASSWORD, n=2**10) if fast_hash else hash_password(PASSWORD),
                                     role)
         token, digest = new_api_token()
-        metastore.store.add_api_token(role, digest)
+        metastore.users.add_api_token(role, digest)
         tokens[role] = token
     return WebEnv(settings, metastore, path, run, tokens)
 

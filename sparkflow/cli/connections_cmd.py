@@ -50,7 +50,7 @@ def add(env: CliEnv, conn_id: str, conn_uri: str | None, conn_type: str | None, 
         if not conn_type:
             raise UserError(f"connection '{conn_id}': --conn-type is required without --conn-uri (e.g. spark)")
         conn = from_fields(conn_id, {"conn_type": conn_type, "description": conn_description, **fields})
-    env.metastore.store.add_connections([conn], overwrite=overwrite)
+    env.metastore.connections.add_connections([conn], overwrite=overwrite)
     click.echo(f"Successfully added `conn_id`={conn_id} : {_safe_uri(conn)}")
 
 
@@ -87,7 +87,7 @@ def get(env: CliEnv, conn_id: str, output: str) -> None:
 @click.argument("conn_id")
 @click.pass_obj
 def delete(env: CliEnv, conn_id: str) -> None:
-    env.metastore.store.delete_connection(conn_id)
+    env.metastore.connections.delete_connection(conn_id)
     click.echo(f"Successfully deleted connection with `conn_id`={conn_id}")
 
 
@@ -98,7 +98,7 @@ def delete(env: CliEnv, conn_id: str) -> None:
 def import_cmd(env: CliEnv, file: Path, overwrite: bool) -> None:
     """Import a YAML or JSON file of connections: all of them, or none if any entry is bad."""
     conns = load_connections_file(file)
-    env.metastore.store.add_connections(conns, overwrite=overwrite)
+    env.metastore.connections.add_connections(conns, overwrite=overwrite)
     click.echo(f"Imported {len(conns)} connection(s) from {file}: {', '.join(c.conn_id for c in conns)}")
 
 

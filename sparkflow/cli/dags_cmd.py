@@ -67,7 +67,7 @@ def show(env: CliEnv, dag_id: str, output: str) -> None:
 
 def _set_paused(env: CliEnv, dag_id: str, paused: bool) -> None:
     parse_dags(env.settings, env.metastore)
-    env.metastore.store.set_paused(dag_id, paused)
+    env.metastore.dags.set_paused(dag_id, paused)
     click.echo(f"Dag: {dag_id}, paused: {paused}")
 
 

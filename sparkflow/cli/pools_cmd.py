@@ -26,7 +26,7 @@ def set_cmd(env: CliEnv, name: str, slots: str, description: str | None) -> None
         count = int(slots)
     except ValueError:
         raise UserError(f"pool '{name}': SLOTS {slots!r} is not a whole number; use e.g. 4") from None
-    env.metastore.store.set_pool(name, count, description)
+    env.metastore.pools.set_pool(name, count, description)
     click.echo(f"Pool {name}: {count} slot(s)")
 
 
@@ -48,5 +48,5 @@ def list_cmd(env: CliEnv, output: str) -> None:
 @click.pass_obj
 def delete_cmd(env: CliEnv, name: str) -> None:
     """Delete pool NAME (tasks still naming it wait until it exists again)."""
-    env.metastore.store.delete_pool(name)
+    env.metastore.pools.delete_pool(name)
     click.echo(f"Pool {name} deleted")

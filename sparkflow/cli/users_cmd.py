@@ -8,7 +8,7 @@ from sparkflow.cli.env import CliEnv
 from sparkflow.cli.output import emit, output_option
 from sparkflow.exceptions import UserError
 from sparkflow.metastore import queries
-from sparkflow.metastore.store import USER_ROLES
+from sparkflow.metastore.user_store import USER_ROLES
 from sparkflow.web.auth import hash_password, new_api_token
 
 MIN_PASSWORD = 8
@@ -31,7 +31,7 @@ def create(env: CliEnv, username: str, password: str, role: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise UserError(f"the password of '{username}' is too short ({len(password)} characters); use at least "
                         f"{MIN_PASSWORD}")
-    env.metastore.store.create_user(username, hash_password(password), role)
+    env.metastore.users.create_user(username, hash_password(password), role)
     click.echo(f"Created user '{username}' with role {role}")
 
 
@@ -50,5 +50,5 @@ def list_cmd(env: CliEnv, output: str) -> None:
 def token(env: CliEnv, username: str) -> None:
     """Create an API token for USERNAME and print it once (send it as 'Authorization: Bearer <token>')."""
     value, digest = new_api_token()
-    env.metastore.store.add_api_token(username, digest)
+    env.metastore.users.add_api_token(username, digest)
     click.echo(value)

@@ -50,7 +50,7 @@ def set_cmd(env: CliEnv, key: str, value: str, description: str | None, as_json:
                 f"variable '{key}': --json value is not valid JSON ({exc.msg} at position {exc.pos}); "
                 "quote it like '{\"a\": 1}' or drop --json"
             ) from None
-    env.metastore.store.set_variable(key, value, description)
+    env.metastore.variables.set_variable(key, value, description)
     click.echo(f"Variable {key} created")
 
 
@@ -89,7 +89,7 @@ def list_cmd(env: CliEnv, output: str) -> None:
 @click.argument("key")
 @click.pass_obj
 def delete_cmd(env: CliEnv, key: str) -> None:
-    env.metastore.store.delete_variable(key)
+    env.metastore.variables.delete_variable(key)
     click.echo(f"Variable {key} deleted")
 
 
@@ -127,7 +127,7 @@ def load_variables_file(path: Path) -> dict[str, tuple[str, str | None]]:
 def import_cmd(env: CliEnv, file: Path) -> None:
     """Set every variable of a JSON file: all of them, or none if the file is bad."""
     items = load_variables_file(file)
-    env.metastore.store.set_variables(items)
+    env.metastore.variables.set_variables(items)
     click.echo(f"Imported {len(items)} variable(s) from {file}: {', '.join(items)}")
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from sparkflow.metastore.records import TIKey
@@ -48,3 +51,21 @@ class Executor(Protocol):
     def end(self, kill: bool = False, grace: float | None = None) -> None:
         """Stop: wait for running workloads (at most ``grace`` seconds when given, then kill what is left), or
         kill them (SIGTERM) when ``kill``."""
+
+
+def task_process_gone(pid: int | None, hostname: str | None) -> bool:
+    """True when a task's process ran on this host and no longer exists (or is a zombie nobody reaps). A process
+    elsewhere, this process itself (an in-process try), or one we cannot see is judged by its heartbeat instead."""
+    if pid is None or hostname != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]

@@ -4,20 +4,53 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 from sparkflow.connections import DEFAULT_CONNECTIONS, SecretBox
 from sparkflow.exceptions import ConfigError
 from sparkflow.metastore import migrate, queries
+from sparkflow.metastore.dag_store import DagStore
 from sparkflow.metastore.engine import Database
+from sparkflow.metastore.pool_store import PoolStore
+from sparkflow.metastore.secret_store import ConnectionStore, VariableStore
 from sparkflow.metastore.store import Store
+from sparkflow.metastore.user_store import UserStore
+from sparkflow.metastore.xcom_store import XComStore
 from sparkflow.settings import Settings
 
 
 @dataclass(frozen=True)
 class Metastore:
+    """One metastore: ``db`` to read (through metastore.queries), and its writers: ``store`` for runs and task
+    instances (every state change), the others one kind of row each."""
+
     db: Database
     store: Store
     secrets: SecretBox | None
+
+    @cached_property
+    def dags(self) -> DagStore:
+        return DagStore(self.db)
+
+    @cached_property
+    def pools(self) -> PoolStore:
+        return PoolStore(self.db)
+
+    @cached_property
+    def xcoms(self) -> XComStore:
+        return XComStore(self.db)
+
+    @cached_property
+    def connections(self) -> ConnectionStore:
+        return ConnectionStore(self.db, self.secrets)
+
+    @cached_property
+    def variables(self) -> VariableStore:
+        return VariableStore(self.db, self.secrets)
+
+    @cached_property
+    def users(self) -> UserStore:
+        return UserStore(self.db)
 
 
 def load_secret_box(settings: Settings) -> SecretBox | None:
@@ -43,7 +76,7 @@ def open_metastore(settings: Settings, check_schema: bool = True) -> Metastore:
                 f"{migrate.head_revision(db)}; run `sparkflow db migrate`"
             )
     secrets = load_secret_box(settings)
-    return Metastore(db, Store(db, secrets), secrets)
+    return Metastore(db, Store(db), secrets)
 
 
 def init_metastore(settings: Settings) -> Metastore:
@@ -65,5 +98,5 @@ def init_metastore(settings: Settings) -> Metastore:
         known = {c.conn_id for c in queries.list_connections(metastore.db, None)}
         missing = [c for c in DEFAULT_CONNECTIONS if c.conn_id not in known]
         if missing:
-            metastore.store.add_connections(missing)
+            metastore.connections.add_connections(missing)
     return metastore

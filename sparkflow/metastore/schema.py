@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from sparkflow.exceptions import UserError
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -34,6 +36,13 @@ metadata = MetaData(
 )
 
 ID = 250  # length of dag_id, task_id, run_id, conn_id (Airflow's limit)
+ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def check_id(what: str, value: str) -> None:
+    """A name users choose for a row (a pool, a user): letters, digits, '_', '.', '-', at most ID long."""
+    if not value or not set(value) <= ID_CHARS or len(value) > ID:
+        raise UserError(f"{what} {value!r} is invalid; use letters, digits, '_', '.', '-'")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -56,7 +56,7 @@ class RuntimeTaskInstance:
         return queries.get_task_instance(self._ms.db, self._record.key).state.value
 
     def xcom_push(self, key: str, value: Any) -> None:
-        self._ms.store.set_xcom(self._record, key, value)
+        self._ms.xcoms.set_xcom(self._record, key, value)
 
     def xcom_pull(
         self,
@@ -171,9 +171,9 @@ def metastore_environment(metastore: Metastore, context: Context | None = None) 
 
     def write_variable(key: str, value: str | None, description: str | None = None) -> None:
         if value is None:
-            metastore.store.delete_variable(key)
+            metastore.variables.delete_variable(key)
         else:
-            metastore.store.set_variable(key, value, description)
+            metastore.variables.set_variable(key, value, description)
 
     with task_environment(context, connections, variables, write_variable):
         yield

@@ -114,7 +114,7 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
             transaction = conn.begin()
             stack.callback(transaction.rollback)
             db = _OneTransaction(metastore.db, conn)
-            warm = Metastore(db, Store(db, metastore.secrets), metastore.secrets)
+            warm = Metastore(db, Store(db), metastore.secrets)
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="sparkflow-warm-up-"))
             warm_settings = dataclasses.replace(settings, log_folder=Path(folder), heartbeat_interval=3600.0)
             now = datetime.now(UTC)

@@ -132,8 +132,8 @@ def drive_runs(
     dags = {dag.dag_id: dag}
     executor = make_executor(settings, metastore, dags.get, executor_name)
     loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=settings.heartbeat_timeout,
-                         max_map_length=settings.max_map_length,
-                         log_folder=settings.resolved_log_folder)
+                         max_map_length=settings.max_map_length, log_folder=settings.resolved_log_folder,
+                         callback_time_limit=settings.callback_time_limit)
     ids = [r.id for r in runs]
     executor.start()
     over = False
@@ -149,4 +149,4 @@ def drive_runs(
             if not result.changed:
                 loop.idle(idle_sleep)
     finally:
-        end_drive(executor, over)
+        end_drive(executor, over, loop.callbacks)

@@ -46,7 +46,8 @@ class SchedulerDaemon:
         self.executor = make_executor(settings, metastore, self.get_dag, executor_name, clock=clock)
         self.loop = SchedulerLoop(metastore, self.executor, self.get_dag, clock=clock,
                                   heartbeat_timeout=settings.heartbeat_timeout, log_folder=settings.resolved_log_folder,
-                                  max_map_length=settings.max_map_length)
+                                  max_map_length=settings.max_map_length,
+                                  callback_time_limit=settings.callback_time_limit)
         self.stop_requested = threading.Event()
         self._files_seen: dict[str, tuple[float, int]] | None = None
         self._next_parse = 0.0
@@ -144,6 +145,7 @@ class SchedulerDaemon:
                 else:
                     self.stop_requested.wait(self.settings.scheduler_loop_interval)
         self.executor.sync()  # launch what the last iteration queued; from here its runners are on their own
+        self.loop.callbacks.drain(self.settings.callback_time_limit)  # a DAG callback of the last iteration
         left = len(self.executor.running())
         log.info("scheduler stopped; %d task(s) left running to their runners", left)
         return 0

@@ -18,7 +18,7 @@ def parse_dags(settings: Settings, metastore: Metastore, only_file: Path | None 
     # Airflow DAG files load unchanged: `airflow.*` imports resolve to sparkflow unless Airflow is installed.
     with metastore_environment(metastore):  # DAG files may read Variables/connections at the top level
         bag = collect_dags(folder, airflow_finders(), only_file=only_file)
-    metastore.store.sync_dags(
+    metastore.dags.sync_dags(
         bag.dags.values(), bag.import_errors, [str(p.resolve()) for p in bag.files], complete=only_file is None
     )
     return bag

@@ -7,8 +7,6 @@ which executor they use and when they stop. Time comes from an injectable clock 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ from typing import Any
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.expand_input import MAX_MAP_LENGTH
-from sparkflow.executors.base import Executor, ExecutorEvent, Workload
+from sparkflow.executors.base import Executor, ExecutorEvent, Workload, task_process_gone
 from sparkflow.executors.factory import make_executor
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
@@ -26,6 +24,7 @@ from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TaskSl
 from sparkflow.metastore.store import SchedulingClaims, TaskStateChange
 from sparkflow.runtime.lost_try import call_lost_try_callback, fail_lost_try, note_in_try_log
 from sparkflow.scheduler import interventions
+from sparkflow.scheduler.callbacks import CallbackRunner
 from sparkflow.scheduler.mapping import expand_mapped_task
 from sparkflow.scheduler.planner import RunPlan, TIRef, plan_run, task_of
 from sparkflow.settings import Settings
@@ -76,6 +75,7 @@ class SchedulerLoop:
         heartbeat_timeout: float = 60.0,
         log_folder: Path | None = None,
         max_map_length: int = MAX_MAP_LENGTH,
+        callback_time_limit: float = 60.0,
     ) -> None:
         self.ms = metastore
         self.executor = executor
@@ -84,7 +84,7 @@ class SchedulerLoop:
         self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout)
         self.log_folder = log_folder
         self.max_map_length = max_map_length
-        self.hostname = socket.gethostname()
+        self.callbacks = CallbackRunner(callback_time_limit)  # user callbacks run off this loop
         self._warned_pools: set[str] = set()
         # Queued tasks nobody launched are looked for at most this often (see adopt_orphans).
         self._adopt_every = self.heartbeat_timeout / 4
@@ -134,10 +134,11 @@ class SchedulerLoop:
                 )
                 if active >= dag.max_active_runs:
                     continue
-                if not self.ms.store.set_run_state(run, RunState.RUNNING, ACTOR, now=self.clock()):
+                started = self.ms.store.set_run_state(run, RunState.RUNNING, ACTOR, now=self.clock())
+                if started is None:
                     continue
                 started_per_dag[run.dag_id] = active + 1
-                run = queries.get_run(self.ms.db, run.dag_id, run.run_id)
+                run = started
                 result.changed = True
             if _timed_out(run, dag, now):
                 finished = self._time_out(run, dag, now)
@@ -157,8 +158,8 @@ class SchedulerLoop:
         for step in steps:
             if step.run_state is None or not all(moved[id(c)] for c in step.changes):
                 continue  # not finished, or someone else moved a task meanwhile: decide again next time
-            if self.ms.store.set_run_state(step.run, step.run_state, ACTOR, now=now):
-                finished = queries.get_run(self.ms.db, step.run.dag_id, step.run.run_id)
+            finished = self.ms.store.set_run_state(step.run, step.run_state, ACTOR, now=now)
+            if finished is not None:
                 self._run_callback(step.dag, finished)
                 result.finished_runs.append(finished)
                 result.changed = True
@@ -333,7 +334,7 @@ class SchedulerLoop:
             ti = queries.get_task_instance(self.ms.db, key)
             if ti.state is not TaskState.RUNNING:
                 continue
-            if self._process_gone(ti):
+            if task_process_gone(ti.pid, ti.hostname):
                 changed |= self._fail_lost(
                     ti, f"the task process (pid {ti.pid} on {ti.hostname}) is gone without recording an outcome"
                 )
@@ -342,23 +343,6 @@ class SchedulerLoop:
             if beat is not None and now - beat > self.heartbeat_timeout:
                 changed |= self._fail_lost(ti, f"no heartbeat for {self.heartbeat_timeout}; the task process died")
         return changed
-
-    def _process_gone(self, ti: TaskInstanceRecord) -> bool:
-        """True when the task's process ran on this host and no longer exists (or is a zombie nobody reaps).
-        A process elsewhere, or one we cannot see, is judged by its heartbeat instead."""
-        if ti.pid is None or ti.hostname != self.hostname or ti.pid == os.getpid():
-            return False
-        try:
-            os.kill(ti.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        try:
-            stat = Path(f"/proc/{ti.pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
     def adopt_orphans(self, queued_before: datetime) -> int:
         """Queued tasks that no executor here holds and that were queued before ``queued_before`` were lost
@@ -384,10 +368,9 @@ class SchedulerLoop:
         if lost is None:
             return False
         if dag is not None and self.log_folder is not None:  # every loop but some tests' has a log folder
-            try:
-                call_lost_try_callback(self.ms, dag, lost, self.log_folder, self.clock)
-            except Exception:  # noqa: BLE001 - the task's state is recorded; the loop carries on
-                log.exception("%s: the %s callback could not be called", ti.key, lost.state.value)
+            log_folder, clock = self.log_folder, self.clock
+            self.callbacks.submit(f"{ti.key}: the {lost.state.value} callback of a lost try",
+                                  lambda: call_lost_try_callback(self.ms, dag, lost, log_folder, clock))
         return True
 
     def _time_out(self, run: DagRunRecord, dag: DAG, now: datetime) -> DagRunRecord | None:
@@ -395,9 +378,10 @@ class SchedulerLoop:
         runners kill the Spark applications), as Airflow does; the DAG's failure callback gets reason
         ``timed_out``. None when the run had ended meanwhile."""
         reason = f"the run exceeded its DAG's dagrun_timeout of {dag.dagrun_timeout}"
-        skipped = self.ms.store.time_out_run(run, ACTOR, reason, now=now)
-        if skipped is None:
+        timed_out = self.ms.store.time_out_run(run, ACTOR, reason, now=now)
+        if timed_out is None:
             return None
+        finished, skipped = timed_out
         # info, not a warning: the DAG asked for this ending (and `trigger --wait` reports it itself)
         log.info("run %s of DAG '%s' timed out: %s; %d unfinished task(s) skipped", run.run_id, run.dag_id, reason,
                  len(skipped))
@@ -406,7 +390,6 @@ class SchedulerLoop:
                 killed = interventions.terminate(ti)
                 how = f"process group {killed.killed_pid} sent SIGTERM" if killed.killed_pid else killed.note
                 note_in_try_log(ti, self.log_folder, self.clock(), f"{reason}; the scheduler skipped the task ({how})")
-        finished = queries.get_run(self.ms.db, run.dag_id, run.run_id)
         self._run_callback(dag, finished, reason="timed_out")
         return finished
 
@@ -414,10 +397,8 @@ class SchedulerLoop:
         callback = dag.on_success_callback if run.state is RunState.SUCCESS else dag.on_failure_callback
         if callback is None:
             return
-        try:
-            callback({"dag": dag, "dag_run": run, "run_id": run.run_id, "reason": reason or run.state.value})
-        except Exception:
-            log.exception("DAG '%s' %s callback raised", dag.dag_id, run.state.value)
+        context = {"dag": dag, "dag_run": run, "run_id": run.run_id, "reason": reason or run.state.value}
+        self.callbacks.submit(f"DAG '{dag.dag_id}' {run.state.value} callback", lambda: callback(context))
 
     # -- driving ---------------------------------------------------------------------------------------------
     def run_until_finished(
@@ -456,7 +437,7 @@ class SchedulerLoop:
                         return current
                 self.idle(idle_sleep, sleep)
         finally:
-            end_drive(self.executor, over)
+            end_drive(self.executor, over, self.callbacks)
 
     def idle(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> None:
         """Nothing changed: wait, but wake as soon as a task process ends (react at once, do not sleep)."""
@@ -466,11 +447,15 @@ class SchedulerLoop:
             sleep(seconds)
 
 
-def end_drive(executor: Executor, over: bool, grace: float = AFTER_OUTCOME_GRACE_SECONDS) -> None:
+def end_drive(executor: Executor, over: bool, callbacks: CallbackRunner | None = None,
+              grace: float = AFTER_OUTCOME_GRACE_SECONDS) -> None:
     """Stop the executor of a drive (`trigger --wait`, `dags test`, backfill). Over, every task has recorded its
     outcome or was ended from outside (sent SIGTERM, or ending at its next heartbeat), and a task process still
     busy is running what follows its outcome, such as an on_success_callback: it gets up to ``grace`` seconds to
-    finish before what is left is killed. Interrupted (Ctrl-C, an error), what runs is killed at once."""
+    finish before what is left is killed; so do the loop's own ``callbacks`` (each within its time limit).
+    Interrupted (Ctrl-C, an error), what runs is killed at once."""
+    if over and callbacks is not None:
+        callbacks.drain()
     executor.end(kill=not over, grace=grace)
 
 
@@ -492,6 +477,6 @@ def drive_run(
     dags = {dag.dag_id: dag}
     executor = make_executor(settings, metastore, dags.get, executor_name)
     loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=settings.heartbeat_timeout,
-                         max_map_length=settings.max_map_length,
-                         log_folder=settings.resolved_log_folder)
+                         max_map_length=settings.max_map_length, log_folder=settings.resolved_log_folder,
+                         callback_time_limit=settings.callback_time_limit)
     return loop.run_until_finished(run, on_tick=on_tick)

@@ -57,4 +57,4 @@ def expand_mapped_task(ms: Metastore, dag: DAG, run: DagRunRecord, task_id: str,
 def _fail(ms: Metastore, key: TIKey, actor: str, now: datetime, reason: str) -> bool:
     log.warning("%s: %s", key, reason)
     return ms.store.set_task_state(key, TaskState.NONE, TaskState.FAILED, actor, detail=reason, now=now,
-                                   error=reason)
+                                   error=reason) is not None

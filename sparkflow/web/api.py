@@ -330,5 +330,5 @@ def patch_connection(request: Request, user: User, connection_id: str, body: Con
 @router.delete("/connections/{connection_id}", status_code=204, summary="Delete a connection")
 def delete_connection(request: Request, user: User, connection_id: str) -> Response:
     _write(request, user, "delete connections")
-    request.app.state.metastore.store.delete_connection(connection_id)
+    request.app.state.metastore.connections.delete_connection(connection_id)
     return Response(status_code=204)

@@ -129,7 +129,7 @@ def trigger(dags: WebDags, dag_id: str, conf: Mapping[str, Any] | None, run_id: 
 
 
 def set_paused(metastore: Metastore, dag_id: str, paused: bool) -> DagRecord:
-    metastore.store.set_paused(dag_id, paused)
+    metastore.dags.set_paused(dag_id, paused)
     return queries.get_dag(metastore.db, dag_id)
 
 
@@ -263,7 +263,7 @@ def save_connection(metastore: Metastore, conn_id: str, values: Mapping[str, Any
     if not data["conn_type"]:
         raise UserError(f"connection '{conn_id}': conn_type is required (e.g. spark)")
     conn = from_fields(conn_id, data)
-    metastore.store.add_connections([conn], overwrite=not create)
+    metastore.connections.add_connections([conn], overwrite=not create)
     return conn
 
 

@@ -357,5 +357,5 @@ def save_connection(request: Request, user: User, connection_id: Annotated[str, 
 def delete_connection(request: Request, user: User, conn_id: str, csrf_token: Csrf = None) -> Response:
     check_csrf_request(request, user, csrf_token or "")
     require(user, Role.OP, "delete connections")
-    request.app.state.metastore.store.delete_connection(conn_id)
+    request.app.state.metastore.connections.delete_connection(conn_id)
     return _back("/connections", message=f"Deleted connection {conn_id}")

@@ -24,7 +24,7 @@ NOW = datetime(2024, 3, 1, tzinfo=UTC)
 def make_run(metastore, dag_id: str):  # type: ignore[no-untyped-def]
     with DAG(dag_id, start_date=datetime(2024, 1, 1), schedule=None) as dag:
         EmptyOperator(task_id="a")
-    metastore.store.sync_dags([dag], [], [])
+    metastore.dags.sync_dags([dag], [], [])
     return trigger_dag(metastore, dag, NOW)
 
 
@@ -46,9 +46,9 @@ def test_a_batch_skips_a_locked_task_instance_and_the_cas_refuses_a_second_move(
     change = TaskStateChange(key, TaskState.NONE, TaskState.SCHEDULED, "scheduler", now=NOW)
     with metastore.db.engine.connect() as other, other.begin():  # another scheduler holds the row
         other.execute(select(t.task_instance).where(t.task_instance.c.task_id == "a").with_for_update())
-        assert metastore.store.set_task_states([change]) == [False]  # skipped at once, not blocked
-    assert metastore.store.set_task_states([change]) == [True]
-    assert metastore.store.set_task_states([change]) == [False]  # already moved: compare-and-set refuses
+        assert metastore.store.set_task_states([change]) == [None]  # skipped at once, not blocked
+    assert metastore.store.set_task_states([change])[0] is not None
+    assert metastore.store.set_task_states([change]) == [None]  # already moved: compare-and-set refuses
     assert queries.get_task_instance(metastore.db, key).state is TaskState.SCHEDULED
 
 
@@ -61,7 +61,7 @@ def test_two_schedulers_recording_one_new_dag_at_once_both_succeed(metastore, tm
     with metastore.db.write() as first:  # the first scheduler's transaction: row inserted, not yet committed
         first.execute(insert(t.dag).values(dag_id="twice", fileloc=dag.fileloc, is_paused=False, is_active=True))
         errors: list[BaseException] = []
-        second = threading.Thread(target=_capture, args=(errors, metastore.store.sync_dags, [dag], [], [dag.fileloc]))
+        second = threading.Thread(target=_capture, args=(errors, metastore.dags.sync_dags, [dag], [], [dag.fileloc]))
         second.start()
         second.join(0.5)
         assert second.is_alive()  # waiting on the first transaction's row

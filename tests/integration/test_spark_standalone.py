@@ -39,7 +39,7 @@ def run_spark_dag(metastore, dags_folder: Path, dag_id: str, body: str, dag_args
     bag = collect_dags(dags_folder, only_file=path)
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags[dag_id]
-    metastore.store.sync_dags([dag], [], [str(path)])
+    metastore.dags.sync_dags([dag], [], [str(path)])
     run = trigger_dag(metastore, dag, datetime.now(UTC))
     started = time.monotonic()
     final = drive_run(load_settings(), metastore, dag, run, "local")

@@ -246,7 +246,7 @@ def test_branching_runs(settings: Settings, metastore: Metastore, dags_folder: P
 def test_airflow3_sdk_dag_runs_with_groups_and_variables(
     settings: Settings, metastore: Metastore, dags_folder: Path
 ) -> None:
-    metastore.store.set_variable("environment", "prod")
+    metastore.variables.set_variable("environment", "prod")
     result = run(settings, metastore, dags_folder, "sdk_style")
     assert result.state is RunState.SUCCESS, states(metastore, result)
     assert set(states(metastore, result).values()) == {"success"}
@@ -263,8 +263,8 @@ def test_airflow3_sdk_dag_runs_with_groups_and_variables(
 
 
 def test_variables_dag_runs(settings: Settings, metastore: Metastore, dags_folder: Path) -> None:
-    metastore.store.set_variable("target_table", "orders")
-    metastore.store.set_variable("etl_settings", json.dumps({"batch": 5}))
+    metastore.variables.set_variable("target_table", "orders")
+    metastore.variables.set_variable("etl_settings", json.dumps({"batch": 5}))
     result = run(settings, metastore, dags_folder, "variables_dag")
     assert result.state is RunState.SUCCESS, states(metastore, result)
     xcom = queries.get_xcom(metastore.db, "variables_dag", result.run_id, "use_variables", "return_value")
@@ -401,8 +401,8 @@ def test_db_init_creates_airflows_default_connections_once(sf_home: Path, monkey
     settings = load_settings()
     metastore = init_metastore(settings)
     try:
-        metastore.store.delete_connection("spark_default")
-        metastore.store.add_connections([Connection("spark_default", "spark", host="yarn")])
+        metastore.connections.delete_connection("spark_default")
+        metastore.connections.add_connections([Connection("spark_default", "spark", host="yarn")])
         init_metastore(settings).db.dispose()  # again: absent ones added, existing ones kept
         conns = {c.conn_id: c for c in queries.list_connections(metastore.db, metastore.secrets)}
         assert conns["fs_default"].conn_type == "fs" and conns["fs_default"].extra_dejson == {"path": "/"}

@@ -25,7 +25,7 @@ from sparkflow.exceptions import ConfigError, InvalidConnection, NotFound, UserE
 from sparkflow.metastore import migrate, queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.engine import Database
-from sparkflow.metastore.store import Store
+from sparkflow.metastore.secret_store import ConnectionStore
 from sparkflow.settings import Settings
 
 # Characters outside the base64 alphabet: a Fernet token can never contain this by chance.
@@ -158,7 +158,7 @@ def test_env_broken_json_names_the_variable() -> None:
 
 
 def test_env_override_beats_the_store(metastore: Metastore, monkeypatch: pytest.MonkeyPatch) -> None:
-    metastore.store.add_connections([spark_conn(host="stored-host")])
+    metastore.connections.add_connections([spark_conn(host="stored-host")])
     stored = queries.resolve_connection(metastore.db, "spark_default", metastore.secrets)
     assert stored.host == "stored-host"
 
@@ -365,14 +365,14 @@ def test_secret_box_invalid_key_is_a_config_error(key: str) -> None:
 
 def test_store_round_trips_connections_with_their_secrets(metastore: Metastore) -> None:
     conns = [spark_conn(), Connection("pg", "postgres", host="db", port=5432, login="u", password="pw2")]
-    metastore.store.add_connections(conns)
+    metastore.connections.add_connections(conns)
     assert queries.list_connections(metastore.db, metastore.secrets) == sorted(conns, key=lambda c: c.conn_id)
     assert queries.find_connection(metastore.db, "spark_default", metastore.secrets) == conns[0]
     assert queries.find_connection(metastore.db, "absent", metastore.secrets) is None
 
 
 def test_add_connections_is_all_or_nothing(metastore: Metastore) -> None:
-    store = metastore.store
+    store = metastore.connections
     store.add_connections([spark_conn("existing", host="original")])
     with pytest.raises(UserError, match=r"connection 'existing' already exists.*--overwrite"):
         store.add_connections([spark_conn("new_one"), spark_conn("existing", host="replacement")])
@@ -383,12 +383,12 @@ def test_add_connections_is_all_or_nothing(metastore: Metastore) -> None:
 
 def test_add_connections_duplicate_within_one_batch_writes_nothing(metastore: Metastore) -> None:
     with pytest.raises(UserError, match="connection 'twice' already exists"):
-        metastore.store.add_connections([spark_conn("first"), spark_conn("twice"), spark_conn("twice")])
+        metastore.connections.add_connections([spark_conn("first"), spark_conn("twice"), spark_conn("twice")])
     assert queries.list_connections(metastore.db, metastore.secrets) == []
 
 
 def test_add_connections_overwrite_replaces(metastore: Metastore) -> None:
-    store = metastore.store
+    store = metastore.connections
     store.add_connections([spark_conn("c", host="old")])
     store.add_connections([spark_conn("c", host="new", password="newpw")], overwrite=True)
     (conn,) = queries.list_connections(metastore.db, metastore.secrets)
@@ -396,15 +396,15 @@ def test_add_connections_overwrite_replaces(metastore: Metastore) -> None:
 
 
 def test_delete_connection(metastore: Metastore) -> None:
-    metastore.store.add_connections([spark_conn("gone")])
-    metastore.store.delete_connection("gone")
+    metastore.connections.add_connections([spark_conn("gone")])
+    metastore.connections.delete_connection("gone")
     assert queries.find_connection(metastore.db, "gone", metastore.secrets) is None
     with pytest.raises(NotFound, match="connection 'gone' does not exist"):
-        metastore.store.delete_connection("gone")
+        metastore.connections.delete_connection("gone")
 
 
 def test_resolve_unknown_connection_names_it_and_lists_spark_connections(metastore: Metastore) -> None:
-    metastore.store.add_connections([
+    metastore.connections.add_connections([
         spark_conn("spark_yarn"), spark_conn("spark_default"), Connection("pg", "postgres", host="db"),
     ])
     with pytest.raises(NotFound) as info:
@@ -423,7 +423,7 @@ def test_resolve_unknown_connection_with_no_spark_connections(metastore: Metasto
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)  # a second home / the raw SQLite file
 def test_raw_database_holds_no_plaintext_secret(metastore: Metastore, settings: Settings) -> None:
-    metastore.store.add_connections([spark_conn()])
+    metastore.connections.add_connections([spark_conn()])
     metastore.db.dispose()
     db_path = Path(settings.resolved_db_url.removeprefix("sqlite:///"))
     raw = sqlite3.connect(db_path)
@@ -447,21 +447,21 @@ def test_raw_database_holds_no_plaintext_secret(metastore: Metastore, settings: 
 
 
 def test_listing_without_a_key_shows_secrets_as_unset(metastore: Metastore) -> None:
-    metastore.store.add_connections([spark_conn()])
+    metastore.connections.add_connections([spark_conn()])
     (conn,) = queries.list_connections(metastore.db, None)
     assert conn.password is None and conn.extra is None
     assert conn.host == "local[*]"
 
 
 def test_reading_with_the_wrong_key_is_a_config_error(metastore: Metastore) -> None:
-    metastore.store.add_connections([spark_conn()])
+    metastore.connections.add_connections([spark_conn()])
     other = SecretBox(SecretBox.generate_key())
     with pytest.raises(ConfigError, match="cannot be decrypted"):
         queries.list_connections(metastore.db, other)
 
 
 def test_store_without_a_key_refuses_to_write(metastore: Metastore) -> None:
-    store = Store(metastore.db, None)
+    store = ConnectionStore(metastore.db, None)
     with pytest.raises(ConfigError, match="no fernet key is configured"):
         store.add_connections([spark_conn()])
     assert queries.list_connections(metastore.db, metastore.secrets) == []
@@ -478,7 +478,7 @@ def test_export_import_round_trip_through_files(metastore: Metastore, tmp_path: 
         Connection("bare", "spark", host="local[*]"),
         Connection("nested", "spark", extra=json.dumps({"conf": {"a": [1, 2]}, "verbose": True})),
     ]
-    metastore.store.add_connections(conns)
+    metastore.connections.add_connections(conns)
     path = tmp_path / f"export{suffix}"
     dump_connections(queries.list_connections(metastore.db, metastore.secrets), path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # plaintext secrets: owner only
@@ -489,7 +489,7 @@ def test_export_import_round_trip_through_files(metastore: Metastore, tmp_path: 
     try:
         migrate.upgrade(fresh)
         box = SecretBox(SecretBox.generate_key())
-        Store(fresh, box).add_connections(loaded)
+        ConnectionStore(fresh, box).add_connections(loaded)
         assert queries.list_connections(fresh, box) == sorted(conns, key=lambda c: c.conn_id)
     finally:
         fresh.dispose()

@@ -19,14 +19,12 @@ from pathlib import Path
 import pytest
 
 from sparkflow.definitions.loader import collect_dags
-from sparkflow.exceptions import NotFound
 from sparkflow.executors.base import Workload
 from sparkflow.executors.factory import make_executor
 from sparkflow.executors.local import LocalExecutor
 from sparkflow.metastore import migrate, queries
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
-from sparkflow.metastore.store import TaskStateChange
 from sparkflow.runtime import forkserver
 from sparkflow.runtime.forkserver import warm_up
 from sparkflow.runtime.task_runner import run_try
@@ -41,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def load(path: Path, metastore) -> dict:
     bag = collect_dags(path.parent, only_file=path)
     assert not bag.import_errors, bag.import_errors
-    metastore.store.sync_dags(bag.dags.values(), [], [str(path)])
+    metastore.dags.sync_dags(bag.dags.values(), [], [str(path)])
     return bag.dags
 
 
@@ -493,104 +491,6 @@ def test_a_chain_takes_one_loop_iteration_per_task(settings, metastore, write_da
     # The first starts the run and queues t0 (starting a run is a change: one more look at once); each of the five
     # outcomes then plans the next task (the last: the run's success).
     assert ticks <= 7
-
-
-def test_state_changes_of_one_iteration_are_one_all_or_nothing_transaction(settings, metastore, write_dag) -> None:
-    path = write_dag("batch", """
-        from datetime import datetime
-        from sparkflow import DAG, EmptyOperator
-
-        with DAG("batch", start_date=datetime(2024, 1, 1)) as dag:
-            EmptyOperator(task_id="a")
-            EmptyOperator(task_id="b")
-    """)
-    dags = load(path, metastore)
-    run = trigger_dag(metastore, dags["batch"], datetime.now(UTC))
-    a, b = TIKey("batch", run.run_id, "a"), TIKey("batch", run.run_id, "b")
-    assert metastore.store.set_task_state(b, TaskState.NONE, TaskState.SKIPPED, "someone else")
-    moved = metastore.store.set_task_states([
-        TaskStateChange(a, TaskState.NONE, TaskState.SCHEDULED, "scheduler"),
-        TaskStateChange(a, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", fields={"try_number": 1}),
-        TaskStateChange(b, TaskState.NONE, TaskState.SCHEDULED, "scheduler"),  # lost the compare-and-set
-        TaskStateChange(b, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", fields={"try_number": 1}),
-    ])
-    assert moved == [True, True, False, False]
-    ti = queries.get_task_instance(metastore.db, a)
-    assert (ti.state, ti.try_number) == (TaskState.QUEUED, 1)
-    assert queries.get_task_instance(metastore.db, b).state is TaskState.SKIPPED
-    events = [(e.task_id, e.old_state, e.new_state) for e in queries.state_events(metastore.db, "batch", run.run_id)
-              if e.actor == "scheduler"]
-    assert events == [("a", "none", "scheduled"), ("a", "scheduled", "queued")]
-
-
-def test_consecutive_changes_of_one_task_are_one_compare_and_set_each_audited(settings, metastore, write_dag) -> None:
-    path = write_dag("merged", """
-        from datetime import datetime
-        from sparkflow import DAG, EmptyOperator
-
-        with DAG("merged", start_date=datetime(2024, 1, 1)) as dag:
-            EmptyOperator(task_id="a")
-            EmptyOperator(task_id="b")
-    """)
-    dags = load(path, metastore)
-    run = trigger_dag(metastore, dags["merged"], datetime.now(UTC))
-    a, b = TIKey("merged", run.run_id, "a"), TIKey("merged", run.run_id, "b")
-    moved = metastore.store.set_task_states([
-        TaskStateChange(a, TaskState.NONE, TaskState.SCHEDULED, "scheduler", expected_try=0),
-        TaskStateChange(b, TaskState.NONE, TaskState.SCHEDULED, "scheduler", expected_try=5),  # wrong try
-        TaskStateChange(a, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", fields={"try_number": 1}),
-        TaskStateChange(b, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", fields={"try_number": 6}),
-    ])
-    assert moved == [True, False, True, False]
-    assert (queries.get_task_instance(metastore.db, a).state, queries.get_task_instance(metastore.db, a).try_number) \
-        == (TaskState.QUEUED, 1)
-    assert queries.get_task_instance(metastore.db, b).state is TaskState.NONE
-    events = [(e.task_id, e.try_number, e.old_state, e.new_state)
-              for e in queries.state_events(metastore.db, "merged", run.run_id) if e.actor == "scheduler"]
-    assert events == [("a", 0, "none", "scheduled"), ("a", 1, "scheduled", "queued")]
-    # The same again: the compare-and-set refuses, nothing is written.
-    assert metastore.store.set_task_states([
-        TaskStateChange(a, TaskState.NONE, TaskState.SCHEDULED, "scheduler", expected_try=0),
-        TaskStateChange(a, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", fields={"try_number": 1}),
-    ]) == [False, False]
-    missing = TIKey("merged", run.run_id, "nope")
-    with pytest.raises(NotFound):
-        metastore.store.set_task_states([TaskStateChange(missing, TaskState.NONE, TaskState.SCHEDULED, "x")])
-
-
-def test_start_try_is_one_checked_transaction(settings, metastore, write_dag) -> None:
-    path = write_dag("start", """
-        from datetime import datetime
-        from sparkflow import DAG, EmptyOperator
-
-        with DAG("start", start_date=datetime(2024, 1, 1)) as dag:
-            EmptyOperator(task_id="a")
-    """)
-    dags = load(path, metastore)
-    run = trigger_dag(metastore, dags["start"], datetime.now(UTC))
-    key = TIKey("start", run.run_id, "a")
-    ti, started_run = metastore.store.start_try(key, 1, "task_runner")
-    assert started_run is None and ti.state is TaskState.NONE  # not queued: nothing written
-    assert metastore.store.set_task_state(key, TaskState.NONE, TaskState.SCHEDULED, "scheduler")
-    assert metastore.store.set_task_state(key, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", try_number=1)
-    ti = queries.get_task_instance(metastore.db, key)
-    metastore.store.set_xcom(ti, "stale", 1)
-    assert metastore.store.start_try(key, 2, "task_runner")[1] is None  # another try
-    ti, started_run = metastore.store.start_try(key, 1, "task_runner", hostname="h", pid=42)
-    assert started_run is not None and started_run.id == run.id
-    assert ti == queries.get_task_instance(metastore.db, key)  # the record returned is the row as written
-    assert (ti.state, ti.try_number, ti.hostname, ti.pid) == (TaskState.RUNNING, 1, "h", 42)
-    assert queries.list_xcoms(metastore.db, "start", run.run_id) == []
-    assert [(t.try_number, t.state) for t in queries.task_tries(metastore.db, key)] == [(1, "running")]
-    assert metastore.store.start_try(key, 1, "task_runner")[1] is None  # already running: not twice
-    # The outcome compares against the runner's own record instead of reading the row first.
-    assert metastore.store.set_task_state(key, TaskState.RUNNING, TaskState.SUCCESS, "task_runner", known=ti,
-                                          expected_try=1)
-    done = queries.get_task_instance(metastore.db, key)
-    assert done.state is TaskState.SUCCESS and done.duration is not None
-    assert not metastore.store.set_task_state(key, TaskState.RUNNING, TaskState.FAILED, "task_runner", known=ti)
-    assert [e.new_state for e in queries.state_events(metastore.db, "start", run.run_id) if e.task_id == "a"] == [
-        "scheduled", "queued", "running", "success"]
 
 
 def test_schema_check_reads_the_head_from_the_migration_files_as_alembic_does(settings, metastore) -> None:

@@ -7,12 +7,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
-from sparkflow.definitions.loader import collect_dags
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
-from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.state import RunState, TaskState
 from tests.helpers import NOW, Clock, run_dag, states
 
@@ -175,20 +171,3 @@ def test_execution_timeout_fails_the_try(settings, metastore, write_dag) -> None
     assert ti.duration is not None and ti.duration < 15  # the sleep was killed, not waited for
 
 
-def test_compare_and_set_refuses_a_stale_expected_state(settings, metastore, write_dag) -> None:
-    path = write_dag("cas", """
-        from datetime import datetime
-        from sparkflow import DAG, EmptyOperator
-
-        with DAG("cas", start_date=datetime(2024, 1, 1)) as dag:
-            EmptyOperator(task_id="only")
-    """)
-    bag = collect_dags(path.parent, only_file=path)
-    run = trigger_dag(metastore, bag.dags["cas"], NOW)
-    key = TIKey("cas", run.run_id, "only")
-    store = metastore.store
-    assert store.set_task_state(key, TaskState.NONE, TaskState.SCHEDULED, "test")
-    assert not store.set_task_state(key, TaskState.NONE, TaskState.SKIPPED, "test")  # someone moved it first
-    assert queries.get_task_instance(metastore.db, key).state is TaskState.SCHEDULED
-    with pytest.raises(Exception, match="cannot move from 'scheduled' to 'success'"):
-        store.set_task_state(key, TaskState.SCHEDULED, TaskState.SUCCESS, "test")

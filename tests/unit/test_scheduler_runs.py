@@ -113,7 +113,7 @@ def test_paused_dag_gets_no_runs_and_new_files_are_picked_up(settings, metastore
     write_daily(write_dag, tmp_path, catchup=True)
     clock = Clock(utc(2024, 1, 3))
     daemon = daemon_for(settings, metastore, clock)
-    metastore.store.set_paused("daily", True)
+    metastore.dags.set_paused("daily", True)
     assert daemon.schedule_runs(clock.now) == []
     write_dag("broken", "from sparkflow import DAG\nwith DAG('broken') as dag:\n    raise ValueError('boom')\n")
     assert daemon.refresh_dags()  # the folder changed: parsed again without a restart

@@ -50,7 +50,7 @@ class HoldingExecutor:
 def load(path: Path, metastore) -> dict:
     bag = collect_dags(path.parent, only_file=path)
     assert not bag.import_errors, bag.import_errors
-    metastore.store.sync_dags(bag.dags.values(), [], [str(path)])
+    metastore.dags.sync_dags(bag.dags.values(), [], [str(path)])
     return bag.dags
 
 
@@ -281,7 +281,7 @@ def test_the_loop_sees_a_change_made_from_outside_between_two_iterations(setting
             EmptyOperator(task_id="a") >> EmptyOperator(task_id="b")
     """)
     dag = collect_dags(path.parent, only_file=path).dags["outside"]
-    metastore.store.sync_dags([dag], [], [str(path)])
+    metastore.dags.sync_dags([dag], [], [str(path)])
     run = trigger_dag(metastore, dag, datetime.now(UTC))
     loop = SchedulerLoop(metastore, _NoSlots(), {"outside": dag}.get)  # type: ignore[arg-type]
     loop.tick(run_filter=[run.id])
@@ -347,6 +347,7 @@ def test_a_run_past_its_dagrun_timeout_fails_its_unfinished_tasks_are_skipped_an
         result = loop.tick()
         assert [r.run_id for r in result.finished_runs] == [run.run_id] and result.changed
         assert proc.wait(timeout=10) == -signal.SIGTERM
+        assert loop.callbacks.drain(timeout=30)  # the DAG's callback runs off the loop
     finally:
         proc.kill()
         proc.wait()
@@ -365,7 +366,8 @@ def test_a_run_past_its_dagrun_timeout_fails_its_unfinished_tasks_are_skipped_an
     ]
     assert f"{reason}; the scheduler skipped the task (process group {proc.pid} sent SIGTERM)" in log_path.read_text()
     assert reasons.read_text() == "timed_out\n"
-    assert not loop.tick().finished_runs and reasons.read_text() == "timed_out\n"  # once
+    assert not loop.tick().finished_runs and loop.callbacks.drain(timeout=30)
+    assert reasons.read_text() == "timed_out\n"  # once
 
 
 def test_dagrun_timeout_is_a_positive_duration_or_seconds() -> None:
@@ -415,6 +417,7 @@ def test_a_task_whose_process_died_gets_its_failure_or_retry_callback_from_the_s
                          log_folder=settings.resolved_log_folder)
     loop.tick()
     assert states(metastore, run) == {"retried": "up_for_retry", "failed": "failed"}
+    assert loop.callbacks.drain(timeout=30)  # the callbacks run off the loop
     reason = f"the task process (pid {dead.pid} on {socket.gethostname()}) is gone without recording an outcome"
     ds = run.logical_date.strftime("%Y-%m-%d")
     assert sorted(json.loads(line) for line in calls.read_text().splitlines()) == [

@@ -75,7 +75,7 @@ def test_success_returns_app_id_as_xcom(settings, metastore, write_dag, tmp_path
 
 
 def test_unknown_connection_lists_known_spark_connections(settings, metastore, write_dag, tmp_path) -> None:
-    metastore.store.add_connections([Connection("spark_local", "spark", host="local[*]")])
+    metastore.connections.add_connections([Connection("spark_local", "spark", host="local[*]")])
     binary = fake_spark_submit(tmp_path, "exit 0\n")
     path = write_dag("sparky", DAG_CODE.format(binary=str(binary)))
     run = run_dag(settings, metastore, path, "sparky")

@@ -25,7 +25,7 @@ def key(metastore, write_dag) -> TIKey:  # type: ignore[no-untyped-def]
             EmptyOperator(task_id="a")
     """)
     dag = collect_dags(path.parent, only_file=path).dags["prep"]
-    metastore.store.sync_dags([dag], [], [str(path)])
+    metastore.dags.sync_dags([dag], [], [str(path)])
     run = trigger_dag(metastore, dag, datetime(2024, 3, 1, tzinfo=UTC))
     return TIKey("prep", run.run_id, "a")
 

@@ -129,7 +129,7 @@ def test_missing_variable_message_names_an_existing_command(cli: Cli) -> None:
 
 
 def test_variable_get_and_set_through_the_metastore(metastore: Metastore) -> None:
-    metastore.store.set_variable("cfg", '{"batch": 2}')
+    metastore.variables.set_variable("cfg", '{"batch": 2}')
     with metastore_environment(metastore):
         assert Variable.get("cfg") == '{"batch": 2}'
         assert Variable.get("cfg", deserialize_json=True) == {"batch": 2}
@@ -157,6 +157,6 @@ def test_variable_without_a_metastore_says_so() -> None:
 
 
 def test_variable_json_error_names_the_key(metastore: Metastore) -> None:
-    metastore.store.set_variable("plain", "not json")
+    metastore.variables.set_variable("plain", "not json")
     with metastore_environment(metastore), pytest.raises(NotFound, match="variable 'plain' is not valid JSON"):
         Variable.get("plain", deserialize_json=True)

@@ -1,0 +1,146 @@
+"""Writes of what parsing DAG files finds: DAG rows (active, paused, schedule), their serialized form, import
+errors and per-file parse stats; and a try's rendered template fields (written by its task process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection as SAConnection
+from sqlalchemy import delete, insert, select, update
+
+from sparkflow.definitions import serialization
+from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.loader import ImportErrorInfo
+from sparkflow.exceptions import NotFound
+from sparkflow.metastore import schema as t
+from sparkflow.metastore import statements as S
+from sparkflow.metastore.engine import Database
+from sparkflow.metastore.records import DagFileStat, TIKey
+
+
+def _insert_if_absent(dialect: str) -> Any:
+    """The dialect's INSERT that can say ON CONFLICT DO NOTHING; imported when needed (PostgreSQL's dialect module
+    costs ~25 ms of every CLI start on SQLite)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
+
+
+class DagStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+
+    def sync_dags(
+        self, dags: Iterable[DAG], import_errors: Sequence[ImportErrorInfo], parsed_files: Iterable[str],
+        now: datetime | None = None, complete: bool = False, folder_files: Collection[str] | None = None,
+        serialized: Mapping[str, tuple[str, str]] | None = None, file_stats: Sequence[DagFileStat] = (),
+    ) -> None:
+        """Record what a parse found, each DAG serialized too; errors of the parsed files replace their old ones.
+
+        ``folder_files`` is every file of the DAG folder (``complete``: ``parsed_files`` is the whole folder):
+        DAGs, import errors and file stats of any other file (a deleted or renamed one) are then stale, so the
+        DAGs go inactive and the rest goes away. ``serialized`` gives a DAG's serialized text and hash when the
+        parse made them already (dag_id -> (text, hash)); ``file_stats`` what each parsed file cost.
+        """
+        now = now or datetime.now(UTC)
+        files = set(parsed_files)
+        if complete and folder_files is None:
+            folder_files = files
+        dags = list(dags)
+        texts = dict(serialized or {})
+        for dag in dags:
+            if dag.dag_id not in texts:
+                text = serialization.dumps(serialization.serialize_dag(dag))
+                texts[dag.dag_id] = (text, serialization.dag_hash(text))
+        with self.db.write() as conn:
+            seen: list[str] = []
+            for dag in dags:
+                seen.append(dag.dag_id)
+                values = dict(
+                    fileloc=dag.fileloc or "",
+                    is_active=True,
+                    description=dag.description,
+                    schedule=dag.timetable.description,
+                    tags=json.dumps(sorted(dag.tags)),
+                    owners=", ".join(sorted({task.owner for task in dag.tasks})) or None,
+                    max_active_runs=dag.max_active_runs,
+                    max_active_tasks=dag.max_active_tasks,
+                    last_parsed_at=now,
+                )
+                updated = conn.execute(update(t.dag).where(t.dag.c.dag_id == dag.dag_id).values(**values))
+                if updated.rowcount == 0:
+                    paused = bool(dag.is_paused_upon_creation) if dag.is_paused_upon_creation is not None else False
+                    # Two schedulers starting together both find no row; the second insert then waits for the
+                    # first (PostgreSQL) and does nothing: the row holds the same parse.
+                    insert_dag = _insert_if_absent(self.db.dialect)(t.dag).values(
+                        dag_id=dag.dag_id, is_paused=paused, **values)
+                    conn.execute(insert_dag.on_conflict_do_nothing(index_elements=["dag_id"]))
+            self._store_serialized(conn, dags, texts, now, self.db.dialect)
+            gone_from_parsed_files = t.dag.c.fileloc.in_(files) & t.dag.c.dag_id.not_in(seen)
+            if folder_files is not None:
+                gone = t.dag.c.fileloc.not_in(set(folder_files))
+                conn.execute(update(t.dag).where(gone_from_parsed_files | gone).values(is_active=False))
+                conn.execute(delete(t.import_error).where(
+                    t.import_error.c.filename.in_(files) | t.import_error.c.filename.not_in(set(folder_files))))
+                conn.execute(delete(t.dag_file).where(t.dag_file.c.fileloc.not_in(set(folder_files))))
+            else:
+                conn.execute(update(t.dag).where(gone_from_parsed_files).values(is_active=False))
+                conn.execute(delete(t.import_error).where(t.import_error.c.filename.in_(files)))
+            for error in import_errors:
+                conn.execute(insert(t.import_error).values(
+                    filename=error.filename, lineno=error.lineno, dag_id=error.dag_id, task_id=error.task_id,
+                    message=error.message, timestamp=now,
+                ))
+            if file_stats:
+                conn.execute(delete(t.dag_file).where(t.dag_file.c.fileloc.in_([f.fileloc for f in file_stats])))
+                conn.execute(insert(t.dag_file), [
+                    dict(fileloc=f.fileloc, content_hash=f.content_hash, dag_ids=json.dumps(list(f.dag_ids)),
+                         task_count=f.task_count, error_count=f.error_count, parse_duration=f.parse_duration,
+                         last_parsed_at=now)
+                    for f in file_stats
+                ])
+
+    @staticmethod
+    def _store_serialized(conn: SAConnection, dags: Sequence[DAG], texts: Mapping[str, tuple[str, str]],
+                          now: datetime, dialect: str) -> None:
+        """Write each DAG's serialized form when its hash changed (readers re-read a DAG only then)."""
+        if not dags:
+            return
+        c = t.serialized_dag.c
+        stored = dict(conn.execute(select(c.dag_id, c.dag_hash).where(c.dag_id.in_([d.dag_id for d in dags]))).all())
+        for dag in dags:
+            text, digest = texts[dag.dag_id]
+            if stored.get(dag.dag_id) == digest:
+                continue
+            values = dict(fileloc=dag.fileloc or "", data=text, dag_hash=digest, last_updated=now)
+            if dag.dag_id in stored:
+                conn.execute(update(t.serialized_dag).where(c.dag_id == dag.dag_id).values(**values))
+            else:
+                # Two parsers of the same file (two schedulers, a CLI command): the second insert does nothing.
+                conn.execute(_insert_if_absent(dialect)(t.serialized_dag).values(dag_id=dag.dag_id, **values)
+                             .on_conflict_do_nothing(index_elements=["dag_id"]))
+
+    def store_rendered_fields(self, key: TIKey, try_number: int, fields: Mapping[str, str], error: str | None,
+                              now: datetime | None = None) -> None:
+        """A try's rendered template fields (masked by the caller), replacing the previous try's."""
+        values = dict(try_number=try_number, fields=json.dumps(dict(fields)), error=error,
+                      updated_at=now or datetime.now(UTC))
+        where = {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id}
+        statement = S.update_where("rendered_task_fields", tuple(where), tuple(values))
+        with self.db.write() as conn:
+            if statement.run(conn, S.params(where, values)) == 0:
+                conn.execute(insert(t.rendered_task_fields).values(**where, **values))
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        with self.db.write() as conn:
+            result = conn.execute(update(t.dag).where(t.dag.c.dag_id == dag_id).values(is_paused=paused))
+            if result.rowcount == 0:
+                raise NotFound(f"DAG '{dag_id}' is not in the metastore; check `sparkflow dags list`")
