@@ -33,7 +33,7 @@ RUN_PAIRS = list(itertools.product(RunState, RunState))
 
 # The table, written out once more by hand: a change to the state machine has to change this too, on purpose.
 ALLOWED = {
-    ("none", "scheduled"), ("none", "skipped"), ("none", "upstream_failed"), ("none", "removed"),
+    ("none", "scheduled"), ("none", "skipped"), ("none", "upstream_failed"), ("none", "removed"), ("none", "failed"),
     ("scheduled", "queued"), ("scheduled", "none"), ("scheduled", "skipped"), ("scheduled", "upstream_failed"),
     ("scheduled", "removed"),
     ("queued", "running"), ("queued", "scheduled"), ("queued", "failed"), ("queued", "up_for_retry"),
