@@ -113,7 +113,7 @@ def test_templated_conf_and_args_render_at_run_time(settings, metastore, write_d
     binary.write_text('#!/usr/bin/env bash\necho "argv: $*"\n')
     binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("SPARKFLOW_CONN_SPARK_TEST", "spark://local%5B2%5D")
-    metastore.store.set_variable("spark_conf", json.dumps({"spark.sql.shuffle.partitions": "7"}))
+    metastore.variables.set_variable("spark_conf", json.dumps({"spark.sql.shuffle.partitions": "7"}))
     path = write_dag("templated", f"""
         from datetime import datetime
         from sparkflow import DAG, SparkSubmitOperator
