@@ -18,8 +18,10 @@ tries, one at a time. Why not a fresh fork per try: measured on issue 4's benchm
 spent ~19 ms of CPU per no-op try (the fork, every page it touched copied from the server, its exit) against
 ~4 ms for the try itself, which put the goals (10 ms per task in a chain, 200 tasks/s) out of reach. Between
 tries a worker puts back what a task may have changed in the process (environment, working directory, sys.path,
-signal handlers, standard streams); it is replaced instead when a try left threads or child processes behind,
-did not record its own outcome (marked from outside, or crashed), or left it larger than
+signal handlers, standard streams) and sets its user modules to exactly those of the next try's DAG as the
+server parsed it from its current files (runtime/user_code.py: a helper module edited since, or another DAG's
+module of the same name, is never what a try sees); it is replaced instead when a try left threads or child
+processes behind, did not record its own outcome (marked from outside, or crashed), or left it larger than
 ``max_memory_per_child_mb``. ``max_tasks_per_child = 1`` gives every try a fresh process.
 
 Protocol (the scheduler's LocalExecutor holds the other end of a Unix socket pair), one JSON object per line:
@@ -55,6 +57,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 from sqlalchemy import Connection
@@ -70,6 +73,7 @@ from sparkflow.metastore.store import Store
 from sparkflow.operators.python import PythonOperator
 from sparkflow.runtime.guards import start_own_session
 from sparkflow.runtime.task_runner import exit_code_of_try, load_task_dag, run_try
+from sparkflow.runtime.user_code import ModuleFile, UserCode, changed, files_of
 from sparkflow.settings import Settings, load_settings
 from sparkflow.state import TaskState
 
@@ -146,6 +150,16 @@ def _touch(metastore: Metastore) -> None:
         queries.get_task_instance(metastore.db, nobody)
     with contextlib.suppress(SparkflowError):
         queries.get_run(metastore.db, "", "")
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """One DAG as the server parsed it, with the user modules that parse imported (and their files then)."""
+
+    dag_file: ModuleFile
+    dag: DAG
+    modules: dict[str, ModuleType]
+    files: tuple[ModuleFile, ...]
 
 
 @dataclass
@@ -244,7 +258,8 @@ class _Server:
         self.warm_up_due = False  # a try has ended and warm_up() has not run: it runs once the server is idle
         self.workers: dict[int, _Worker] = {}  # pid -> every worker not yet reaped
         self.idle: list[_Worker] = []  # free workers of this generation, the last freed at the end
-        self.dags: dict[str, tuple[tuple[str, int, int, int], DAG]] = {}  # dag_id -> (file version, DAG)
+        self.user_code = UserCode(self.settings.resolved_dags_folder)  # before this process imports a DAG file
+        self.dags: dict[str, _Parsed] = {}  # dag_id -> its current parse
         self.generation = 0  # bumped whenever self.dags changes: a worker forked before cannot be used
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -337,36 +352,40 @@ class _Server:
         except OSError:
             pass  # the scheduler went away; its successor judges the task by its pid and heartbeat
 
-    def _dag(self, dag_id: str) -> DAG | None:
-        """The DAG as its file defines it now, parsed here once per version of the file and inherited by every
-        child. Re-parsing the file in each task process cost ~20 ms for a 100-task DAG file (measured), more than
-        everything else a task process does. A changed file (mtime, size or inode) is parsed again, so a task
-        still runs what its DAG file says when it starts; what a cached parse cannot see is a change to a helper
-        module the file imports without the file changing (the scheduler's own parse has the same limit). On any
-        problem the child parses the file itself, and reports the error in the try's log as it always did."""
+    def _dag(self, dag_id: str) -> _Parsed | None:
+        """The DAG as its files define it now, parsed here once per version of them and inherited by every child.
+        Re-parsing the file in each task process cost ~20 ms for a 100-task DAG file (measured), more than
+        everything else a task process does. The parse is current while the DAG file and every user module it
+        imported (helpers next to it, modules from paths it put on sys.path: see runtime/user_code.py) are
+        unchanged (mtime, size, inode); otherwise the file is parsed again from fresh imports of those modules,
+        so a task runs what its files say when it starts. On any problem the child parses the file itself, and
+        reports the error in the try's log as it always did."""
         if self.metastore is None:
             return None
         cached = self.dags.get(dag_id)
-        if cached is not None:  # the hot path: one stat(), no query
-            with contextlib.suppress(OSError):
-                st = os.stat(cached[0][0])
-                if cached[0] == (cached[0][0], st.st_mtime_ns, st.st_size, st.st_ino):
-                    return cached[1]
+        if cached is not None and cached.dag_file.current() and not changed(cached.files):
+            return cached  # the hot path: a stat() per file, no query
         try:
             fileloc = queries.get_dag(self.metastore.db, dag_id).fileloc
-            st = os.stat(fileloc)
-        except (SparkflowError, OSError):
+        except SparkflowError:
             return None
-        version = (fileloc, st.st_mtime_ns, st.st_size, st.st_ino)
+        dag_file = ModuleFile.of(fileloc)
+        if dag_file is None:
+            return None
         if self.dags.pop(dag_id, None) is not None:
             self._new_generation()
+        self.user_code.forget()  # this DAG's imports come from its files, not from another DAG's parse
         try:
             dag = load_task_dag(self.metastore, dag_id)
         except Exception:  # noqa: BLE001 - the child loads it again and reports the error where users look
             return None
-        self.dags[dag_id] = (version, dag)
+        modules = self.user_code.loaded()
+        parsed = _Parsed(dag_file, dag, modules, files_of(modules))
+        if changed(parsed.files) or not dag_file.current():
+            return None  # edited while it was parsed: the child parses it for itself
+        self.dags[dag_id] = parsed
         self._new_generation()
-        return dag
+        return parsed
 
     def _new_generation(self) -> None:
         """The parsed DAGs changed: workers forked before hold the old ones, so the idle ones leave now and the
@@ -455,8 +474,10 @@ class _Server:
                 buffer += chunk
             line, buffer = buffer.split(b"\n", 1)
             request = json.loads(line)
-            cached = self.dags.get(request["key"][0]) if request["cached"] else None
-            code, reusable = self._serve_one_try(request, cached[1] if cached is not None else None)
+            parsed = self.dags.get(request["key"][0]) if request["cached"] else None
+            # Only this DAG's user modules, as parsed: none of another DAG's, none a previous try imported.
+            self.user_code.install(parsed.modules if parsed is not None else {})
+            code, reusable = self._serve_one_try(request, parsed.dag if parsed is not None else None)
             reason = self._clean_up(pristine, code == 0 and reusable)
             if code != 0 or reason or served >= self.settings.max_tasks_per_child:
                 return code

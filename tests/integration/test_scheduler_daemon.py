@@ -140,3 +140,59 @@ def test_new_dag_file_is_picked_up_and_scheduled_without_restart(daemon_env, tmp
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0, log.read_text()
+
+
+USER_CODE_DAG = """
+    import os
+    from datetime import datetime
+    from sparkflow import DAG, PythonOperator
+    {imports}
+
+    OWNER = "{owner}"
+
+    def say():
+        with open("{out}", "a") as fh:
+            fh.write(f"{dag_id} {{OWNER}} {{{value}}} {{os.getpid()}}\\n")
+
+    with DAG("{dag_id}", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+        PythonOperator(task_id="say", python_callable=say)
+"""
+
+
+def test_warm_task_processes_run_current_user_code_and_only_their_own_dags(daemon_env, tmp_path) -> None:
+    """Tries reuse warm processes, yet each runs the user code as its files are now: a helper module edited
+    between two runs is seen by the second, and two DAG files (each defining OWNER) importing a `common` module
+    of the same name from their own folders each get their own, also in one reused process."""
+    out, dags = tmp_path / "said.txt", tmp_path / "dags"
+    (dags / "greeting.py").write_text('VALUE = "first"\n')
+    (dags / "greeter.py").write_text(textwrap.dedent(USER_CODE_DAG.format(
+        imports="import greeting", owner="g", out=out, dag_id="greeter", value="greeting.VALUE")))
+    for team in ("a", "b"):
+        (dags / f"team_{team}").mkdir()
+        (dags / f"team_{team}" / "common.py").write_text(f'NAME = "common_{team}"\n')
+        (dags / f"team_{team}" / "pipeline.py").write_text(textwrap.dedent(USER_CODE_DAG.format(
+            imports="from common import NAME", owner=team, out=out, dag_id=f"team_{team}", value="NAME")))
+    settings = load_settings(daemon_env)
+    metastore = init_metastore(settings)
+    bag = parse_dags(settings, metastore)
+    assert not bag.import_errors, bag.import_errors
+    log = tmp_path / "scheduler.log"
+    proc = start_scheduler(daemon_env, log)
+
+    def run(dag_id: str) -> list[str]:
+        started = trigger_dag(metastore, bag.dags[dag_id], datetime.now(UTC))
+        wait_for(lambda: queries.get_run(metastore.db, dag_id, started.run_id).state is RunState.SUCCESS, 30,
+                 f"a run of {dag_id}")
+        return out.read_text().splitlines()[-1].split()
+
+    try:
+        assert run("greeter")[:3] == ["greeter", "g", "first"]
+        (dags / "greeting.py").write_text('VALUE = "second, edited"\n')
+        assert run("greeter")[:3] == ["greeter", "g", "second,"]
+        said = [run(dag_id) for dag_id in ("team_a", "team_b", "team_a", "team_b")]
+        assert [line[:3] for line in said] == [["team_a", "a", "common_a"], ["team_b", "b", "common_b"]] * 2
+        assert said[2][3] == said[3][3], said  # both DAGs parsed by now: one warm process ran both tries
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()
+        metastore.db.dispose()
