@@ -8,7 +8,12 @@ every state change still written) to separate metastore cost from process cost, 
 max_tasks_per_child=1 ("local-fresh": a freshly forked process for every try, as Airflow does) to show what the
 reuse of warm worker processes saves.
 
-    python bench/scheduler.py [--quick] [--repeats N]
+    python bench/scheduler.py [--quick] [--repeats N] [--executor celery]
+
+``--executor celery`` measures the distributed path instead (issue 23): PostgreSQL and Redis started on loopback
+from the machine's binaries (the tests' tests/services.py), two `sparkflow worker` processes, and this process
+as the scheduler (the loop `trigger --wait` runs) with the CeleryExecutor; each workload is printed against the
+local executor (SQLite, one machine) measured in the same run.
 
 Every row runs the full workload (issue 4's goals are stated for the full sizes); --quick gives the local-executor
 rows a tenth of it. The last lines split the local executor's time per task of chain100 into its
@@ -28,6 +33,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 WORKLOADS = {
     "chain100": """
@@ -93,43 +99,145 @@ def print_goals(figures: dict[tuple[str, str], tuple[int, float, float]], schedu
               + ("" if full else " (a tenth of the workload: --quick)"))
 
 
+WHAT_DOMINATES = (
+    "What dominates: tasks run in warm worker processes (forked once from a fork server that imported "
+    "everything, reused for up to max_tasks_per_child tries), so a no-op task's time is its durable state "
+    "changes and the hops between processes. On a chain's critical path (phases above): the scheduler's "
+    "iteration after a task's outcome (read the run's task rows and plan them, then one write transaction "
+    "moving the next task none -> scheduled -> queued with its audit rows), the hop through the fork "
+    "server to a free worker and the runner's first transaction (queued -> running, try history), then the "
+    "runner's context, log file and outcome transaction. The hot statements are compiled once and run on "
+    "the DBAPI cursor (~5 us each instead of ~250 us through SQLAlchemy Core). With many tasks at once "
+    "(fanout200, bash50) the workers and the scheduler take turns on SQLite's single write lock (a holder "
+    "descheduled on a busy 2-core machine makes the others wait), and every iteration re-plans all tasks "
+    "of the run (it re-reads only the task rows whose audit events say they changed). local-fresh shows "
+    "the cost a fresh fork per try would add: the fork, every page it touches copied from the server, and "
+    "its exit.")
+
+
+def print_celery_goals(figures: dict[tuple[str, str], tuple[int, float, float]]) -> None:
+    """Issue 23's goals: the Celery path (PostgreSQL, Redis, two workers) against the local one."""
+    size, span, _ = figures[("chain100", "celery")]
+    checks = [("chain100 celery <= 30 ms per task", 1000 * span / size, 30.0, "ms/task", True)]
+    size, span, _ = figures[("fanout200", "celery")]
+    checks.append(("fanout200 celery >= 100 tasks/s", size / span, 100.0, "tasks/s", False))
+    local_size, local_span, _ = figures[("fanout200", "local")]
+    checks.append(("fanout200 celery within 3x of local", (local_size / local_span) / (size / span), 3.0, "x", True))
+    for what, value, goal, unit, at_most in checks:
+        met = value <= goal if at_most else value >= goal
+        print(f"goal {what:36s} measured {value:8.1f} {unit:8s} {'met' if met else 'NOT met'}")
+
+
+class CeleryPath:
+    """PostgreSQL + Redis + two `sparkflow worker`s on loopback, sharing the benchmark's DAG folder."""
+
+    def __init__(self, home: Path, workers: int = 2) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: its tests' services
+        from tests.integration.deployment import Deployment
+        from tests.services import PostgresServer, RedisServer
+
+        self.pg, self.redis = PostgresServer.start(), RedisServer.start()
+        # Settings as a user gets them, but for where things are.
+        self.deployment = Deployment(home / "celery", self.pg, self.redis, SPARKFLOW_HEARTBEAT_INTERVAL="5",
+                                     SPARKFLOW_DAGS_FOLDER=os.environ["SPARKFLOW_DAGS_FOLDER"])
+        self.env = self.deployment.env
+        self.workers = workers
+
+    def start_workers(self) -> None:
+        for i in range(self.workers):
+            self.deployment.start_worker(f"bench{i + 1}", concurrency=4)
+
+    def stop(self) -> None:
+        self.deployment.stop()
+        self.redis.stop()
+        self.pg.stop()
+
+
+Figures = dict[tuple[str, str], tuple[int, float, float]]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="A tenth of each workload for the local executor.")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--executor", choices=("local", "celery"), default="local",
+                        help="celery: the distributed path (PostgreSQL, Redis, 2 workers) against the local one.")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="sparkflow-bench-"))
     os.environ["SPARKFLOW_HOME"] = str(home)
     os.environ["SPARKFLOW_DAGS_FOLDER"] = str(home / "dags")
     (home / "dags").mkdir()
     # Imported after the environment is set: settings are read once.
-    from datetime import UTC, datetime
-
-    from sparkflow.metastore import queries
     from sparkflow.metastore.bootstrap import init_metastore
-    from sparkflow.metastore.records import DagRunRecord
-    from sparkflow.runtime.context import InMemoryTaskInstance, build_context
-    from sparkflow.runtime.task_runner import execute_task
     from sparkflow.scheduler.dag_processing import parse_dags
-    from sparkflow.scheduler.loop import drive_run
-    from sparkflow.scheduler.runs import trigger_dag
     from sparkflow.settings import load_settings
-    from sparkflow.state import RunState
 
     settings = load_settings()
     metastore = init_metastore(settings)
     # Settings as a user gets them (parallelism 8 unless SPARKFLOW_PARALLELISM says otherwise).
-    print(f"sparkflow scheduler benchmark ({os.cpu_count()} CPUs, parallelism {settings.parallelism}, SQLite)")
+    print(f"sparkflow scheduler benchmark ({os.cpu_count()} CPUs, parallelism {settings.parallelism}, SQLite"
+          + (", and PostgreSQL + Redis + 2 Celery workers)" if args.executor == "celery" else ")"))
     for name, code in WORKLOADS.items():
         for suffix, size in (("", SIZES[name]), ("_local", SIZES[name] // (10 if args.quick else 1))):
             text = textwrap.dedent(code).replace("range(N)", f"range({size})").replace(f'"{name}"', f'"{name}{suffix}"')
             (home / "dags" / f"{name}{suffix}.py").write_text(text)
     bag = parse_dags(settings, metastore)
-    figures: dict[tuple[str, str], tuple[int, float, float]] = {}
-    phases: dict[str, list[float]] = {}
-    runs = [(n, e) for n in WORKLOADS for e in ("sequential", "local")] + [("chain100", "local-fresh")]
+    figures: Figures = {}
+    phases: dict[str, dict[str, list[float]]] = {}
+    celery: CeleryPath | None = None
+    stores: dict[str, Any] = {"local": (settings, metastore)}
+    if args.executor == "celery":
+        runs = [(n, e) for n in WORKLOADS for e in ("local", "celery")]
+        celery = CeleryPath(home)
+        celery_settings = load_settings(celery.env)
+        stores["celery"] = (celery_settings, init_metastore(celery_settings))
+        parse_dags(*stores["celery"])
+        celery.start_workers()
+    else:
+        runs = [(n, e) for n in WORKLOADS for e in ("sequential", "local")] + [("chain100", "local-fresh")]
+    try:
+        run_workloads(args.repeats, bag, runs, stores, figures, phases)
+    finally:
+        if celery is not None:
+            stores["celery"][1].db.dispose()
+            celery.stop()
+    scheduler_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak memory: scheduler (this process) {scheduler_mb:.0f} MB; largest task process or fork server "
+          f"{children_mb:.0f} MB")
+    for what, values in phases.items():
+        text = ", ".join(f"{phase} {statistics.median(v):.1f} ms" for phase, v in values.items())
+        print(f"chain100 {what}, median per task: {text}")
+    if celery is not None:
+        for name in WORKLOADS:
+            size, span, _ = figures[(name, "celery")]
+            local_size, local_span, _ = figures[(name, "local")]
+            print(f"{name:10s} celery against local: {(span / size) / (local_span / local_size):5.1f}x the time per "
+                  f"task ({1000 * span / size:.1f} ms against {1000 * local_span / local_size:.1f} ms)")
+        print_celery_goals(figures)
+    else:
+        print(WHAT_DOMINATES)
+        print_goals(figures, scheduler_mb, not args.quick)
+    metastore.db.dispose()
+    shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+def run_workloads(repeats: int, bag: Any, runs: list[tuple[str, str]], stores: dict[str, Any], figures: Figures,
+                  phases: dict[str, dict[str, list[float]]]) -> None:
+    from datetime import UTC, datetime
+
+    from sparkflow.metastore import queries
+    from sparkflow.metastore.records import DagRunRecord
+    from sparkflow.runtime.context import InMemoryTaskInstance, build_context
+    from sparkflow.runtime.task_runner import execute_task
+    from sparkflow.scheduler.loop import drive_run
+    from sparkflow.scheduler.runs import trigger_dag
+    from sparkflow.state import RunState
+
     for name, executor in runs:
-        dag = bag.dags[name if executor == "sequential" else f"{name}_local"]
+        dag = bag.dags[name if executor in ("sequential", "celery") else f"{name}_local"]
+        settings, metastore = stores["celery" if executor == "celery" else "local"]
         size = len(dag.tasks)
         # Baseline: the same operators' execute(), rendered and run in this process, nothing recorded.
         started = time.perf_counter()
@@ -143,46 +251,23 @@ def main() -> int:
         walls, spans = [], []
         if executor == "local-fresh":  # read by the fork server the executor starts
             os.environ["SPARKFLOW_MAX_TASKS_PER_CHILD"] = "1"
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             run = trigger_dag(metastore, dag, datetime.now(UTC))
             started = time.perf_counter()
             final = drive_run(settings, metastore, dag, run, executor.split("-")[0])
             walls.append(time.perf_counter() - started)
             assert final.state is RunState.SUCCESS, final
             spans.append(final.duration or 0.0)
-            if name == "chain100" and executor == "local":
-                for phase, values in chain_phases(queries.task_instances(metastore.db, dag.dag_id, run.run_id)).items():
-                    phases.setdefault(phase, []).extend(values)
+            if name == "chain100" and executor in ("local", "celery"):
+                tis = queries.task_instances(metastore.db, dag.dag_id, run.run_id)
+                for phase, values in chain_phases(tis).items():
+                    phases.setdefault(executor, {}).setdefault(phase, []).extend(values)
         os.environ.pop("SPARKFLOW_MAX_TASKS_PER_CHILD", None)
         wall, span = statistics.median(walls), statistics.median(spans)
         figures[(name, executor)] = (size, span, wall)
         print(f"{name:10s} {executor:11s} tasks={size:3d} run={span:7.2f}s command={wall:7.2f}s "
               f"per-task={1000 * span / size:7.1f}ms tasks/s={size / span:7.1f} "
               f"baseline(direct execute)={baseline:6.3f}s ratio={wall / baseline:8.1f}x", flush=True)
-    scheduler_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"peak memory: scheduler (this process) {scheduler_mb:.0f} MB; largest task process or fork server "
-          f"{children_mb:.0f} MB")
-    if phases:
-        text = ", ".join(f"{phase} {statistics.median(values):.1f} ms" for phase, values in phases.items())
-        print(f"chain100 local, median per task: {text}")
-    print("What dominates: tasks run in warm worker processes (forked once from a fork server that imported "
-          "everything, reused for up to max_tasks_per_child tries), so a no-op task's time is its durable state "
-          "changes and the hops between processes. On a chain's critical path (phases above): the scheduler's "
-          "iteration after a task's outcome (read the run's task rows and plan them, then one write transaction "
-          "moving the next task none -> scheduled -> queued with its audit rows), the hop through the fork "
-          "server to a free worker and the runner's first transaction (queued -> running, try history), then the "
-          "runner's context, log file and outcome transaction. The hot statements are compiled once and run on "
-          "the DBAPI cursor (~5 us each instead of ~250 us through SQLAlchemy Core). With many tasks at once "
-          "(fanout200, bash50) the workers and the scheduler take turns on SQLite's single write lock (a holder "
-          "descheduled on a busy 2-core machine makes the others wait), and every iteration re-plans all tasks "
-          "of the run (it re-reads only the task rows whose audit events say they changed). local-fresh shows "
-          "the cost a fresh fork per try would add: the fork, every page it touches copied from the server, and "
-          "its exit.")
-    print_goals(figures, scheduler_mb, not args.quick)
-    metastore.db.dispose()
-    shutil.rmtree(home, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
 """CeleryExecutor: the scheduler sends task-instance keys to a Celery broker (Redis); `sparkflow worker` processes on
-any number of machines take them and run each with the same task runner as the local executor (the entry point of
-``python -m sparkflow.runtime DAG RUN TASK TRY``), each in its own process and session, forked from a fork server
-that preloaded sparkflow.
+any number of machines take them and run each try with the same task runner, in the same warm, reused task
+processes, as the local executor (the fork server of runtime/forkserver.py, bound to the worker: see
+executors/task_processes.py), with the same rules: put back between tries, replaced after a killed try, leftover
+threads or children, ``max_tasks_per_child`` or ``max_memory_per_child_mb``, and only the current user code of
+the try's DAG loaded.
 
 Delivery guarantees (with the metastore as the single source of truth):
 
 * Late acknowledgement (``acks_late``, ``reject_on_worker_lost``, prefetch 1): a message is acknowledged only
-  when its task process ended, so a worker that dies before or while running a task never loses it.
-* A task process dies with its worker: the fork server gets SIGTERM when the worker dies, even by kill -9, and
-  each task process when the fork server dies (``PR_SET_PDEATHSIG``). On SIGTERM the runner records the try as
-  failed (retried when tries are left) and kills its Spark application. If the whole machine is gone, the task's
-  heartbeat stops and the scheduler fails or retries it after ``heartbeat_timeout``.
+  once its try's outcome is recorded (or its process ended without one), so a worker that dies before or while
+  running a task never loses it.
+* A try dies with its worker: the fork server ends when the worker dies, even by kill -9 (its socket closes), and
+  each task process gets SIGTERM when the fork server ends (``PR_SET_PDEATHSIG``). On SIGTERM the runner records
+  the try as failed (retried when tries are left) and kills its Spark application. If the whole machine is gone,
+  the task's heartbeat stops and the scheduler fails or retries it after ``heartbeat_timeout``.
 * Never twice at once: the runner starts a try only by the compare-and-set queued -> running on (key, try). A message
   delivered again (redelivery after a lost worker, or a second scheduler's adoption) finds the try already started,
   finished or superseded and exits without running anything.
@@ -24,30 +27,25 @@ web server then read a worker's log live while the task runs.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
-import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from sparkflow.exceptions import NotFound
 from sparkflow.executors.base import ExecutorEvent, Workload
-from sparkflow.logs import task_log_path
+from sparkflow.executors.task_processes import SharedTaskProcesses
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import TIKey
-from sparkflow.runtime.__main__ import main as runtime_main
-from sparkflow.runtime.guards import start_own_session
 from sparkflow.settings import Settings, load_settings
 from sparkflow.state import TaskState
 
 TASK_NAME = "sparkflow.execute_task_instance"
 POLL_SECONDS = 0.1  # how often wait() asks the result backend whether a sent task ended
 WORKER_ENV = "SPARKFLOW_WORKER"  # the worker's name, in the environment of the task processes it starts
-_PR_SET_PDEATHSIG = 1
 
 
 def make_celery_app(settings: Settings) -> Any:
@@ -70,76 +68,28 @@ def make_celery_app(settings: Settings) -> Any:
 
 
 # -- worker side -----------------------------------------------------------------------------------------------
-def _die_with_parent() -> None:
-    """In a task process: get SIGTERM when its parent (the fork server) dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+_PROCESSES: SharedTaskProcesses | None = None
+_PROCESSES_LOCK = threading.Lock()
 
 
-_FORKSERVER: Any = None
-# Imported once by the fork server, so a task process starts in milliseconds instead of re-importing sparkflow,
-# SQLAlchemy and the operators (most of a short task's cost).
-_PRELOAD = ["sparkflow.executors.celery_forkserver", "sparkflow.runtime.__main__", "sparkflow.operators",
-            "sparkflow.compat.airflow", "psycopg"]
-
-
-def _task_processes() -> Any:
-    """Task processes are forked from a single-threaded fork server that preloaded sparkflow (never from the
-    worker itself, which runs threads). The fork server exits when the worker dies, and each task process gets
-    SIGTERM when the fork server dies (PR_SET_PDEATHSIG), so a task never outlives its worker."""
-    global _FORKSERVER
-    if _FORKSERVER is None:
-        import multiprocessing
-
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
-        _FORKSERVER = context
-    return _FORKSERVER
-
-
-def _task_process_main(argv: list[str], log_path: str, worker_name: str) -> None:
-    """Body of a task process: its own session (SIGTERM to its group takes spark-submit along), output to the try's
-    log, then the task runner's entry point (``python -m sparkflow.runtime``)."""
-    start_own_session()
-    _die_with_parent()
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.environ[WORKER_ENV] = worker_name
-    code = 1
-    try:
-        code = runtime_main(argv)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def run_task_process(dag_id: str, run_id: str, task_id: str, try_number: int, settings: Settings,
-                     worker_name: str | None = None, map_index: int = -1) -> int:
-    """Run one try with the task runner in its own process and return its exit code (negative: killed by that
-    signal). Anything the process prints before the runner takes over its log lands in the try's log file."""
-    path = task_log_path(settings.resolved_log_folder, dag_id, run_id, task_id, try_number, map_index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    proc = _task_processes().Process(
-        target=_task_process_main, name=f"sparkflow-task-{dag_id}.{task_id}",
-        args=([dag_id, run_id, task_id, str(try_number), "--map-index", str(map_index)], str(path),
-              worker_name or socket.gethostname()),
-    )
-    proc.start()
-    proc.join()
-    return proc.exitcode if proc.exitcode is not None else 1
+def start_task_processes(concurrency: int, worker_name: str) -> SharedTaskProcesses:
+    """The worker's warm task processes (executors/task_processes.py: the local executor's fork server, bound to
+    this process). `sparkflow worker` starts them before Celery starts its threads, so the fork server is forked
+    from it with every import made; a Celery worker started otherwise gets them on its first task."""
+    global _PROCESSES
+    with _PROCESSES_LOCK:
+        if _PROCESSES is None:
+            _PROCESSES = SharedTaskProcesses(concurrency, {**os.environ, WORKER_ENV: worker_name})
+        return _PROCESSES
 
 
 def _execute_task_instance(task: Any, dag_id: str, run_id: str, task_id: str, try_number: int,
                            map_index: int = -1) -> dict[str, Any]:
-    settings = load_settings()
     worker = getattr(task.request, "hostname", None) or socket.gethostname()
-    code = run_task_process(dag_id, run_id, task_id, try_number, settings, worker, map_index)
+    processes = _PROCESSES
+    if processes is None:
+        processes = start_task_processes(load_settings().celery_worker_concurrency, worker)
+    code = processes.run(TIKey(dag_id, run_id, task_id, map_index), try_number)
     return {"exit_code": code, "worker": worker}
 
 

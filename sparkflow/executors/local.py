@@ -50,9 +50,13 @@ class _Running:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, parallelism: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, parallelism: int, env: dict[str, str] | None = None, bound: bool = False) -> None:
         self.parallelism = parallelism
         self.env = env
+        self.bound = bound  # task processes end with the fork server, which ends with this process
+        # Another descriptor wait() returns on when it becomes readable (drained here): how another thread wakes
+        # the one that drives this executor (executors/task_processes.py).
+        self.wake_fd: int | None = None
         self._queued: list[Workload] = []
         self._running: dict[TIKey, _Running] = {}
         self._by_request: dict[int, TIKey] = {}
@@ -86,11 +90,11 @@ class LocalExecutor:
             if pid == 0:
                 for sock in (ours, *_OPEN_SOCKETS):  # another executor's server must see EOF when it closes
                     sock.close()
-                serve_in_fork(theirs, self.env)  # never returns
+                serve_in_fork(theirs, self.env, self.bound)  # never returns
             self._server_pid = pid
         else:
             self._server = subprocess.Popen(
-                [sys.executable, "-m", SERVER_MODULE, str(theirs.fileno())],
+                [sys.executable, "-m", SERVER_MODULE, str(theirs.fileno()), *(["--bound"] if self.bound else [])],
                 stdin=subprocess.DEVNULL, env=self.env, pass_fds=[theirs.fileno()],
             )
             self._server_pid = self._server.pid
@@ -132,11 +136,16 @@ class LocalExecutor:
         arrived."""
         sock = self._sock
         if sock is None:
-            return False
+            return self._woken(timeout)
         if timeout is not None and timeout > 0:
-            ready, _, _ = select.select([sock], [], [], timeout)
+            watched: list[Any] = [sock] if self.wake_fd is None else [sock, self.wake_fd]
+            ready, _, _ = select.select(watched, [], [], timeout)
             if not ready:
                 return False
+            if self.wake_fd in ready:
+                self._woken(0)
+                if sock not in ready:
+                    return True
         try:
             data = sock.recv(1 << 16)
         except BlockingIOError:
@@ -151,6 +160,16 @@ class LocalExecutor:
         for line in lines:
             if line:
                 self._on_message(json.loads(line))
+        return True
+
+    def _woken(self, timeout: float | None) -> bool:
+        """Whether wake_fd became readable within ``timeout`` (then drained, and wait() returns)."""
+        if self.wake_fd is None or not select.select([self.wake_fd], [], [], timeout or 0)[0]:
+            return False
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wake_fd, 512):
+                pass
+        self._wake = True
         return True
 
     def _on_message(self, message: dict[str, Any]) -> None:
@@ -229,7 +248,7 @@ class LocalExecutor:
         deadline = time.monotonic() + timeout
         while not self._wake and not (self._queued and self._busy() < self.parallelism):
             left = deadline - time.monotonic()
-            if left <= 0 or self._sock is None:
+            if left <= 0 or (self._sock is None and self.wake_fd is None):
                 return
             self._read(left)
 

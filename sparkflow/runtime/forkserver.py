@@ -34,12 +34,16 @@ Protocol (the scheduler's LocalExecutor holds the other end of a Unix socket pai
                                                               killed by that signal)
 
 The server ends when the socket closes (the scheduler stopped or was killed): workers finish the try they run,
-record its outcome, and leave.
+record its outcome, and leave. A ``bound`` server (the Celery worker's, executors/task_processes.py) is the
+exception: a try must not outlive the worker that took its message (the message is delivered again, to another
+worker), so its workers get SIGTERM when the server ends (``PR_SET_PDEATHSIG``), and the runner records the try
+as failed and kills what it started.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import gc
 import itertools
@@ -80,6 +84,7 @@ from sparkflow.state import TaskState
 log = logging.getLogger("sparkflow.runtime")
 
 WARM_UP_WHEN_IDLE_SECONDS = 1.0
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 def _warm_up_noop(**_: Any) -> None:
@@ -244,8 +249,10 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 class _Server:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, bound: bool = False) -> None:
         self.sock = sock
+        self.bound = bound  # workers get SIGTERM when the server ends (see the module docstring)
+        self.pid = os.getpid()
         self.settings = load_settings()  # as a fresh task process would: from this process's environment
         configure_sparkflow_log(self.settings.resolved_log_folder)
         self.metastore: Metastore | None = None
@@ -299,7 +306,7 @@ class _Server:
                 if not data:
                     for worker in self.workers.values():
                         worker.dismiss()  # an idle worker leaves now, a busy one after its try
-                    return 0  # the scheduler is gone; workers finish their tries and record the outcomes
+                    return 0  # the scheduler is gone; workers finish their tries (bound: are ended), leave
                 buffer += data
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
@@ -446,6 +453,10 @@ class _Server:
         """First steps of every child: its own session and process group (killing the group takes whatever the
         task started), default signal handling, none of the server's descriptors."""
         start_own_session()
+        if self.bound:
+            _die_with_parent()
+            if os.getppid() != self.pid:  # the server ended before the line above took effect
+                os._exit(1)
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)
@@ -544,7 +555,13 @@ class _Server:
         os._exit(code)  # not sys.exit: the server's atexit hooks and finalisers are not the child's
 
 
-def serve_in_fork(sock: socket.socket, environ: dict[str, str] | None) -> NoReturn:
+def _die_with_parent() -> None:
+    """Get SIGTERM when the parent process ends, even by kill -9 (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def serve_in_fork(sock: socket.socket, environ: dict[str, str] | None, bound: bool = False) -> NoReturn:
     """Become the fork server in a just-forked child of the scheduler (see LocalExecutor: it forks when it is
     single-threaded). The scheduler's imports are inherited, so the server is ready in milliseconds instead of
     the ~1 s a fresh interpreter needs. What else is inherited is left alone: the scheduler's database
@@ -558,7 +575,7 @@ def serve_in_fork(sock: socket.socket, environ: dict[str, str] | None) -> NoRetu
         if environ is not None:
             os.environ.clear()
             os.environ.update(environ)
-        code = _Server(sock).serve()
+        code = _Server(sock, bound).serve()
     except BaseException:  # noqa: BLE001 - report and leave; the executor sees the socket close
         traceback.print_exc()
     finally:
@@ -569,11 +586,13 @@ def serve_in_fork(sock: socket.socket, environ: dict[str, str] | None) -> NoRetu
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        print("usage: python -m sparkflow.runtime.forkserver FD (started by the local executor)", file=sys.stderr)
+    bound = args[1:] == ["--bound"]
+    if len(args) != 1 + bound or not args[0].isdigit():
+        print("usage: python -m sparkflow.runtime.forkserver FD [--bound] (started by the local executor)",
+              file=sys.stderr)
         return 2
     sock = socket.socket(fileno=int(args[0]))
-    code = _Server(sock).serve()
+    code = _Server(sock, bound).serve()
     logging.shutdown()
     os._exit(code)  # skip the interpreter's tear-down: nothing of it matters once the scheduler is gone
 

@@ -162,3 +162,48 @@ def test_a_task_marked_failed_from_another_host_ends_at_its_own_next_heartbeat(
         assert "This task instance was set to failed (try 1) from outside while it ran; ending this try" in log, log
     finally:
         db.dispose()
+
+
+def test_a_worker_runs_tries_in_warm_processes_reused_and_replaced_by_the_local_executors_rules(
+    tmp_path: Path, pg_server, redis_server  # type: ignore[no-untyped-def]
+) -> None:
+    """One worker slot, so the tries of a chain follow each other through the same warm processes: a process
+    runs several tries (the pid each try recorded), is replaced after a try that left a thread running, and
+    after max_tasks_per_child tries."""
+    deployment = Deployment(tmp_path, pg_server, redis_server, SPARKFLOW_MAX_TASKS_PER_CHILD="4")
+    try:
+        assert deployment.cli("db", "init").returncode == 0
+        (deployment.dags / "warm.py").write_text(textwrap.dedent("""
+            import threading
+            import time
+            from datetime import datetime
+            from sparkflow import DAG, PythonOperator, chain
+
+            def noop():
+                pass
+
+            def leak():
+                threading.Thread(target=time.sleep, args=(1,)).start()
+
+            with DAG("warm", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+                chain(*[PythonOperator(task_id=name, python_callable=leak if name == "leak" else noop)
+                        for name in ("a", "b", "leak", "c", "d", "e", "f", "g")])
+        """))
+        deployment.start_worker("w1", concurrency=1)
+        deployment.start_scheduler("s1")
+        assert deployment.cli("trigger", "warm", "--run-id", "warm_run").returncode == 0
+        db = Database(deployment.env["SPARKFLOW_DB_URL"])
+        try:
+            wait_for(lambda: run_state(db, "warm", "warm_run") not in (RunState.QUEUED, RunState.RUNNING), 120,
+                     "the chain", list(deployment.logs.values()))
+            assert run_state(db, "warm", "warm_run") is RunState.SUCCESS, deployment.all_logs()
+            pids = {ti.task_id: ti.pid for ti in queries.task_instances(db, "warm", "warm_run")}
+            assert pids["a"] == pids["b"] == pids["leak"], pids  # one warm process, three tries
+            assert pids["c"] == pids["d"] == pids["e"] == pids["f"] != pids["leak"], pids  # replaced: a thread left
+            assert pids["g"] != pids["f"], pids  # replaced: max_tasks_per_child=4
+            log = deployment.cli("logs", "warm", "warm_run", "leak").stdout
+            assert "this task process is not reused: the task left 1 thread(s) running" in log, log
+        finally:
+            db.dispose()
+    finally:
+        deployment.stop()
