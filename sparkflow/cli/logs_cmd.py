@@ -20,17 +20,20 @@ from sparkflow.state import TASK_TERMINAL
 @click.argument("task_id")
 @click.option("--try", "try_number", type=int, help="Which try (default: the latest).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the try ends.")
+@click.option("--map-index", type=int, default=-1, show_default=True,
+              help="The instance of a mapped task (0..n-1); -1 for an unmapped task.")
 @click.pass_obj
-def logs(env: CliEnv, dag_id: str, run_id: str, task_id: str, try_number: int | None, follow: bool) -> None:
+def logs(env: CliEnv, dag_id: str, run_id: str, task_id: str, try_number: int | None, follow: bool,
+         map_index: int) -> None:
     """Print the log of one try of a task instance."""
-    key = TIKey(dag_id, run_id, task_id)
+    key = TIKey(dag_id, run_id, task_id, map_index)
     ti = queries.get_task_instance(env.metastore.db, key)
     if ti.try_number == 0:
         raise UserError(f"task '{task_id}' of run '{run_id}' has not started yet (state {ti.state.value}); no log")
     number = try_number or ti.try_number
     if not 1 <= number <= ti.try_number:
         raise UserError(f"--try {number} is out of range; task '{task_id}' has tries 1..{ti.try_number}")
-    path = task_log_path(env.settings.resolved_log_folder, dag_id, run_id, task_id, number)
+    path = task_log_path(env.settings.resolved_log_folder, dag_id, run_id, task_id, number, map_index)
     offset = 0
     while True:
         text, offset = read_log(path, offset)

@@ -284,8 +284,13 @@ def get_task_instance(db: Database, key: TIKey) -> TaskInstanceRecord:
     with db.read() as conn:
         row = S.select_where("task_instance", S.TI_KEY).first(conn, S.params(key._asdict()))
     if row is None:
+        count = count_mapped(db, key.dag_id, key.run_id, key.task_id) if key.map_index < 0 else 0
+        if count:
+            raise NotFound(f"task '{key.task_id}' is mapped into {count} instance(s) in run '{key.run_id}'; choose "
+                           f"one with --map-index 0..{count - 1}")
+        which = f" with map_index {key.map_index}" if key.map_index >= 0 else ""
         raise NotFound(
-            f"task '{key.task_id}' has no instance in run '{key.run_id}' of DAG '{key.dag_id}'; "
+            f"task '{key.task_id}' has no instance{which} in run '{key.run_id}' of DAG '{key.dag_id}'; "
             f"see `sparkflow tasks states {key.dag_id} {key.run_id}`"
         )
     return TaskInstanceRecord.from_row(row)

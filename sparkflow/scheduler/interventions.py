@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -28,6 +29,7 @@ from sparkflow.state import TASK_ACTIVE, TASK_FAILED_LIKE, TaskState
 class ClearSelection:
     items: list[tuple[DagRunRecord, list[str]]] = field(default_factory=list)
     active: list[TaskInstanceRecord] = field(default_factory=list)  # queued/running: left alone
+    map_indexes: list[int] | None = None  # only these instances of mapped tasks (None: all)
 
     @property
     def count(self) -> int:
@@ -37,6 +39,7 @@ class ClearSelection:
 def select_for_clear(
     metastore: Metastore, dag: DAG, task_regex: str | None = None, start: datetime | None = None,
     end: datetime | None = None, only_failed: bool = False, downstream: bool = False,
+    map_indexes: Iterable[int] | None = None,
 ) -> ClearSelection:
     """Which task instances `tasks clear` would reset: tasks matching the regex (plus their downstream), in runs
     whose logical date is in [start, end], only failed ones with only_failed. Writes nothing."""
@@ -56,13 +59,15 @@ def select_for_clear(
     if downstream:
         for tid in list(task_ids):
             task_ids |= dag.downstream_of(tid)
-    selection = ClearSelection()
+    selection = ClearSelection(map_indexes=None if map_indexes is None else sorted(set(map_indexes)))
     for run in sorted(queries.list_runs(metastore.db, dag.dag_id), key=lambda r: r.logical_date):
         if (start is not None and run.logical_date < start) or (end is not None and run.logical_date > end):
             continue
         chosen = []
         for ti in queries.task_instances(metastore.db, run.dag_id, run.run_id):
             if ti.task_id not in task_ids or (only_failed and ti.state not in TASK_FAILED_LIKE):
+                continue
+            if selection.map_indexes is not None and ti.map_index >= 0 and ti.map_index not in selection.map_indexes:
                 continue
             if ti.state in TASK_ACTIVE:
                 selection.active.append(ti)
@@ -74,7 +79,8 @@ def select_for_clear(
 
 
 def clear(metastore: Metastore, dag: DAG, selection: ClearSelection, actor: str = "cli") -> list[TIKey]:
-    return metastore.store.clear_task_instances(dag, selection.items, actor)
+    indexes = None if selection.map_indexes is None else [-1, *selection.map_indexes]
+    return metastore.store.clear_task_instances(dag, selection.items, actor, map_indexes=indexes)
 
 
 @dataclass(frozen=True)

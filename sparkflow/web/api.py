@@ -66,6 +66,7 @@ def run_json(r: DagRunRecord) -> dict[str, Any]:
 def ti_json(ti: TaskInstanceRecord) -> dict[str, Any]:
     return {
         "task_instance_id": ti.id, "dag_id": ti.dag_id, "dag_run_id": ti.run_id, "task_id": ti.task_id,
+        "map_index": ti.map_index,
         "state": ti.state.value, "try_number": ti.try_number, "max_tries": ti.max_tries, "operator": ti.operator,
         "pool": ti.pool, "pool_slots": ti.pool_slots, "queue": ti.queue, "priority_weight": ti.priority_weight,
         "queued_when": _iso(ti.queued_at), "start_date": _iso(ti.start_date), "end_date": _iso(ti.end_date),
@@ -156,13 +157,29 @@ def list_task_instances(request: Request, user: User, dag_id: str, dag_run_id: s
     return {"task_instances": [ti_json(ti) for ti in tis], "total_entries": len(tis)}
 
 
-def _ti(request: Request, dag_id: str, dag_run_id: str, task_id: str) -> TaskInstanceRecord:
-    return queries.get_task_instance(request.app.state.metastore.db, TIKey(dag_id, dag_run_id, task_id))
+MapIndex = Annotated[int, Query(ge=-1, description="The instance of a mapped task (-1: an unmapped task)")]
+
+
+def _ti(request: Request, dag_id: str, dag_run_id: str, task_id: str, map_index: int = -1) -> TaskInstanceRecord:
+    return queries.get_task_instance(request.app.state.metastore.db, TIKey(dag_id, dag_run_id, task_id, map_index))
 
 
 @router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}", summary="Get a task instance")
-def get_task_instance(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str) -> dict[str, Any]:
-    return ti_json(_ti(request, dag_id, dag_run_id, task_id))
+def get_task_instance(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str,
+                      map_index: MapIndex = -1) -> dict[str, Any]:
+    return ti_json(_ti(request, dag_id, dag_run_id, task_id, map_index))
+
+
+@router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/listMapped",
+            summary="The instances of a mapped task in a run, by map_index")
+def list_mapped(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str,
+                limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    db = request.app.state.metastore.db
+    queries.get_run(db, dag_id, dag_run_id)
+    tis = queries.mapped_instances(db, dag_id, dag_run_id, task_id)
+    if not tis:
+        queries.get_task_instance(db, TIKey(dag_id, dag_run_id, task_id))  # unknown task: 404
+    return {"task_instances": [ti_json(ti) for ti in tis[offset:offset + limit]], "total_entries": len(tis)}
 
 
 class SetState(BaseModel):
@@ -174,13 +191,13 @@ class SetState(BaseModel):
 @router.patch("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
               summary="Mark a task instance success or failed (a running one is killed)")
 def set_task_state(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str,
-                   body: SetState) -> dict[str, Any]:
+                   body: SetState, map_index: MapIndex = -1) -> dict[str, Any]:
     _write(request, user, "mark task instances")
-    ti = _ti(request, dag_id, dag_run_id, task_id)
+    ti = _ti(request, dag_id, dag_run_id, task_id, map_index)
     if body.dry_run:
         return ti_json(ti)
     result = service.mark(request.app.state.metastore, ti.key, body.new_state, actor=f"web:{user.username}")
-    data = ti_json(_ti(request, dag_id, dag_run_id, task_id))
+    data = ti_json(_ti(request, dag_id, dag_run_id, task_id, map_index))
     data["killed_pid"] = result.killed_pid
     data["kill_note"] = result.note
     return data
@@ -191,12 +208,13 @@ def set_task_state(request: Request, user: User, dag_id: str, dag_run_id: str, t
 def get_log(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str, try_number: int,
             offset: Annotated[int | None, Query(description="Byte offset to read from (default 0)")] = None,
             token: Annotated[str | None, Query(description="Airflow's continuation_token (the offset)")] = None,
+            map_index: MapIndex = -1,
             ) -> Response:
     if offset is None:
         if token is not None and not token.isdigit():
             raise UserError(f"token {token!r} is not a continuation token from an earlier answer")
         offset = int(token) if token else 0
-    ti = _ti(request, dag_id, dag_run_id, task_id)
+    ti = _ti(request, dag_id, dag_run_id, task_id, map_index)
     chunk = service.read_task_log(request.app.state.settings, request.app.state.metastore, ti, try_number, offset)
     body = {"content": chunk.content, "continuation_token": str(chunk.offset), "offset": chunk.offset,
             "try_number": chunk.try_number, "done": chunk.done, "state": ti.state.value}
@@ -208,8 +226,9 @@ def get_log(request: Request, user: User, dag_id: str, dag_run_id: str, task_id:
 
 @router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/sparkProgress",
             summary="Live Spark progress of a task instance (jobs, stages, tasks)")
-def spark_progress(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str) -> dict[str, Any]:
-    ti = _ti(request, dag_id, dag_run_id, task_id)
+def spark_progress(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str,
+                   map_index: MapIndex = -1) -> dict[str, Any]:
+    ti = _ti(request, dag_id, dag_run_id, task_id, map_index)
     progress = ti.spark_progress or {}
     total = progress.get("tasks_total") or 0
     return {"task_instance_id": ti.id, "state": ti.state.value, "try_number": ti.try_number,
@@ -219,8 +238,9 @@ def spark_progress(request: Request, user: User, dag_id: str, dag_run_id: str, t
 
 @router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/sparkMetrics",
             summary="Spark metrics of each try of a task instance, with Spark UI / History Server links")
-def spark_metrics(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str) -> dict[str, Any]:
-    ti = _ti(request, dag_id, dag_run_id, task_id)
+def spark_metrics(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str,
+                  map_index: MapIndex = -1) -> dict[str, Any]:
+    ti = _ti(request, dag_id, dag_run_id, task_id, map_index)
     history = request.app.state.settings.spark_history_url
     tries = queries.task_tries(request.app.state.metastore.db, ti.key)
     return {"task_instance_id": ti.id, "tries": [
@@ -266,7 +286,8 @@ def clear_task_instances(request: Request, user: User, dag_id: str, body: ClearB
     keys = service.clear(request.app.state.dags, dag_id, body.task_ids, body.dag_run_id, body.only_failed,
                          body.include_downstream, body.dry_run, actor=f"web:{user.username}",
                          start=body.start_date, end=body.end_date)
-    return {"task_instances": [{"dag_id": k.dag_id, "dag_run_id": k.run_id, "task_id": k.task_id} for k in keys]}
+    return {"task_instances": [{"dag_id": k.dag_id, "dag_run_id": k.run_id, "task_id": k.task_id,
+                                "map_index": k.map_index} for k in keys]}
 
 
 # -- connections ----------------------------------------------------------------------------------------------

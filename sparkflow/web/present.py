@@ -6,7 +6,11 @@ The state machine (sparkflow.state) has no colours on purpose; they live here, A
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 STATE_COLOURS = {
     "none": "#d7d7d7",
@@ -22,6 +26,45 @@ STATE_COLOURS = {
     "removed": "#d3d3d3",
 }
 DARK_STATES = {"success", "failed", "queued"}  # white text reads better on these
+
+
+@dataclass(frozen=True)
+class MappedSummary:
+    """A mapped task in one run, as one grid cell: how many instances, how many in each state, and the state the
+    cell is coloured by (Airflow's rule: the most pressing state among them)."""
+
+    instances: tuple[Any, ...]  # TaskInstanceRecords by map_index
+
+    @property
+    def count(self) -> int:
+        return len(self.instances)
+
+    @property
+    def states(self) -> dict[str, int]:
+        return dict(Counter(ti.state.value for ti in self.instances))
+
+    @property
+    def state(self) -> str:
+        found = self.states
+        for state in ("running", "queued", "up_for_retry", "up_for_reschedule", "scheduled", "failed",
+                      "upstream_failed", "none", "skipped", "success", "removed"):
+            if state in found:
+                return state
+        return "none"
+
+    @property
+    def summary(self) -> str:
+        return ", ".join(f"{n} {state}" for state, n in sorted(self.states.items()))
+
+    @property
+    def duration(self) -> float | None:
+        starts = [ti.start_date for ti in self.instances if ti.start_date]
+        ends = [ti.end_date for ti in self.instances if ti.end_date]
+        return (max(ends) - min(starts)).total_seconds() if starts and ends else None
+
+
+def mapped_summary(instances: Sequence[Any]) -> MappedSummary:
+    return MappedSummary(tuple(sorted(instances, key=lambda ti: ti.map_index)))
 
 
 def colour(state: object) -> str:

@@ -27,7 +27,7 @@ from sparkflow.web.auth import (
     new_csrf_seed,
     require,
 )
-from sparkflow.web.present import schedule_words
+from sparkflow.web.present import mapped_summary, schedule_words
 
 router = APIRouter(include_in_schema=False)
 GRID_RUNS = 25
@@ -135,7 +135,12 @@ def _grid(request: Request, dag_id: str) -> dict[str, Any]:
     dag = request.app.state.dags.get(record)
     runs = list(reversed(queries.list_runs(ms.db, dag_id, limit=GRID_RUNS)))
     tis = queries.task_instances_of_runs(ms.db, [r.id for r in runs])
-    cells: dict[tuple[int, str], TaskInstanceRecord] = {(ti.dag_run_id, ti.task_id): ti for ti in tis}
+    cells: dict[tuple[int, str], Any] = {(ti.dag_run_id, ti.task_id): ti for ti in tis if ti.map_index < 0}
+    mapped: dict[tuple[int, str], list[TaskInstanceRecord]] = {}
+    for ti in tis:
+        if ti.map_index >= 0:
+            mapped.setdefault((ti.dag_run_id, ti.task_id), []).append(ti)
+    cells.update({cell: mapped_summary(instances) for cell, instances in mapped.items()})
     if dag is not None:
         task_ids = [t.task_id for t in dag.topological_order()]
     else:
@@ -159,15 +164,29 @@ def dag_page(request: Request, user: User, dag_id: str, run_id: str | None = Non
         selected = queries.get_run(ms.db, dag_id, run_id)
     elif runs:
         selected = runs[-1]
-    tis = {ti.task_id: ti for ti in queries.task_instances(ms.db, dag_id, selected.run_id)} if selected else {}
+    run_tis = queries.task_instances(ms.db, dag_id, selected.run_id) if selected else []
+    tis = {ti.task_id: ti for ti in run_tis if ti.map_index < 0}
+    by_task: dict[str, list[TaskInstanceRecord]] = {}
+    for instance in run_tis:
+        if instance.map_index >= 0:
+            by_task.setdefault(instance.task_id, []).append(instance)
     nodes = []
     if dag is not None:
         for task in dag.topological_order():
             ti = tis.get(task.task_id)
+            instances = by_task.get(task.task_id)
+            if instances:  # a mapped task: one node, coloured by its instances, opening their list
+                summary = mapped_summary(instances)
+                nodes.append(svg.GraphNode(task.task_id, f"{task.task_type} [{summary.count}]",
+                                           tuple(sorted(task.upstream_task_ids)), summary.state,
+                                           f"/ti/{summary.instances[0].id}/mapped"))
+                continue
             nodes.append(svg.GraphNode(task.task_id, task.task_type, tuple(sorted(task.upstream_task_ids)),
                                        ti.state.value if ti else None, f"/ti/{ti.id}" if ti else None))
     bars = [svg.GanttBar(tid, tis[tid].state.value, tis[tid].start_date, tis[tid].end_date, f"/ti/{tis[tid].id}")
             for tid in grid["task_ids"] if tid in tis]
+    bars += [svg.GanttBar(f"{ti.task_id}[{ti.map_index}]", ti.state.value, ti.start_date, ti.end_date,
+                          f"/ti/{ti.id}") for instances in by_task.values() for ti in instances]
     history = queries.list_runs(ms.db, dag_id, limit=50)
     interval = service.next_run(dag, ms, _now()) if dag is not None and grid["record"].schedule else None
     return render(request, "dag.html", {
@@ -251,6 +270,15 @@ def task_instance_page(request: Request, user: User, ti_id: TiId, try_number: in
                                        "Input and shuffle bytes over recent runs") if has_bytes else None,
         "api_base": api_base, "error": error, "message": message,
     }, user)
+
+
+@router.get("/ti/{ti_id}/mapped", response_class=HTMLResponse)
+def mapped_instances_page(request: Request, user: User, ti_id: TiId) -> Response:
+    """Every instance of the mapped task this task instance belongs to, by map_index."""
+    ti = _ti_or_404(request, ti_id)
+    instances = queries.mapped_instances(request.app.state.metastore.db, ti.dag_id, ti.run_id, ti.task_id)
+    return render(request, "mapped.html", {"ti": ti, "instances": instances,
+                                           "summary": mapped_summary(instances) if instances else None}, user)
 
 
 @router.get("/ti/{ti_id}/log")
