@@ -219,6 +219,11 @@ class BaseOperator(DependencyMixin):
             return None
         return next((g for g in self.task_group.lineage() if g.expand_input is not None), None)
 
+    @property
+    def mapped_group_id(self) -> str | None:
+        group = self.mapped_group
+        return group.group_id if group is not None else None
+
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
         """Airflow's dynamic task mapping: ``Op.partial(task_id=..., fixed=...).expand(mapped=[...])``."""

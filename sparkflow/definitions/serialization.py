@@ -24,8 +24,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.expand_input import ExpandInput, ListOfDictsExpandInput, MappedArgument
 from sparkflow.definitions.location import Location
+from sparkflow.definitions.mappedoperator import MappedOperator
 from sparkflow.definitions.schedule import CronTimetable, DeltaTimetable, NullTimetable, OnceTimetable
+from sparkflow.definitions.xcom_arg import NOTSET, MapXComArg, SourceLength, XComArg, ZipXComArg
 from sparkflow.exceptions import DagDefinitionError
 
 SERIALIZATION_VERSION = 1
@@ -45,8 +48,11 @@ class SerializedOperator(BaseOperator):
 
     def __init__(self, *, task_type: str, task_module: str, template_values: Mapping[str, Any],
                  template_ext: list[str], ui_color: str, task_group_id: str | None, conn_id: str | None,
-                 has_callback: Mapping[str, bool], extra: Mapping[str, Any], **kwargs: Any) -> None:
+                 has_callback: Mapping[str, bool], extra: Mapping[str, Any], mapped: Mapping[str, Any] | None = None,
+                 mapped_group: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         self._task_type = task_type
+        self.mapped = mapped  # what a mapped task expands over (expand_spec), None when it is not mapped
+        self.mapped_group_spec = mapped_group  # {"group_id": ..., "expand": ...} of its mapped task group
         self.task_module = task_module
         self.template_fields = tuple(template_values)  # type: ignore[misc]
         self.template_values = dict(template_values)
@@ -61,6 +67,39 @@ class SerializedOperator(BaseOperator):
     @property
     def task_type(self) -> str:
         return self._task_type
+
+    @property
+    def is_mapped(self) -> bool:
+        return self.mapped is not None
+
+    @property
+    def mapped_group_id(self) -> str | None:
+        return self.mapped_group_spec["group_id"] if self.mapped_group_spec else None
+
+    def map_length(self, source_length: SourceLength) -> int:
+        """How many instances the task gets, from its serialized expand input (lengths only, no user code)."""
+        spec = self.mapped_group_spec["expand"] if self.mapped_group_spec else self.mapped
+        assert spec is not None and self.dag is not None, "map_length() of a task that is not mapped"
+        dag = self.dag
+
+        def length(item: Mapping[str, Any]) -> int:
+            if "length" in item:
+                return int(item["length"])
+            if "xcom" in item:
+                return source_length(XComArg(dag.task_dict[item["xcom"]], item["key"]))
+            if "map" in item:
+                return length(item["map"])
+            if "zip" in item:
+                lengths = [length(i) for i in item["zip"]]
+                return max(lengths) if item.get("fill") else min(lengths)
+            raise TypeError(f"cannot map over {item.get('what', 'this value')}")
+
+        if spec["kind"] == "list_of_dicts":
+            return length(spec["arg"])
+        total = 1
+        for item in spec["args"].values():
+            total *= length(item)
+        return total
 
     def execute(self, context: Any) -> Any:
         raise DagDefinitionError(
@@ -171,6 +210,38 @@ class _UnavailableTimetable(NullTimetable):
 
 
 # -- DAG -> dict ----------------------------------------------------------------------------------------------
+def _value_spec(value: Any) -> dict[str, Any]:
+    """What a mapped argument is, as far as its length goes: a literal's length, an upstream output, a .map() or
+    .zip() of those."""
+    if isinstance(value, ZipXComArg):
+        return {"zip": [_value_spec(arg) for arg in value.args], "fill": value.fillvalue is not NOTSET}
+    if isinstance(value, MapXComArg):
+        return {"map": _value_spec(value.arg)}
+    if isinstance(value, MappedArgument):
+        return {"what": repr(value)}
+    if isinstance(value, XComArg):
+        return {"xcom": value.operator.task_id, "key": value.key}
+    if isinstance(value, (list, tuple, dict)):
+        return {"length": len(value)}
+    return {"what": type(value).__name__}
+
+
+def expand_spec(expand_input: ExpandInput) -> dict[str, Any]:
+    if isinstance(expand_input, ListOfDictsExpandInput):
+        return {"kind": "list_of_dicts", "arg": _value_spec(expand_input.value)}
+    return {"kind": "dict_of_lists", "args": {name: _value_spec(v) for name, v in expand_input.value.items()}}
+
+
+def _mapping_fields(task: BaseOperator) -> dict[str, Any]:
+    if isinstance(task, SerializedOperator):
+        return {"mapped": task.mapped, "mapped_group": task.mapped_group_spec}
+    if not isinstance(task, MappedOperator):
+        return {"mapped": None, "mapped_group": None}
+    group = task.mapped_group
+    return {"mapped": expand_spec(task.expand_input),
+            "mapped_group": {"group_id": group.group_id, "expand": expand_spec(group.expand_input)} if group else None}
+
+
 def serialize_task(task: BaseOperator) -> dict[str, Any]:
     """One task as a JSON-able dict: the one place that says what a task carries into the metastore."""
     group = task.task_group
@@ -195,6 +266,7 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         conn_id=_conn_id(task),
         callbacks=sorted(name for name in CALLBACKS if _has_callback(task, name)),
         lineno=task.location.lineno if task.location else None,
+        **_mapping_fields(task),
     )
     data.update(getattr(task, "extra", None) or {})
     return data
@@ -306,7 +378,7 @@ def deserialize_dag(data: Mapping[str, Any], hash_: str | None = None) -> DAG:
 _KNOWN_TASK_KEYS = frozenset(_task_fields) | {
     "task_id", "task_type", "task_module", "upstream", "downstream", "trigger_rule", "retry_delay",
     "max_retry_delay", "execution_timeout", "start_date", "end_date", "params", "template_fields", "template_ext",
-    "ui_color", "task_group", "conn_id", "callbacks", "lineno",
+    "ui_color", "task_group", "conn_id", "callbacks", "lineno", "mapped", "mapped_group",
 }
 
 
@@ -318,6 +390,7 @@ def _deserialize_task(item: Mapping[str, Any], tz: tzinfo, dag: DAG) -> Serializ
         template_values=item.get("template_fields", {}), template_ext=item.get("template_ext", []),
         ui_color=item.get("ui_color", "#fff"), task_group_id=item.get("task_group"), conn_id=item.get("conn_id"),
         has_callback={name: name in callbacks for name in CALLBACKS},
+        mapped=item.get("mapped"), mapped_group=item.get("mapped_group"),
         extra={k: v for k, v in item.items() if k not in _KNOWN_TASK_KEYS},
         task_id=item["task_id"], trigger_rule=item.get("trigger_rule", "all_success"),
         retry_delay=item.get("retry_delay", 300.0), max_retry_delay=item.get("max_retry_delay"),

@@ -319,13 +319,13 @@ def state_events(db: Database, dag_id: str, run_id: str | None = None) -> list[S
 
 def get_xcom(db: Database, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1
              ) -> XComRecord | None:
-    c = t.xcom.c
-    with db.read() as conn:
-        row = conn.execute(
-            select(t.xcom).where(c.dag_id == dag_id, c.run_id == run_id, c.task_id == task_id, c.key == key,
-                                 c.map_index == map_index)
-        ).one_or_none()
+    with db.read() as conn:  # a prepared statement: every mapped instance reads its input
+        row = _XCOM_BY_KEY.first(conn, S.params(
+            {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index, "key": key}))
     return XComRecord.from_row(row) if row is not None else None
+
+
+_XCOM_BY_KEY = S.select_where("xcom", (*S.TI_KEY, "key"))
 
 
 def mapped_xcom_values(db: Database, dag_id: str, run_id: str, task_id: str, key: str) -> list[Any]:

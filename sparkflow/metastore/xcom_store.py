@@ -7,10 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert
-
 from sparkflow.exceptions import UserError
-from sparkflow.metastore import schema as t
+from sparkflow.metastore import statements as S
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TaskInstanceRecord
 
@@ -29,15 +27,12 @@ class XComStore:
                 f"task '{ti.task_id}': XCom '{key}' value of type {type(value).__name__} is not JSON-serialisable "
                 f"({exc}); return or push JSON types (str, int, float, bool, None, list, dict)"
             ) from None
-        with self.db.write() as conn:
-            conn.execute(delete(t.xcom).where(
-                t.xcom.c.dag_id == ti.dag_id, t.xcom.c.run_id == ti.run_id, t.xcom.c.task_id == ti.task_id,
-                t.xcom.c.map_index == ti.map_index, t.xcom.c.key == key,
-            ))
-            conn.execute(insert(t.xcom).values(
-                dag_run_id=ti.dag_run_id, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-                map_index=ti.map_index, key=key, value=text, created_at=now or datetime.now(UTC),
-            ))
+        row = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index,
+               "key": key}
+        with self.db.write() as conn:  # prepared statements: every mapped instance pushes its output
+            S.delete_where("xcom", tuple(row)).run(conn, S.params(row))
+            S.insert_rows(conn, "xcom", [dict(row, dag_run_id=ti.dag_run_id, value=text,
+                                              created_at=now or datetime.now(UTC))])
 
 
 def _sequence_as_list(value: Any) -> Any:

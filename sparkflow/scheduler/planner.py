@@ -155,17 +155,17 @@ def plan_run(
 
 def _upstream_states(dag: DAG, upstream_ids: set[str], ref: TIRef, by_task: Mapping[str, list[TIRef]],
                      current: Mapping[TIRef, TaskState]) -> list[TaskState]:
-    group = dag.task_dict[task_of(ref)].mapped_group
+    group = dag.task_dict[task_of(ref)].mapped_group_id
     if isinstance(ref, str):
         if group is None:
             return [current[r] for u in upstream_ids for r in by_task.get(u, ())]
         # A task of a mapped group expands once its upstream in the group has expanded; each of its instances
         # then waits for the same instance upstream.
         return [current[r] for u in upstream_ids for r in by_task.get(u, ())
-                if not (dag.task_dict[u].mapped_group is group and u not in current)]
+                if not (dag.task_dict[u].mapped_group_id == group and u not in current)]
     states = []
     for u in upstream_ids:
-        if group is not None and dag.task_dict[u].mapped_group is group and (u, ref[1]) in current:
+        if group is not None and dag.task_dict[u].mapped_group_id == group and (u, ref[1]) in current:
             states.append(current[(u, ref[1])])  # the same instance of an upstream in the mapped group
         else:
             states.extend(current[r] for r in by_task.get(u, ()))

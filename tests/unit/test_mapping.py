@@ -206,3 +206,43 @@ def test_mapped_task_group_runs_each_instance_through_the_group(settings, metast
     assert run.state is RunState.SUCCESS, queries.task_instances(metastore.db, "group", run.run_id)
     assert [xcom(metastore, run, "pipeline.square", i) for i in range(3)] == [4, 9, 16]
     assert xcom(metastore, run, "collect") == [4, 9, 16]
+
+
+def test_serialized_dag_keeps_what_the_scheduler_needs_to_expand() -> None:
+    from sparkflow import DAG, BashOperator, task, task_group
+    from sparkflow.definitions.serialization import deserialize_dag, serialize_dag
+    from sparkflow.scheduler.planner import plan_run
+
+    with DAG("ser") as dag:
+        @task
+        def make():
+            return [1, 2]
+
+        @task
+        def each(x, y):
+            return x
+
+        each.expand(x=make(), y=[1, 2, 3])
+        BashOperator.partial(task_id="zipped").expand_kwargs(make().zip(make(), fillvalue=None).map(str))
+
+        @task_group
+        def grp(v):
+            return each.override(task_id="inner")(v, 0)
+
+        grp.expand(v=[7, 8, 9, 10])
+
+    copy = deserialize_dag(serialize_dag(dag))
+    lengths = {"make": 2, "make__1": 3, "make__2": 5}
+
+    def source_length(arg) -> int:
+        return lengths[arg.operator.task_id]
+
+    assert sorted(t.task_id for t in copy.tasks if t.is_mapped) == ["each", "grp.inner", "zipped"]
+    assert copy.task_dict["each"].map_length(source_length) == 6
+    assert copy.task_dict["zipped"].map_length(source_length) == 5  # zip with a fillvalue: the longest
+    assert copy.task_dict["grp.inner"].map_length(source_length) == 4
+    assert copy.task_dict["grp.inner"].mapped_group_id == "grp"
+    done = {tid: TaskState.SUCCESS for tid in lengths}
+    plan = plan_run(copy, {**done, "each": TaskState.NONE, "zipped": TaskState.NONE, "grp.inner": TaskState.NONE},
+                    {}, None)  # type: ignore[arg-type]
+    assert sorted(plan.expand) == ["each", "grp.inner", "zipped"]
