@@ -21,6 +21,7 @@ _EXPORTS = {
     "chain": "sparkflow.definitions.baseoperator",
     "cross_downstream": "sparkflow.definitions.baseoperator",
     "get_current_context": "sparkflow.definitions.context",
+    "Label": "sparkflow.definitions.edgemodifier",
     "TaskGroup": "sparkflow.definitions.taskgroup",
     "task_group": "sparkflow.definitions.taskgroup",
     "TriggerRule": "sparkflow.definitions.trigger_rule",
@@ -33,6 +34,8 @@ _EXPORTS = {
     "PythonOperator": "sparkflow.operators.python",
     "ShortCircuitOperator": "sparkflow.operators.python",
     "task": "sparkflow.operators.python",
+    "setup": "sparkflow.operators.python",
+    "teardown": "sparkflow.operators.python",
     "BaseSensorOperator": "sparkflow.operators.sensors",
     "DateTimeSensor": "sparkflow.operators.sensors",
     "ExternalTaskSensor": "sparkflow.operators.sensors",
@@ -55,6 +58,7 @@ __all__ = [
     "ExternalTaskSensor",
     "FailTaskNoRetry",
     "FileSensor",
+    "Label",
     "PokeReturnValue",
     "PythonOperator",
     "PythonSensor",
@@ -68,8 +72,10 @@ __all__ = [
     "cross_downstream",
     "dag",
     "get_current_context",
+    "setup",
     "task",
     "task_group",
+    "teardown",
 ]
 
 
@@ -90,12 +96,20 @@ if TYPE_CHECKING:
     from sparkflow.definitions.baseoperator import BaseOperator, chain, cross_downstream
     from sparkflow.definitions.context import get_current_context
     from sparkflow.definitions.dag import DAG, dag
+    from sparkflow.definitions.edgemodifier import Label
     from sparkflow.definitions.taskgroup import TaskGroup, task_group
     from sparkflow.definitions.trigger_rule import TriggerRule
     from sparkflow.exceptions import AirflowException, FailTaskNoRetry, SkipTask
     from sparkflow.operators.bash import BashOperator
     from sparkflow.operators.empty import EmptyOperator
-    from sparkflow.operators.python import BranchPythonOperator, PythonOperator, ShortCircuitOperator, task
+    from sparkflow.operators.python import (
+        BranchPythonOperator,
+        PythonOperator,
+        ShortCircuitOperator,
+        setup,
+        task,
+        teardown,
+    )
     from sparkflow.operators.sensors import (
         BaseSensorOperator,
         DateTimeSensor,

@@ -15,9 +15,11 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sparkflow.definitions import setup_teardown
 from sparkflow.definitions.context import Context
 from sparkflow.definitions.dag import current_dag
 from sparkflow.definitions.dependencies import DependencyMixin
+from sparkflow.definitions.edgemodifier import EdgeModifier
 from sparkflow.definitions.location import Location, caller_location
 from sparkflow.definitions.taskgroup import TaskGroup, current_task_group
 from sparkflow.definitions.templating import RenderError, TemplateEnvironment, render_value
@@ -95,6 +97,9 @@ class BaseOperator(DependencyMixin):
     _location: Location | None = None
     _in_init = False  # inside the outermost __init__ (_apply_defaults: a subclass's __init__ calls its base's)
     task_group: TaskGroup | None = None  # set when the task is made inside a TaskGroup
+    is_setup = False  # as_setup() / @setup
+    is_teardown = False  # as_teardown() / @teardown
+    on_failure_fail_dagrun = False  # a teardown whose failure fails the run
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -229,6 +234,31 @@ class BaseOperator(DependencyMixin):
         """Airflow's dynamic task mapping: ``Op.partial(task_id=..., fixed=...).expand(mapped=[...])``."""
         return _mapping.OperatorPartial(cls, kwargs)
 
+    # -- setup and teardown (definitions/setup_teardown.py) -------------------------------------------------
+    def as_setup(self) -> BaseOperator:
+        self.is_setup = True
+        return self
+
+    def as_teardown(self, setups: Any = None, on_failure_fail_dagrun: bool | None = None) -> BaseOperator:
+        self.is_teardown = True
+        self.trigger_rule = TriggerRule.ALL_DONE_SETUP_SUCCESS
+        if on_failure_fail_dagrun is not None:
+            self.on_failure_fail_dagrun = on_failure_fail_dagrun
+        for setup in setup_teardown.as_tasks(setups) if setups is not None else []:
+            setup.as_setup()
+            setup.set_downstream(self)
+        return self
+
+    def __enter__(self) -> BaseOperator:
+        if not (self.is_setup or self.is_teardown):
+            raise self._error("only a setup or teardown task can be used with `with`; call as_setup() or "
+                              "as_teardown(setups=...) first")
+        setup_teardown.enter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        setup_teardown.leave(self)
+
     @property
     def output(self) -> XComArg:
         """This task's return value, to pass to another task (Airflow's ``task.output``)."""
@@ -239,13 +269,19 @@ class BaseOperator(DependencyMixin):
         return logging.getLogger(f"sparkflow.task.{type(self).__name__}")
 
     # -- dependencies ---------------------------------------------------------------------------------------
-    def _link(self, others: Any, upstream: bool) -> None:
+    def _link(self, others: Any, upstream: bool, edge_modifier: EdgeModifier | None = None) -> None:
         for other in _as_list(others):
+            if isinstance(other, EdgeModifier):  # a >> Label(...) >> b: the label links a and b
+                if upstream:
+                    other.set_downstream(self)
+                else:
+                    other.set_upstream(self)
+                continue
             if isinstance(other, XComArg):
-                self._link(other.operators(), upstream)
+                self._link(other.operators(), upstream, edge_modifier)
                 continue
             if isinstance(other, TaskGroup):  # upstream group: its leaves; downstream group: its roots
-                self._link(other.leaves if upstream else other.roots, upstream)
+                self._link(other.leaves if upstream else other.roots, upstream, edge_modifier)
                 continue
             if isinstance(other, str):
                 if self.dag is None:
@@ -266,12 +302,14 @@ class BaseOperator(DependencyMixin):
             up, down = (other, self) if upstream else (self, other)
             up.downstream_task_ids.add(down.task_id)
             down.upstream_task_ids.add(up.task_id)
+            if edge_modifier is not None and edge_modifier.label is not None and self.dag is not None:
+                self.dag.set_edge_info(up.task_id, down.task_id, {"label": edge_modifier.label})
 
-    def set_upstream(self, other: Any) -> None:
-        self._link(other, upstream=True)
+    def set_upstream(self, other: Any, edge_modifier: EdgeModifier | None = None) -> None:
+        self._link(other, upstream=True, edge_modifier=edge_modifier)
 
-    def set_downstream(self, other: Any) -> None:
-        self._link(other, upstream=False)
+    def set_downstream(self, other: Any, edge_modifier: EdgeModifier | None = None) -> None:
+        self._link(other, upstream=False, edge_modifier=edge_modifier)
 
     @property
     def upstream_list(self) -> list[BaseOperator]:

@@ -114,6 +114,8 @@ class DAG:
         self.task_group_dict: dict[str, TaskGroup] = {}  # by full group id (definitions/taskgroup.py)
         # (task, other task id, other is upstream?, where) for dependencies given by task id, checked in validate()
         self._string_edges: list[tuple[BaseOperator, str, bool]] = []
+        # Airflow's edge info: upstream task_id -> downstream task_id -> {"label": ...} (edge labels)
+        self.edge_info: dict[str, dict[str, dict[str, str]]] = {}
         self._order: tuple[tuple[int, int], list[BaseOperator]] | None = None  # see topological_order
         if _created_dags:
             _created_dags[-1].append(self)
@@ -148,6 +150,12 @@ class DAG:
             raise self._error(f"task already belongs to DAG '{task.dag.dag_id}'", task)
         task.dag = self
         self.task_dict[task.task_id] = task
+
+    def set_edge_info(self, upstream_task_id: str, downstream_task_id: str, info: dict[str, str]) -> None:
+        self.edge_info.setdefault(upstream_task_id, {})[downstream_task_id] = dict(info)
+
+    def get_edge_info(self, upstream_task_id: str, downstream_task_id: str) -> dict[str, str]:
+        return self.edge_info.get(upstream_task_id, {}).get(downstream_task_id, {})
 
     def add_string_edge(self, task: BaseOperator, other_id: str, upstream: bool) -> None:
         self._string_edges.append((task, other_id, upstream))

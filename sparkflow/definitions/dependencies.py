@@ -12,10 +12,10 @@ class DependencyMixin:
     ``c.__rrshift__``) returns ``c``.
     """
 
-    def set_upstream(self, other: Any) -> None:
+    def set_upstream(self, other: Any, edge_modifier: Any = None) -> None:
         raise NotImplementedError
 
-    def set_downstream(self, other: Any) -> None:
+    def set_downstream(self, other: Any, edge_modifier: Any = None) -> None:
         raise NotImplementedError
 
     def __rshift__(self, other: Any) -> Any:

@@ -267,6 +267,7 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         callbacks=sorted(name for name in CALLBACKS if _has_callback(task, name)),
         lineno=task.location.lineno if task.location else None,
         **_mapping_fields(task),
+        is_setup=task.is_setup, is_teardown=task.is_teardown, on_failure_fail_dagrun=task.on_failure_fail_dagrun,
     )
     data.update(getattr(task, "extra", None) or {})
     return data
@@ -330,6 +331,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
             "template_searchpath": list(dag.template_searchpath),
             "callbacks": sorted(n for n in ("on_success_callback", "on_failure_callback") if _has_callback(dag, n)),
             "task_groups": _groups(dag),
+            "edge_info": dag.edge_info,
             "tasks": [serialize_task(task) for task in dag.topological_order()],
         },
     }
@@ -367,6 +369,7 @@ def deserialize_dag(data: Mapping[str, Any], hash_: str | None = None) -> DAG:
     dag._location = Location(d["fileloc"], d["lineno"]) if d.get("fileloc") and d.get("lineno") else None
     dag.serialized_callbacks = tuple(d.get("callbacks", ()))  # type: ignore[attr-defined]
     dag.serialized_groups = tuple(d.get("task_groups", ()))  # type: ignore[attr-defined]
+    dag.edge_info = {up: dict(downs) for up, downs in (d.get("edge_info") or {}).items()}
     for item in d["tasks"]:
         task = _deserialize_task(item, tz, dag)
         task.upstream_task_ids.update(item.get("upstream", ()))
@@ -378,7 +381,8 @@ def deserialize_dag(data: Mapping[str, Any], hash_: str | None = None) -> DAG:
 _KNOWN_TASK_KEYS = frozenset(_task_fields) | {
     "task_id", "task_type", "task_module", "upstream", "downstream", "trigger_rule", "retry_delay",
     "max_retry_delay", "execution_timeout", "start_date", "end_date", "params", "template_fields", "template_ext",
-    "ui_color", "task_group", "conn_id", "callbacks", "lineno", "mapped", "mapped_group",
+    "ui_color", "task_group", "conn_id", "callbacks", "lineno", "mapped", "mapped_group", "is_setup", "is_teardown",
+    "on_failure_fail_dagrun",
 }
 
 
@@ -397,6 +401,9 @@ def _deserialize_task(item: Mapping[str, Any], tz: tzinfo, dag: DAG) -> Serializ
         execution_timeout=item.get("execution_timeout"), start_date=_date_in(item.get("start_date"), tz),
         end_date=_date_in(item.get("end_date"), tz), params=item.get("params"), dag=dag, **plain,
     )
+    task.is_setup = bool(item.get("is_setup"))
+    task.is_teardown = bool(item.get("is_teardown"))
+    task.on_failure_fail_dagrun = bool(item.get("on_failure_fail_dagrun"))
     if item.get("lineno") and dag.fileloc:
         task._location = Location(dag.fileloc, item["lineno"])
     return task

@@ -147,13 +147,13 @@ class TaskGroup(DependencyMixin):
         ids = {t.task_id for t in tasks}
         return [t for t in tasks if not (t.downstream_task_ids & ids)]
 
-    def set_downstream(self, other: Any) -> None:
+    def set_downstream(self, other: Any, edge_modifier: Any = None) -> None:
         for leaf in self.leaves:
-            leaf.set_downstream(other)
+            leaf.set_downstream(other, edge_modifier=edge_modifier)
 
-    def set_upstream(self, other: Any) -> None:
+    def set_upstream(self, other: Any, edge_modifier: Any = None) -> None:
         for root in self.roots:
-            root.set_upstream(other)
+            root.set_upstream(other, edge_modifier=edge_modifier)
 
     def __repr__(self) -> str:
         return f"<TaskGroup: {self.group_id}>"

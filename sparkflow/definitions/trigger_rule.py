@@ -16,6 +16,8 @@ class TriggerRule(StrEnum):
     NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
     NONE_SKIPPED = "none_skipped"
     ALWAYS = "always"
+    # a teardown's rule: all upstream done, and at least one of its setups succeeded (or it has none)
+    ALL_DONE_SETUP_SUCCESS = "all_done_setup_success"
 
     @classmethod
     def parse(cls, value: str) -> TriggerRule:

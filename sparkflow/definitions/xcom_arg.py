@@ -44,6 +44,21 @@ class XComArg(DependencyMixin):
         """How many items mapping over this value gives."""
         return source_length(self)
 
+    def as_setup(self) -> XComArg:
+        self.operator.as_setup()
+        return self
+
+    def as_teardown(self, setups: Any = None, on_failure_fail_dagrun: bool | None = None) -> XComArg:
+        self.operator.as_teardown(setups=setups, on_failure_fail_dagrun=on_failure_fail_dagrun)
+        return self
+
+    def __enter__(self) -> XComArg:
+        self.operator.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.operator.__exit__(*exc)
+
     def map(self, func: Callable[[Any], Any]) -> MapXComArg:
         """Apply ``func`` to every item, lazily, where the value is consumed (Airflow's ``XComArg.map``)."""
         return MapXComArg(self, [func])
@@ -53,13 +68,13 @@ class XComArg(DependencyMixin):
         return ZipXComArg([self, *others], fillvalue)
 
     # Dependencies between TaskFlow outputs behave like the tasks themselves (>> and << from DependencyMixin).
-    def set_upstream(self, other: Any) -> None:
+    def set_upstream(self, other: Any, edge_modifier: Any = None) -> None:
         for op in self.operators():
-            op.set_upstream(other)
+            op.set_upstream(other, edge_modifier=edge_modifier)
 
-    def set_downstream(self, other: Any) -> None:
+    def set_downstream(self, other: Any, edge_modifier: Any = None) -> None:
         for op in self.operators():
-            op.set_downstream(other)
+            op.set_downstream(other, edge_modifier=edge_modifier)
 
     @property
     def task_id(self) -> str:

@@ -200,6 +200,42 @@ class _TaskDecorator:
         return self.partial().expand_kwargs(kwargs)
 
 
+class _SetupTeardownDecorator(_TaskDecorator):
+    """``@setup`` / ``@teardown``: a TaskFlow task made a setup or a teardown when it is called."""
+
+    def __init__(self, func: Callable[..., Any], kwargs: dict[str, Any], role: str,
+                 on_failure_fail_dagrun: bool = False) -> None:
+        super().__init__(func, DecoratedPythonOperator, kwargs)
+        self.role = role
+        self.on_failure_fail_dagrun = on_failure_fail_dagrun
+
+    def override(self, **kwargs: Any) -> _TaskDecorator:
+        return _SetupTeardownDecorator(self.function, {**self.kwargs, **kwargs}, self.role,
+                                       self.on_failure_fail_dagrun)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        output = super().__call__(*args, **kwargs)
+        if self.role == "setup":
+            return output.as_setup()
+        return output.as_teardown(on_failure_fail_dagrun=self.on_failure_fail_dagrun)
+
+
+def setup(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+    """``@setup``: the task creates what the work needs (a cluster, a temp table)."""
+    if python_callable is not None and callable(python_callable):
+        return _SetupTeardownDecorator(python_callable, kwargs, "setup")
+    return lambda func: _SetupTeardownDecorator(func, kwargs, "setup")
+
+
+def teardown(python_callable: Callable[..., Any] | None = None, *, on_failure_fail_dagrun: bool = False,
+             **kwargs: Any) -> Any:
+    """``@teardown``: runs once the work is done, even when it failed; set its setups with
+    ``.as_teardown(setups=...)`` or ``setup_task >> teardown_task``."""
+    if python_callable is not None and callable(python_callable):
+        return _SetupTeardownDecorator(python_callable, kwargs, "teardown", on_failure_fail_dagrun)
+    return lambda func: _SetupTeardownDecorator(func, kwargs, "teardown", on_failure_fail_dagrun)
+
+
 class _TaskPartial:
     """``@task`` function ``.partial(fixed=...)``: mapped values go to the function's keyword arguments."""
 

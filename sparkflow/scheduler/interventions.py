@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.setup_teardown import related_setups_and_teardowns
 from sparkflow.exceptions import UserError
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
@@ -59,6 +60,7 @@ def select_for_clear(
     if downstream:
         for tid in list(task_ids):
             task_ids |= dag.downstream_of(tid)
+    task_ids |= related_setups_and_teardowns(dag, task_ids)
     selection = ClearSelection(map_indexes=None if map_indexes is None else sorted(set(map_indexes)))
     for run in sorted(queries.list_runs(metastore.db, dag.dag_id), key=lambda r: r.logical_date):
         if (start is not None and run.logical_date < start) or (end is not None and run.logical_date > end):

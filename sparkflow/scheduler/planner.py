@@ -42,12 +42,19 @@ class UpstreamCounts(NamedTuple):
         return cls(len(upstream_states), success, skipped, failed, failed_only, done)
 
 
-def evaluate_trigger_rule(rule: TriggerRule, up: UpstreamCounts) -> TaskState | None:
+def evaluate_trigger_rule(rule: TriggerRule, up: UpstreamCounts,
+                          setups: UpstreamCounts | None = None) -> TaskState | None:
     """What the task should become given its direct upstream: SCHEDULED (may run), SKIPPED, UPSTREAM_FAILED,
-    or None (not decided yet: wait). Airflow's semantics, including skip propagation."""
+    or None (not decided yet: wait). Airflow's semantics, including skip propagation. ``setups``: the states of
+    the upstream tasks that are setups (a teardown's rule looks at them)."""
     if up.total == 0 or rule is TR.ALWAYS:
         return TaskState.SCHEDULED
     all_done = up.done == up.total
+    if rule is TR.ALL_DONE_SETUP_SUCCESS:
+        if not all_done:
+            return None
+        return TaskState.SKIPPED if setups is not None and setups.total and not setups.success else \
+            TaskState.SCHEDULED
     if rule is TR.ALL_SUCCESS:
         if up.failed:
             return TaskState.UPSTREAM_FAILED
@@ -134,8 +141,12 @@ def plan_run(
         for ref in by_task.get(tid, ()):
             state = current[ref]
             if state is TaskState.NONE:
+                setups = None
+                if task.trigger_rule is TR.ALL_DONE_SETUP_SUCCESS:
+                    setup_ids = {u for u in task.upstream_task_ids if dag.task_dict[u].is_setup}
+                    setups = UpstreamCounts.of(_upstream_states(dag, setup_ids, ref, by_task, current))
                 decision = evaluate_trigger_rule(task.trigger_rule, UpstreamCounts.of(
-                    _upstream_states(dag, task.upstream_task_ids, ref, by_task, current)))
+                    _upstream_states(dag, task.upstream_task_ids, ref, by_task, current)), setups)
                 if decision is TaskState.SCHEDULED and task.depends_on_past and past_ok is not None:
                     if not past_ok.get(tid, True):
                         decision = None
@@ -172,12 +183,24 @@ def _upstream_states(dag: DAG, upstream_ids: set[str], ref: TIRef, by_task: Mapp
     return states
 
 
+def _leaves_for_run_state(dag: DAG) -> set[str]:
+    """Airflow's effective leaves: a teardown does not decide the run (unless on_failure_fail_dagrun), so the
+    work before it counts as a leaf."""
+    def ignorable(tid: str) -> bool:
+        task = dag.task_dict[tid]
+        return task.is_teardown and not task.on_failure_fail_dagrun
+
+    leaves = {t.task_id for t in dag.tasks if not ignorable(t.task_id)
+              and all(ignorable(d) for d in t.downstream_task_ids if d in dag.task_dict)}
+    return leaves or {t.task_id for t in dag.leaves}
+
+
 def run_state(dag: DAG, states: Mapping[TIRef, TaskState]) -> RunState | None:
     """SUCCESS or FAILED once every task instance is terminal (failed if an instance of a leaf failed), else
     None."""
     if any(s not in TASK_TERMINAL for s in states.values()):
         return None
-    leaves = {t.task_id for t in dag.leaves}
+    leaves = _leaves_for_run_state(dag)
     if any(state in TASK_FAILED_LIKE and task_of(ref) in leaves for ref, state in states.items()):
         return RunState.FAILED
     return RunState.SUCCESS

@@ -23,6 +23,7 @@ class GraphNode:
     upstream: tuple[str, ...]
     state: str | None = None
     href: str | None = None
+    edge_labels: tuple[tuple[str, str], ...] = ()  # (upstream task_id, label) of labelled edges into this node
 
 
 def layout(nodes: Sequence[GraphNode]) -> dict[str, tuple[int, int]]:
@@ -65,6 +66,10 @@ def graph(nodes: Sequence[GraphNode]) -> Markup:
             mid = (sx + ex) / 2
             parts.append(f'<path class="edge" d="M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex - 2} {ey}" fill="none" '
                          'stroke="#888" stroke-width="1.5" marker-end="url(#arrow)"/>')
+            label = dict(node.edge_labels).get(up)
+            if label:
+                parts.append(f'<text class="edge-label" x="{mid}" y="{(sy + ey) / 2 - 3}" text-anchor="middle" '
+                             f'font-size="10" fill="#333">{escape(label)}</text>')
     for node in nodes:
         x, y = xy(node.task_id)
         state = node.state or "none"

@@ -181,8 +181,10 @@ def dag_page(request: Request, user: User, dag_id: str, run_id: str | None = Non
                                            tuple(sorted(task.upstream_task_ids)), summary.state,
                                            f"/ti/{summary.instances[0].id}/mapped"))
                 continue
+            labels = tuple((up, label) for up in sorted(task.upstream_task_ids)
+                           if (label := dag.get_edge_info(up, task.task_id).get("label")))
             nodes.append(svg.GraphNode(task.task_id, task.task_type, tuple(sorted(task.upstream_task_ids)),
-                                       ti.state.value if ti else None, f"/ti/{ti.id}" if ti else None))
+                                       ti.state.value if ti else None, f"/ti/{ti.id}" if ti else None, labels))
     bars = [svg.GanttBar(tid, tis[tid].state.value, tis[tid].start_date, tis[tid].end_date, f"/ti/{tis[tid].id}")
             for tid in grid["task_ids"] if tid in tis]
     bars += [svg.GanttBar(f"{ti.task_id}[{ti.map_index}]", ti.state.value, ti.start_date, ti.end_date,

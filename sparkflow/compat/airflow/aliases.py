@@ -34,6 +34,9 @@ _BASE_SENSOR = {
 _CHAIN = {"chain": "sparkflow.definitions.baseoperator:chain",
           "cross_downstream": "sparkflow.definitions.baseoperator:cross_downstream"}
 _TASK_GROUP = {"TaskGroup": f"{_T}:TaskGroup", "task_group": f"{_T}:task_group"}
+_SETUP_TEARDOWN = {"setup": f"{_PY}:setup", "teardown": f"{_PY}:teardown"}
+_LABEL = {"Label": "sparkflow.definitions.edgemodifier:Label",
+          "EdgeModifier": "sparkflow.definitions.edgemodifier:EdgeModifier"}
 _SPARK_SUBMIT_OP = {"SparkSubmitOperator": "op:sparkflow.operators.spark_submit:SparkSubmitOperator"}
 _SPARK_SQL_OP = {"SparkSqlOperator": "op:sparkflow.operators.spark_sql:SparkSqlOperator"}
 _SPARK_JDBC_OP = {"SparkJDBCOperator": "op:sparkflow.operators.spark_jdbc:SparkJDBCOperator"}
@@ -72,10 +75,13 @@ ALIASES: dict[str, dict[str, str]] = {
     "airflow.models.taskinstance": {"TaskInstance": "sparkflow.definitions.context:TaskInstanceHandle"},
     "airflow.models.xcom_arg": {"XComArg": "sparkflow.definitions.xcom_arg:XComArg"},
     "airflow.decorators": {
-        "dag": f"{_T}:dag", "task": f"{_T}:task", "task_group": f"{_T}:task_group",
+        "dag": f"{_T}:dag", "task": f"{_T}:task", "task_group": f"{_T}:task_group", **_SETUP_TEARDOWN,
     },
+    "airflow.decorators.setup_teardown": {"setup_task": f"{_PY}:setup", "teardown_task": f"{_PY}:teardown"},
+    "airflow.utils.edgemodifier": _LABEL,
+    "airflow.models.mappedoperator": {"MappedOperator": "sparkflow.definitions.mappedoperator:MappedOperator"},
     "airflow.sdk": {
-        **_COMMON, **_CHAIN, **_TASK_GROUP,
+        **_COMMON, **_CHAIN, **_TASK_GROUP, **_SETUP_TEARDOWN, "Label": _LABEL["Label"],
         "dag": f"{_T}:dag", "task": f"{_T}:task",
         "get_current_context": "sparkflow.definitions.context:get_current_context",
         "BaseHook": f"{_M}:BaseHook",
