@@ -1,6 +1,6 @@
 """A mapped SparkSubmitOperator on real spark-submit (local mode, local executor): three instances from one
 `.partial(...).expand(application_args=...)`, each with its own application id and metrics. Three small
-spark-submits, two at a time (~1 min on 2 cores)."""
+spark-submits, two at a time: about a minute on an idle 2-core machine, several on a busy one."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ APP = Path(__file__).parent / "apps" / "write_rows.py"
 pytestmark = pytest.mark.spark
 
 
-def sparkflow(env: dict[str, str], *args: str, timeout: int = 400) -> subprocess.CompletedProcess[str]:
+def sparkflow(env: dict[str, str], *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sparkflow", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 

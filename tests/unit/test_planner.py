@@ -32,6 +32,9 @@ CASES: list[tuple[TriggerRule, list[TaskState], TaskState | None]] = [
     (TR.ALL_FAILED, [FAILED, RUNNING], WAIT),
     (TR.ALL_FAILED, [FAILED, SUCCESS], SKIPPED),
     (TR.ALL_FAILED, [SKIPPED, RUNNING], SKIPPED),
+    # all_done_setup_success (a teardown): once everything is done, unless no setup upstream succeeded (below).
+    (TR.ALL_DONE_SETUP_SUCCESS, [SUCCESS, FAILED, UPSTREAM_FAILED], RUN),
+    (TR.ALL_DONE_SETUP_SUCCESS, [FAILED, RUNNING], WAIT),
     # all_done: whatever the outcome, once everything is done.
     (TR.ALL_DONE, [SUCCESS, FAILED, SKIPPED, UPSTREAM_FAILED], RUN),
     (TR.ALL_DONE, [FAILED, RUNNING], WAIT),
@@ -96,6 +99,12 @@ def test_task_without_upstream_is_scheduled_whatever_its_rule(rule: TriggerRule)
                                                     ([UPSTREAM_FAILED, RUNNING], WAIT)])
 def test_one_done_ignores_upstream_failed(upstream: list[TaskState], expected: TaskState | None) -> None:
     assert evaluate_trigger_rule(TR.ONE_DONE, UpstreamCounts.of(upstream)) is expected
+
+
+def test_a_teardown_is_skipped_when_none_of_its_setups_succeeded() -> None:
+    done = UpstreamCounts.of([FAILED, UPSTREAM_FAILED])
+    assert evaluate_trigger_rule(TR.ALL_DONE_SETUP_SUCCESS, done, UpstreamCounts.of([FAILED])) is SKIPPED
+    assert evaluate_trigger_rule(TR.ALL_DONE_SETUP_SUCCESS, done, UpstreamCounts.of([SUCCESS, FAILED])) is RUN
 
 
 def test_upstream_counts() -> None:
