@@ -18,20 +18,15 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sparkflow.exceptions import ConfigError, InvalidConnection
+from sparkflow.files import write_private
+from sparkflow.logs import MASK, is_sensitive_name, redact, secrets_in
 
 # AIRFLOW_CONN_<ID> is read too, so an existing Airflow deployment's connection settings carry over.
 ENV_PREFIXES = ("SPARKFLOW_CONN_", "AIRFLOW_CONN_")
 CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
-# Extra keys whose values are secrets (Airflow masks the same words).
-SENSITIVE_WORDS = ("password", "secret", "passwd", "token", "api_key", "apikey", "private_key", "keyfile_dict",
-                   "access_key", "credential")
-MASK = "***"
 FIELDS = ("conn_type", "host", "port", "login", "password", "schema", "extra", "description")
-
-
-def is_sensitive_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in SENSITIVE_WORDS)
+# Extra keys whose values are secrets, at any depth: the masker's list (Airflow's, + sensitive_var_conn_names).
+is_sensitive_key = is_sensitive_name
 
 
 @dataclass(frozen=True)
@@ -57,14 +52,13 @@ class Connection:
     def secrets(self) -> list[str]:
         """Values that must never appear in output: the password and sensitive extras."""
         found = [self.password] if self.password else []
-        found += [str(v) for k, v in self.extra_dejson.items() if is_sensitive_key(k) and v]
-        return found
+        return found + secrets_in(self.extra_dejson)
 
     def masked(self) -> dict[str, Any]:
         """A dict safe to print: password and sensitive extras replaced by ***."""
         data = asdict(self)
         data["password"] = MASK if self.password else None
-        extras = {k: (MASK if is_sensitive_key(k) else v) for k, v in self.extra_dejson.items()}
+        extras = redact(self.extra_dejson)
         data["extra"] = json.dumps(extras) if extras else None
         return data
 
@@ -287,10 +281,7 @@ def dump_connections(conns: list[Connection], path: Path) -> None:
             fields["extra"] = conn.extra_dejson
         data[conn.conn_id] = fields
     text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o600)  # the export holds plaintext secrets
-    tmp.replace(path)
+    write_private(path, text)  # the export holds plaintext secrets
 
 
 class SecretBox:

@@ -5,20 +5,99 @@ Layout follows Airflow's so people find their way: ``<log_folder>/dag_id=D/run_i
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from sparkflow.files import open_private, private_dir
 
 MASK = "***"
 SPARKFLOW_LOG_NAME = "sparkflow.log"
 _MIN_SECRET_LENGTH = 3  # masking "a" or "" would mangle every line
 
+# Names whose values are secrets wherever they appear (connection extras at any depth, Variable keys, dict keys in
+# rendered fields): Airflow's DEFAULT_SENSITIVE_FIELDS plus two words sparkflow always masked. Extended by the
+# setting sensitive_var_conn_names (Airflow's name), see set_sensitive_names.
+DEFAULT_SENSITIVE_NAMES = (
+    "access_token", "api_key", "apikey", "authorization", "passphrase", "passwd", "password", "private_key",
+    "secret", "token", "keyfile_dict", "service_account", "access_key", "credential",
+)
+_SEPARATORS = re.compile(r"[-_.\s]")
+
+
+def _squash(name: str) -> str:
+    """``API-Key``, ``api_key`` and ``api.key`` all become ``apikey``: one spelling to compare."""
+    return _SEPARATORS.sub("", name.lower())
+
+
+_DEFAULT_SQUASHED = tuple(_squash(n) for n in DEFAULT_SENSITIVE_NAMES)
+_sensitive_names = _DEFAULT_SQUASHED
+
+
+def set_sensitive_names(extra: Iterable[str]) -> None:
+    """The sensitive names of this process: the defaults plus ``extra`` (the setting sensitive_var_conn_names)."""
+    global _sensitive_names
+    _sensitive_names = tuple(dict.fromkeys(_DEFAULT_SQUASHED + tuple(_squash(n) for n in extra if n.strip())))
+
+
+def is_sensitive_name(name: str) -> bool:
+    """Whether a key names a secret: it contains a sensitive name, case-insensitively, '-'/'_'/'.' ignored."""
+    squashed = _squash(name)
+    return any(word in squashed for word in _sensitive_names)
+
+
+def redact(value: Any, name: str | None = None) -> Any:
+    """``value`` with everything under a sensitive key replaced by ``***``, at any depth of dicts and lists."""
+    if name is not None and is_sensitive_name(name) and value not in (None, ""):
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def secrets_in(value: Any, name: str | None = None) -> list[str]:
+    """The values under sensitive keys of ``value`` (all of them when ``name`` itself is sensitive), at any depth."""
+    if name is not None and is_sensitive_name(name):
+        return _all_strings(value)
+    if isinstance(value, Mapping):
+        return [s for k, v in value.items() for s in secrets_in(v, str(k))]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in secrets_in(v)]
+    return []
+
+
+def _all_strings(value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _all_strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _all_strings(v)]
+    return [] if value is None or isinstance(value, bool) else [str(value)]
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The ways a secret shows up in output: as is, URL-encoded (``quote`` with and without ``/`` safe,
+    ``quote_plus``: connection URIs, query strings), JSON-escaped and repr-escaped, and base64 (standard and
+    URL-safe, with and without padding: basic auth headers, k8s secrets)."""
+    raw = secret.encode("utf-8", errors="surrogatepass")
+    b64, urlsafe = base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), json.dumps(secret)[1:-1],
+             json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1], b64, urlsafe,
+             b64.rstrip("="), urlsafe.rstrip("=")}
+    return {f for f in forms if len(f) >= _MIN_SECRET_LENGTH}
+
 
 class SecretsMasker:
-    """Replaces every registered secret by ``***`` in text. Thread-safe; secrets are only ever added."""
+    """Replaces every registered secret, in each of its :func:`secret_forms`, by ``***`` in text. Thread-safe;
+    secrets are only ever added."""
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
@@ -29,13 +108,21 @@ class SecretsMasker:
         with self._lock:
             added = False
             for secret in secrets:
-                if secret and len(secret) >= _MIN_SECRET_LENGTH and secret not in self._secrets:
-                    self._secrets.add(secret)
+                if not secret or len(secret) < _MIN_SECRET_LENGTH:
+                    continue
+                new = secret_forms(secret) - self._secrets
+                if new:
+                    self._secrets |= new
                     added = True
             if added:
                 # Longest first so a secret that contains another is masked whole.
                 ordered = sorted(self._secrets, key=len, reverse=True)
                 self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def add_value(self, value: Any, name: str | None = None) -> None:
+        """Register the secrets in a structured value: all of it under a sensitive ``name``, else what sits under
+        sensitive keys at any depth (Airflow's ``mask_secret(value, name)``)."""
+        self.add(*secrets_in(value, name))
 
     def mask(self, text: str) -> str:
         pattern = self._pattern
@@ -166,9 +253,16 @@ def task_log_path(log_folder: Path, dag_id: str, run_id: str, task_id: str, try_
     return folder / f"attempt={try_number}.log"
 
 
+class PrivateFileHandler(logging.FileHandler):
+    """A FileHandler whose file is created 0600 in 0700 directories (logs carry secrets and XComs)."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        return open(open_private(Path(self.baseFilename)), self.mode, encoding=self.encoding,  # noqa: SIM115
+                    errors=self.errors)
+
+
 def open_task_log_handler(path: Path) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = PrivateFileHandler(path, encoding="utf-8")
     handler.setFormatter(MaskingFormatter("[%(asctime)s] {%(name)s} %(levelname)s - %(message)s"))
     return handler
 
@@ -176,8 +270,7 @@ def open_task_log_handler(path: Path) -> logging.Handler:
 def append_task_log_line(path: Path, when: datetime, level: str, message: str) -> None:
     """Add one line to a try's log from outside its task process (the scheduler's reason for failing a lost try,
     say), where the user looks first. Raises OSError when the file cannot be written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
+    with open(open_private(path), "a", encoding="utf-8") as fh:
         fh.write(f"[{when.isoformat()}] {level} - {message}\n")
 
 
@@ -201,12 +294,12 @@ def mask_lines(lines: Iterable[str]) -> list[str]:
 
 def configure_sparkflow_log(log_folder: Path) -> None:
     """Send sparkflow's own warnings and unexpected errors (with tracebacks) to ``<log_folder>/sparkflow.log``."""
-    log_folder.mkdir(parents=True, exist_ok=True)
+    private_dir(log_folder)
     root = logging.getLogger("sparkflow")
     target = str(log_folder / SPARKFLOW_LOG_NAME)
     if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
         return
-    handler = logging.FileHandler(target, encoding="utf-8")
+    handler = PrivateFileHandler(target, encoding="utf-8")
     handler.setFormatter(MaskingFormatter("[%(asctime)s] %(process)d %(name)s %(levelname)s - %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkflow.exceptions import ConfigError
+from sparkflow.logs import set_sensitive_names
 
 ENV_PREFIX = "SPARKFLOW_"
 EXECUTORS = ("sequential", "local", "celery")
@@ -85,6 +86,10 @@ class Settings:
     )
     celery_worker_concurrency: int = _setting(
         4, "CeleryExecutor: task processes one `sparkflow worker` runs at once (its --concurrency default)."
+    )
+    sensitive_var_conn_names: str = _setting(
+        "", "Comma-separated names added to the sensitive ones (password, secret, token, api_key, ...): values of "
+            "connection extras and Variables whose key contains one are masked everywhere (Airflow's setting)."
     )
     load_default_connections: bool = _setting(
         True, "`db init` adds Airflow's default connections when absent: fs_default (/) and spark_default (local[*])."
@@ -186,6 +191,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[name] = _coerce(name, raw, str(f.type), ENV_PREFIX + name.upper())
 
     settings = Settings(**values)
+    # every entry point loads the settings once; masking is per process, so it learns the extra names here
+    set_sensitive_names(settings.sensitive_var_conn_names.split(","))
     if settings.executor not in EXECUTORS:
         raise ConfigError(
             f"setting 'executor' has bad value {settings.executor!r}; choose one of {', '.join(EXECUTORS)}"

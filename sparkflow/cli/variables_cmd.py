@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import click
 from sparkflow.cli.env import CliEnv
 from sparkflow.cli.output import emit, output_option
 from sparkflow.exceptions import NotFound, UserError
+from sparkflow.files import write_private
 from sparkflow.metastore import queries
 
 KEY_MAX = 250
@@ -145,8 +145,5 @@ def export_cmd(env: CliEnv, file: Path) -> None:
             data[var.key] = json.loads(var.val or "")
         except json.JSONDecodeError:
             data[var.key] = var.val
-    tmp = file.with_name(file.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.chmod(tmp, 0o600)
-    tmp.replace(file)
+    write_private(file, json.dumps(data, indent=2))
     click.echo(f"Exported {len(data)} variable(s) to {file}")

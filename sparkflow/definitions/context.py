@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from sparkflow.connections import Connection, connection_from_env
 from sparkflow.exceptions import NotFound, SparkflowError
+from sparkflow.logs import is_sensitive_name, masker
 
 Context = dict[str, Any]
 
@@ -122,21 +123,33 @@ def task_environment(
 
 def lookup_connection(conn_id: str) -> Connection:
     """Resolve a connection for a hook or operator: SPARKFLOW_CONN_<ID> first, then the store the runtime set."""
-    from_env = connection_from_env(conn_id)
-    if from_env is not None:
-        return from_env
-    resolver = _connection_lookup.get()
-    if resolver is None:
-        raise NotFound(
-            f"connection '{conn_id}' is not defined: no SPARKFLOW_CONN_{conn_id.upper()} variable and no "
-            "metastore available here; add it with `sparkflow connections add`"
-        )
-    return resolver(conn_id)
+    conn = connection_from_env(conn_id)
+    if conn is None:
+        resolver = _connection_lookup.get()
+        if resolver is None:
+            raise NotFound(
+                f"connection '{conn_id}' is not defined: no SPARKFLOW_CONN_{conn_id.upper()} variable and no "
+                "metastore available here; add it with `sparkflow connections add`"
+            )
+        conn = resolver(conn_id)
+    masker.add(*conn.secrets())  # from here on, logs and rendered fields show them as ***
+    return conn
 
 
 def lookup_variable(key: str) -> str | None:
+    """A Variable's value; the value of a sensitive key (``db_password``), and sensitive parts of a JSON value,
+    are masked from then on, as in Airflow."""
     resolver = _variable_lookup.get()
-    return None if resolver is None else resolver(key)
+    value = None if resolver is None else resolver(key)
+    if value is not None:
+        if is_sensitive_name(key):
+            masker.add(value)
+        if value[:1] in "{[":
+            try:
+                masker.add_value(json.loads(value), key)
+            except ValueError:
+                pass
+    return value
 
 
 def variables_available() -> bool:

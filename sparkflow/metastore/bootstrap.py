@@ -8,6 +8,7 @@ from functools import cached_property
 
 from sparkflow.connections import DEFAULT_CONNECTIONS, SecretBox
 from sparkflow.exceptions import ConfigError
+from sparkflow.files import restrict_home
 from sparkflow.metastore import migrate, queries
 from sparkflow.metastore.dag_store import DagStore
 from sparkflow.metastore.engine import Database
@@ -81,8 +82,7 @@ def open_metastore(settings: Settings, check_schema: bool = True) -> Metastore:
 
 def init_metastore(settings: Settings) -> Metastore:
     """Create the home, the Fernet key (once) and the schema; safe to run again."""
-    home = settings.resolved_home
-    home.mkdir(parents=True, exist_ok=True)
+    restrict_home(settings.resolved_home)
     if not settings.fernet_key and not settings.fernet_key_file.exists():
         key_file = settings.fernet_key_file
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

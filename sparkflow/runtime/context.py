@@ -22,7 +22,8 @@ from sparkflow.definitions.context import (
     var_namespace,
 )
 from sparkflow.definitions.dag import DAG
-from sparkflow.logs import masker, task_log_path
+from sparkflow.files import private_dir
+from sparkflow.logs import task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
@@ -162,9 +163,7 @@ def metastore_environment(metastore: Metastore, context: Context | None = None) 
     (``context`` None: a DAG file may call ``Variable.get`` or ``BaseHook.get_connection`` at the top level)."""
 
     def connections(conn_id: str) -> Connection:
-        conn = queries.resolve_connection(metastore.db, conn_id, metastore.secrets)
-        masker.add(*conn.secrets())
-        return conn
+        return queries.resolve_connection(metastore.db, conn_id, metastore.secrets)
 
     def variables(key: str) -> str | None:
         return queries.get_variable(metastore.db, key, metastore.secrets)
@@ -219,8 +218,7 @@ def _artifact_dir(log_folder: Path, key: TIKey, try_number: int, name: str) -> P
     """Next to the try's log: ``.../task_id=T/attempt=N.<name>/``."""
     log_path = task_log_path(log_folder, key.dag_id, key.run_id, key.task_id, try_number, key.map_index)
     path = log_path.with_name(f"{log_path.stem}.{name}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(path)
 
 
 class InMemoryTaskInstance:

@@ -68,6 +68,7 @@ from sqlalchemy import Connection
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.exceptions import SparkflowError
+from sparkflow.files import open_private
 from sparkflow.logs import configure_sparkflow_log, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
@@ -529,8 +530,7 @@ class _Server:
         key, try_number = TIKey(*request["key"]), int(request["try"])
         path = task_log_path(self.settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number,
                                  key.map_index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        out = open_private(path)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out, 1)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request
 
+from sparkflow.files import private_dir
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import UserRecord
@@ -105,7 +106,7 @@ def token_hash(token: str) -> str:
 def load_secret_key(home: Path) -> str:
     """The webserver's signing key: ``$SPARKFLOW_HOME/webserver_secret.key`` (mode 600), created on first use."""
     path = home / SECRET_KEY_FILE
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

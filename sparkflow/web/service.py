@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from sparkflow.compat.airflow import airflow_finders
-from sparkflow.connections import MASK, Connection, from_fields, is_sensitive_key
+from sparkflow.connections import MASK, Connection, from_fields
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import collect_dags
 from sparkflow.definitions.schedule import DataInterval
 from sparkflow.definitions.templating import TemplateEnvironment
 from sparkflow.exceptions import NotFound, UserError
-from sparkflow.logs import mask_sensitive_settings, masker, read_log, task_log_path
+from sparkflow.logs import is_sensitive_name, mask_sensitive_settings, masker, read_log, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRecord, DagRunRecord, TaskInstanceRecord, TIKey
@@ -268,16 +268,27 @@ def save_connection(metastore: Metastore, conn_id: str, values: Mapping[str, Any
 
 
 def _keep_masked_extras(extra: str, existing: Connection) -> str:
-    """Secret extras come back from the edit form as *** (they are never sent out): keep the stored values."""
+    """Secret extras come back from the edit form as *** (they are never sent out): keep the stored values, at any
+    depth."""
     try:
         value = json.loads(extra)
     except json.JSONDecodeError:
         return extra  # from_fields reports it
     if not isinstance(value, dict):
         return extra
-    old = existing.extra_dejson
-    merged = {k: (old[k] if v == MASK and is_sensitive_key(k) and k in old else v) for k, v in value.items()}
-    return json.dumps(merged)
+    return json.dumps(_restore_masked(value, existing.extra_dejson))
+
+
+def _restore_masked(new: dict[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {}
+    for key, value in new.items():
+        if value == MASK and is_sensitive_name(key) and key in old:
+            merged[key] = old[key]
+        elif isinstance(value, dict) and isinstance(old.get(key), Mapping):
+            merged[key] = _restore_masked(value, old[key])
+        else:
+            merged[key] = value
+    return merged
 
 
 def connection_view(conn: Connection, show_login: bool) -> dict[str, Any]:
