@@ -91,6 +91,28 @@ class Settings:
         "", "Comma-separated names added to the sensitive ones (password, secret, token, api_key, ...): values of "
             "connection extras and Variables whose key contains one are masked everywhere (Airflow's setting)."
     )
+    session_idle_timeout: float = _setting(
+        3600.0, "Web: seconds without a request after which a login session ends (log in again)."
+    )
+    session_max_age: float = _setting(12 * 3600.0, "Web: seconds after login at which a session ends, active or not.")
+    login_lockout_threshold: int = _setting(
+        5, "Web: failed logins for one user, or from one client address, before further logins are refused."
+    )
+    login_lockout_seconds: float = _setting(
+        30.0, "Web: the first lock-out after login_lockout_threshold failures; each further failure doubles it."
+    )
+    login_lockout_max_seconds: float = _setting(3600.0, "Web: the longest lock-out after failed logins.")
+    cookie_secure: bool = _setting(
+        False, "Web: always mark cookies Secure (behind a TLS-terminating proxy); they are whenever the request "
+               "itself is https."
+    )
+    max_request_body_bytes: int = _setting(
+        1024 * 1024, "Web: largest request body accepted (bytes); larger ones are answered 413 before parsing."
+    )
+    max_task_log_bytes: int = _setting(
+        100 * 1024 * 1024,
+        "Largest task log of one try (bytes); output beyond it is dropped after a line saying so. 0: no limit.",
+    )
     load_default_connections: bool = _setting(
         True, "`db init` adds Airflow's default connections when absent: fs_default (/) and spark_default (local[*])."
     )
@@ -198,7 +220,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"setting 'executor' has bad value {settings.executor!r}; choose one of {', '.join(EXECUTORS)}"
         )
     for name in ("parallelism", "max_runs_per_loop", "celery_worker_concurrency", "max_tasks_per_child",
-                 "max_memory_per_child_mb"):
+                 "max_memory_per_child_mb", "login_lockout_threshold", "max_request_body_bytes"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"setting '{name}' has bad value {getattr(settings, name)}; it must be at least 1")
     return settings

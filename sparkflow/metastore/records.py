@@ -314,3 +314,14 @@ class UserRecord:
     @classmethod
     def from_row(cls, row: ResultRow) -> UserRecord:
         return _from_row(cls, row)
+
+
+@dataclass(frozen=True)
+class ApiTokenRecord:
+    """An API token as `users token-list` shows it; the token itself is never stored."""
+
+    id: int
+    username: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None

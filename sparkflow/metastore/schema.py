@@ -306,5 +306,28 @@ api_token = Table(
     Column("user_id", Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False),
     Column("token_hash", String(64), nullable=False),
     Column("created_at", TS, nullable=False),
+    Column("expires_at", TS),  # None: until revoked
+    Column("last_used_at", TS),  # written at most once a minute per token
     UniqueConstraint("token_hash"),
+)
+
+# Web sessions, so logout, a deleted or deactivated user and the lifetimes end them on the server. The cookie holds
+# a random id; only its SHA-256 is stored.
+web_session = Table(
+    "web_session",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_seen_at", TS, nullable=False),
+)
+
+# Failed logins per user ("user:NAME") and per client address ("addr:IP"): after N failures a growing lock-out.
+login_failure = Table(
+    "login_failure",
+    metadata,
+    Column("subject", String(ID + 10), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", TS, nullable=False),
+    Column("locked_until", TS),
 )

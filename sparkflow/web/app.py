@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
+import swagger_ui_bundle
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -23,6 +23,7 @@ from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.settings import Settings
 from sparkflow.web import api, present, views
 from sparkflow.web.auth import NotAuthenticated, Principal, Signer, authenticate, load_secret_key
+from sparkflow.web.guard import RequestGuard
 from sparkflow.web.service import WebDags
 
 HERE = Path(__file__).parent
@@ -32,9 +33,13 @@ log = logging.getLogger("sparkflow.web")
 OPENAPI_URL, DOCS_URL = "/api/v1/openapi.json", "/api/v1/ui"
 
 
-def _is_api(request: Request) -> bool:
+def _is_api_path(path: str) -> bool:
     """JSON answers (401 rather than a redirect to the login page): the API, except its documentation page."""
-    return request.url.path.startswith(("/api/", "/health")) and request.url.path != DOCS_URL
+    return path.startswith(("/api/", "/health")) and path != DOCS_URL
+
+
+def _is_api(request: Request) -> bool:
+    return _is_api_path(request.url.path)
 
 
 def _error(request: Request, status: int, detail: object) -> Response:
@@ -60,6 +65,8 @@ def create_app(settings: Settings, metastore: Metastore, secret_key: str | None 
     templates.env.globals.update(colour=present.colour, text_colour=present.text_colour, duration=present.duration,
                                  nbytes=present.nbytes, when=present.when, states=list(present.STATE_COLOURS))
     app.state.templates = templates
+    # Swagger UI from the swagger-ui-bundle package: the docs work offline and under the Content-Security-Policy
+    app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(NotAuthenticated)
@@ -95,13 +102,8 @@ def create_app(settings: Settings, metastore: Metastore, secret_key: str | None 
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _error(request, 500, f"internal error ({type(exc).__name__}); see the webserver log")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
+    app.add_middleware(RequestGuard, max_body=settings.max_request_body_bytes,  # type: ignore[arg-type]
+                       is_api=_is_api_path)
 
     @app.get("/health", tags=["monitoring"], summary="Health of the metastore (no login needed)")
     def health() -> JSONResponse:
@@ -119,8 +121,8 @@ def create_app(settings: Settings, metastore: Metastore, secret_key: str | None 
         return JSONResponse(app.openapi())
 
     @app.get(DOCS_URL, include_in_schema=False)
-    def api_docs(user: Annotated[Principal, Depends(authenticate)]) -> Response:
-        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="sparkflow REST API")
+    def api_docs(request: Request, user: Annotated[Principal, Depends(authenticate)]) -> Response:
+        return templates.TemplateResponse(request, "api_docs.html", {"openapi_url": OPENAPI_URL})
 
     app.include_router(api.router)
     app.include_router(views.router)

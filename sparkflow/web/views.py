@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -14,18 +16,19 @@ from sparkflow.metastore import queries
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord
 from sparkflow.scheduler.runs import parse_run_conf
 from sparkflow.state import RUN_ACTIVE, TASK_ACTIVE
-from sparkflow.web import service, svg
+from sparkflow.web import auth, service, svg
 from sparkflow.web.auth import (
     CSRF_COOKIE,
     SESSION_COOKIE,
-    SESSION_MAX_AGE,
     Principal,
     Role,
     authenticate,
     check_csrf_request,
-    check_login,
+    csrf_token_of,
     new_csrf_seed,
+    new_session_id,
     require,
+    token_hash,
 )
 from sparkflow.web.present import mapped_summary, schedule_words
 
@@ -42,12 +45,11 @@ def _now() -> datetime:
 
 def render(request: Request, name: str, context: dict[str, Any], user: Principal | None,
            status_code: int = 200) -> Response:
-    """Render a page; make sure the browser has a CSRF seed cookie and the page the matching token."""
-    seed = request.cookies.get(CSRF_COOKIE)
+    """Render a page with the CSRF token of its forms; before login, make sure the browser has a CSRF seed."""
     new_seed = None
-    if not seed:
-        seed = new_seed = new_csrf_seed()
-    ctx = {"user": user, "csrf_token": request.app.state.signer.csrf_token(seed),
+    if not request.cookies.get(SESSION_COOKIE) and not request.cookies.get(CSRF_COOKIE):
+        new_seed = new_csrf_seed()
+    ctx = {"user": user, "csrf_token": csrf_token_of(request, new_seed),
            "can_edit": bool(user and user.can(Role.OP)), **context}
     response = request.app.state.templates.TemplateResponse(request, name, ctx, status_code=status_code)
     if new_seed:
@@ -56,13 +58,27 @@ def render(request: Request, name: str, context: dict[str, Any], user: Principal
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
-    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="lax", path="/",
-                        secure=request.url.scheme == "https")
+    secure = request.url.scheme == "https" or request.app.state.settings.cookie_secure
+    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="lax", path="/", secure=secure)
 
 
-def _back(url: str, **params: str) -> RedirectResponse:
+def _back(request: Request, url: str, **params: str) -> RedirectResponse:
+    """Redirect to a page; its error/message note is signed, so a link from elsewhere cannot put text there."""
+    if params.get("error") or params.get("message"):
+        params["sig"] = _note_signature(request, params.get("error"), params.get("message"))
     query = urlencode({k: v for k, v in params.items() if v})
     return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
+
+
+def _note_signature(request: Request, error: str | None, message: str | None) -> str:
+    return str(request.app.state.signer.sign("note", json.dumps([error or "", message or ""])))
+
+
+def _notes(request: Request, error: str | None, message: str | None, sig: str | None) -> dict[str, str | None]:
+    """The page's error and message from the query, only when this server signed them (see _back)."""
+    if (error or message) and sig and hmac.compare_digest(_note_signature(request, error, message), sig):
+        return {"error": error, "message": message}
+    return {"error": None, "message": None}
 
 
 def _safe_next(target: str | None) -> str:
@@ -74,30 +90,38 @@ def _safe_next(target: str | None) -> str:
 
 # -- login ----------------------------------------------------------------------------------------------------
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str | None = None, error: str | None = None) -> Response:
-    return render(request, "login.html", {"next": _safe_next(next), "error": error}, None)
+def login_page(request: Request, next: str | None = None) -> Response:
+    return render(request, "login.html", {"next": _safe_next(next), "error": None}, None)
 
 
 @router.post("/login")
 def login(request: Request, username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
           next: Annotated[str, Form()] = "/", csrf_token: Csrf = None) -> Response:
-    signer = request.app.state.signer
-    if not signer.check_csrf(request.cookies.get(CSRF_COOKIE), csrf_token):
+    if not csrf_token or not hmac.compare_digest(csrf_token_of(request), csrf_token):
         return render(request, "login.html", {"next": _safe_next(next),
                                               "error": "The form expired; please log in again."}, None, 400)
-    user = check_login(request.app.state.metastore, username, password)
+    try:
+        user = auth.login(request, username, password)
+    except auth.LockedOut as exc:
+        return render(request, "login.html", {"next": _safe_next(next), "error": str(exc)}, None, 429)
     if user is None:
         return render(request, "login.html", {"next": _safe_next(next), "error": "Wrong username or password."},
                       None, 401)
+    settings = request.app.state.settings
+    session = new_session_id()
+    request.app.state.metastore.users.start_session(user.username, token_hash(session))
     response = RedirectResponse(_safe_next(next), status_code=303)
-    _set_cookie(request, response, SESSION_COOKIE, signer.session_cookie(user.username), SESSION_MAX_AGE)
-    _set_cookie(request, response, CSRF_COOKIE, new_csrf_seed(), None)  # a fresh CSRF seed per session
+    _set_cookie(request, response, SESSION_COOKIE, session, int(settings.session_max_age))
+    response.delete_cookie(CSRF_COOKIE, path="/")  # from now on the CSRF token is bound to the session
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, user: User, csrf_token: Csrf = None) -> Response:
     check_csrf_request(request, user, csrf_token or "")
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        request.app.state.metastore.users.end_session(token_hash(session))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -125,7 +149,7 @@ def set_paused(request: Request, user: User, dag_id: str, paused: Annotated[str,
     check_csrf_request(request, user, csrf_token or "")
     require(user, Role.OP, "pause or unpause DAGs")
     service.set_paused(request.app.state.metastore, dag_id, paused.lower() in ("true", "1", "on", "yes"))
-    return _back(_safe_next(next))
+    return _back(request, _safe_next(next))
 
 
 # -- DAG page -------------------------------------------------------------------------------------------------
@@ -154,7 +178,7 @@ def _grid(request: Request, dag_id: str) -> dict[str, Any]:
 
 @router.get("/dags/{dag_id}", response_class=HTMLResponse)
 def dag_page(request: Request, user: User, dag_id: str, run_id: str | None = None,
-             error: str | None = None, message: str | None = None) -> Response:
+             error: str | None = None, message: str | None = None, sig: str | None = None) -> Response:
     ms = request.app.state.metastore
     grid = _grid(request, dag_id)
     dag = grid["dag"]
@@ -193,8 +217,8 @@ def dag_page(request: Request, user: User, dag_id: str, run_id: str | None = Non
     interval = service.next_run(dag, ms, _now()) if dag is not None and grid["record"].schedule else None
     return render(request, "dag.html", {
         **grid, "selected": selected, "graph": svg.graph(nodes), "gantt": svg.gantt(bars, _now()),
-        "history": history, "schedule": schedule_words(grid["record"].schedule), "error": error,
-        "message": message, "next_run": interval.end if interval else None,
+        "history": history, "schedule": schedule_words(grid["record"].schedule),
+        **_notes(request, error, message, sig), "next_run": interval.end if interval else None,
         "import_errors": [e for e in queries.list_import_errors(ms.db) if e.dag_id == dag_id],
     }, user)
 
@@ -216,8 +240,8 @@ def trigger(request: Request, user: User, dag_id: str, conf: Annotated[str, Form
     except UserError as exc:
         if isinstance(exc, NotFound) and "is not known" in str(exc):
             raise
-        return _back(f"/dags/{dag_id}", error=f"Not triggered: {exc}")
-    return _back(f"/dags/{dag_id}", run_id=run.run_id, message=f"Triggered run {run.run_id}")
+        return _back(request, f"/dags/{dag_id}", error=f"Not triggered: {exc}")
+    return _back(request, f"/dags/{dag_id}", run_id=run.run_id, message=f"Triggered run {run.run_id}")
 
 
 @router.post("/dags/{dag_id}/clear")
@@ -229,7 +253,7 @@ def clear_run(request: Request, user: User, dag_id: str, run_id: Annotated[str, 
         raise UserError("run_id is required")
     keys = service.clear(request.app.state.dags, dag_id, None, run_id, only_failed=bool(only_failed),
                          actor=f"web:{user.username}")
-    return _back(f"/dags/{dag_id}", run_id=run_id, message=f"Cleared {len(keys)} task instance(s) of {run_id}")
+    return _back(request, f"/dags/{dag_id}", run_id=run_id, message=f"Cleared {len(keys)} task instance(s) of {run_id}")
 
 
 # -- task instance page ---------------------------------------------------------------------------------------
@@ -239,7 +263,7 @@ def _ti_or_404(request: Request, ti_id: int) -> TaskInstanceRecord:
 
 @router.get("/ti/{ti_id}", response_class=HTMLResponse)
 def task_instance_page(request: Request, user: User, ti_id: TiId, try_number: int | None = None,
-                       error: str | None = None, message: str | None = None) -> Response:
+                       error: str | None = None, message: str | None = None, sig: str | None = None) -> Response:
     settings, ms = request.app.state.settings, request.app.state.metastore
     ti = _ti_or_404(request, ti_id)
     run = queries.get_run(ms.db, ti.dag_id, ti.run_id)
@@ -270,7 +294,7 @@ def task_instance_page(request: Request, user: User, ti_id: TiId, try_number: in
         "duration_chart": svg.trend_chart(points, ["duration"], "Duration over recent runs"),
         "bytes_chart": svg.trend_chart(points, ["input_bytes", "shuffle_read_bytes", "shuffle_write_bytes"],
                                        "Input and shuffle bytes over recent runs") if has_bytes else None,
-        "api_base": api_base, "error": error, "message": message,
+        "api_base": api_base, **_notes(request, error, message, sig),
     }, user)
 
 
@@ -306,7 +330,7 @@ def clear_task(request: Request, user: User, ti_id: TiId, downstream: Annotated[
                          actor=f"web:{user.username}")
     note = (f"Cleared {len(keys)} task instance(s)" if keys
             else f"Nothing cleared: the task is {ti.state.value} (mark it failed first)")
-    return _back(f"/ti/{ti_id}", message=note)
+    return _back(request, f"/ti/{ti_id}", message=note)
 
 
 @router.post("/ti/{ti_id}/mark")
@@ -318,21 +342,21 @@ def mark_task(request: Request, user: User, ti_id: TiId, state: Annotated[str, F
     try:
         result = service.mark(request.app.state.metastore, ti.key, state, actor=f"web:{user.username}")
     except UserError as exc:
-        return _back(f"/ti/{ti_id}", error=str(exc))
+        return _back(request, f"/ti/{ti_id}", error=str(exc))
     note = f"Marked {state} (was {result.before.state.value})"
     if result.killed_pid is not None:
         note += f"; sent SIGTERM to the task's process group {result.killed_pid}"
     elif result.note:
         note += f"; the task was running, no signal was sent from here: {result.note}"
-    return _back(f"/ti/{ti_id}", message=note)
+    return _back(request, f"/ti/{ti_id}", message=note)
 
 
 # -- connections ----------------------------------------------------------------------------------------------
 @router.get("/connections", response_class=HTMLResponse)
-def connections(request: Request, user: User, message: str | None = None) -> Response:
+def connections(request: Request, user: User, message: str | None = None, sig: str | None = None) -> Response:
     ms = request.app.state.metastore
     rows = [service.connection_view(c, user.can(Role.OP)) for c in queries.list_connections(ms.db, ms.secrets)]
-    return render(request, "connections.html", {"rows": rows, "message": message}, user)
+    return render(request, "connections.html", {"rows": rows, **_notes(request, None, message, sig)}, user)
 
 
 @router.get("/connections/new", response_class=HTMLResponse)
@@ -380,7 +404,7 @@ def save_connection(request: Request, user: User, connection_id: Annotated[str, 
         conn = None if is_new else queries.find_connection(request.app.state.metastore.db, connection_id, None)
         return render(request, "connection_form.html", {"conn": conn, "values": shown, "error": str(exc)}, user,
                       status_code=400)
-    return _back("/connections", message=f"Saved connection {connection_id}")
+    return _back(request, "/connections", message=f"Saved connection {connection_id}")
 
 
 @router.post("/connections/{conn_id}/delete")
@@ -388,4 +412,4 @@ def delete_connection(request: Request, user: User, conn_id: str, csrf_token: Cs
     check_csrf_request(request, user, csrf_token or "")
     require(user, Role.OP, "delete connections")
     request.app.state.metastore.connections.delete_connection(conn_id)
-    return _back("/connections", message=f"Deleted connection {conn_id}")
+    return _back(request, "/connections", message=f"Deleted connection {conn_id}")
