@@ -92,9 +92,9 @@ def test_secret_forms_never_reach_task_logs_rendered_fields_cli_or_api(settings,
     password, nested, var_secret = _secret(), f"pk-{secrets.token_hex(6)}", f"vs-{secrets.token_hex(6)}"
     web = make_web_env(settings, metastore)
     extra = json.dumps({"auth": {"Private-Key": nested, "user": "bob"}})
-    metastore.store.add_connections([Connection("db", "postgres", host="db.example", login="user", password=password,
+    metastore.connections.add_connections([Connection("db", "postgres", host="db.example", login="user", password=password,
                                                 extra=extra)], overwrite=False)
-    metastore.store.set_variable("warehouse_password", var_secret)
+    metastore.variables.set_variable("warehouse_password", var_secret)
     path = settings.resolved_dags_folder / "leaky.py"
     path.write_text(DAG)
     run = run_dag(settings, metastore, path, "leaky")
