@@ -92,8 +92,8 @@ def test_secret_forms_never_reach_task_logs_rendered_fields_cli_or_api(settings,
     password, nested, var_secret = _secret(), f"pk-{secrets.token_hex(6)}", f"vs-{secrets.token_hex(6)}"
     web = make_web_env(settings, metastore)
     extra = json.dumps({"auth": {"Private-Key": nested, "user": "bob"}})
-    metastore.connections.add_connections([Connection("db", "postgres", host="db.example", login="user", password=password,
-                                                extra=extra)], overwrite=False)
+    conn = Connection("db", "postgres", host="db.example", login="user", password=password, extra=extra)
+    metastore.connections.add_connections([conn], overwrite=False)
     metastore.variables.set_variable("warehouse_password", var_secret)
     path = settings.resolved_dags_folder / "leaky.py"
     path.write_text(DAG)
