@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -261,8 +262,48 @@ class PrivateFileHandler(logging.FileHandler):
                     errors=self.errors)
 
 
-def open_task_log_handler(path: Path) -> logging.Handler:
-    handler = PrivateFileHandler(path, encoding="utf-8")
+class CappedFileHandler(PrivateFileHandler):
+    """A try's log: once the file holds ``max_bytes``, one line says so and further records are dropped, so a
+    chatty task cannot fill the disk (0: no limit). Counts from the file's size, so a retried try's earlier
+    output and lines other processes appended count too."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.max_bytes = max_bytes
+        self.truncated = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.max_bytes:
+            super().emit(record)
+            return
+        if self.truncated:
+            return
+        try:
+            text = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            stream = self.stream
+            if stream is None:
+                stream = self.stream = self._open()
+            size = os.fstat(stream.fileno()).st_size
+            data = text.encode("utf-8", errors="replace")
+            if size + len(data) > self.max_bytes:
+                self.truncated = True
+                stream.write(truncation_line(self.max_bytes))
+            else:
+                stream.write(text)
+            stream.flush()
+
+
+def truncation_line(max_bytes: int) -> str:
+    return (f"[sparkflow] *** log truncated: this try's log reached {max_bytes} bytes (setting "
+            "max_task_log_bytes); further output of the try is dropped ***\n")
+
+
+def open_task_log_handler(path: Path, max_bytes: int = 0) -> logging.Handler:
+    handler = CappedFileHandler(path, max_bytes)
     handler.setFormatter(MaskingFormatter("[%(asctime)s] {%(name)s} %(levelname)s - %(message)s"))
     return handler
 
@@ -274,18 +315,43 @@ def append_task_log_line(path: Path, when: datetime, level: str, message: str) -
         fh.write(f"[{when.isoformat()}] {level} - {message}\n")
 
 
-def read_log(path: Path, offset: int = 0) -> tuple[str, int]:
-    """Return the text after byte ``offset`` (only whole lines) and the offset to continue from."""
+LOG_CHUNK_BYTES = 1024 * 1024  # the most one read returns: memory per request stays bounded, whatever the log
+
+
+def read_log(path: Path, offset: int = 0, limit: int | None = LOG_CHUNK_BYTES, complete: bool = False
+             ) -> tuple[str, int]:
+    """Return the text after byte ``offset`` (at most ``limit`` bytes, only whole lines unless ``complete``: the
+    writer is done, or a line is longer than ``limit``) and the offset to continue from."""
     if offset < 0:
         raise ValueError(f"log offset must be >= 0, got {offset}")
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
-            data = fh.read()
+            data = fh.read(-1 if limit is None else limit)
+            at_end = limit is None or not fh.read(1)
     except FileNotFoundError:
         return "", offset
-    end = data.rfind(b"\n") + 1  # a line still being written is returned once it is complete
+    end = len(data)
+    if not (complete and at_end):
+        # a line still being written is returned once it is complete; a line longer than a chunk is cut
+        end = data.rfind(b"\n") + 1 or (len(data) if limit is not None and len(data) >= limit else 0)
     return data[:end].decode("utf-8", errors="replace"), offset + end
+
+
+def tail_offset(path: Path, tail_bytes: int) -> int:
+    """Where the last ``tail_bytes`` of a log start, moved forward to the start of a line."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size <= tail_bytes:
+        return 0
+    start = size - tail_bytes
+    with path.open("rb") as fh:
+        fh.seek(start - 1)  # from the byte before: when it is a newline, start is a line's start already
+        head = fh.read(min(tail_bytes, 64 * 1024) + 1)
+    newline = head.find(b"\n")
+    return start + newline if newline >= 0 else start
 
 
 def mask_lines(lines: Iterable[str]) -> list[str]:

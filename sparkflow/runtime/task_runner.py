@@ -126,7 +126,7 @@ def run_try(
             return _not_claimed(key, try_number, ti)
     log_path = task_log_path(settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number,
                              key.map_index)
-    with _try_log(log_path):
+    with _try_log(log_path, settings.max_task_log_bytes):
         try:
             dag = dag or load_task_dag(metastore, key.dag_id)
             task = dag.get_task(key.task_id)
@@ -147,9 +147,10 @@ def run_try(
 
 
 @contextlib.contextmanager
-def _try_log(path: Path) -> Iterator[None]:
-    """The try's log file receives the task logger's lines while the try runs; closed at clean-up."""
-    handler = open_task_log_handler(path)
+def _try_log(path: Path, max_bytes: int) -> Iterator[None]:
+    """The try's log file receives the task logger's lines while the try runs (up to ``max_bytes``); closed at
+    clean-up."""
+    handler = open_task_log_handler(path, max_bytes)
     log.addHandler(handler)
     if log.level != logging.INFO:
         log.setLevel(logging.INFO)  # not every time: setLevel clears the cache of every logger in the process

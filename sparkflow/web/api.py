@@ -3,6 +3,7 @@ sparkflow's own Spark progress and metrics of a task instance. Errors are JSON `
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -12,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from sparkflow.exceptions import NotFound, UserError
+from sparkflow.logs import LOG_CHUNK_BYTES
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import DagRecord, DagRunRecord, TaskInstanceRecord, TIKey
 from sparkflow.state import RunState
@@ -203,25 +205,59 @@ def set_task_state(request: Request, user: User, dag_id: str, dag_run_id: str, t
     return data
 
 
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _parse_range(header: str) -> tuple[int | None, int | None, int | None]:
+    """``Range: bytes=N-M`` / ``bytes=N-`` / ``bytes=-T`` -> (offset, limit, tail)."""
+    match = _RANGE.match(header.strip())
+    if not match or not (match.group(1) or match.group(2)):
+        raise HTTPException(416, f"Range {header!r} is not supported; use bytes=START-END, bytes=START- or bytes=-N")
+    first, last = match.group(1), match.group(2)
+    if not first:
+        return None, None, int(last)
+    if last and int(last) < int(first):
+        raise HTTPException(416, f"Range {header!r} ends before it starts")
+    return int(first), (int(last) - int(first) + 1) if last else None, None
+
+
 @router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/logs/{try_number}",
-            summary="A try's log from a byte offset (follow it by passing back the returned offset)")
+            summary="A chunk of a try's log from a byte offset (follow it by passing back the returned offset)")
 def get_log(request: Request, user: User, dag_id: str, dag_run_id: str, task_id: str, try_number: int,
-            offset: Annotated[int | None, Query(description="Byte offset to read from (default 0)")] = None,
+            offset: Annotated[int | None, Query(ge=0, le=2**62, description="Byte offset to read from")] = None,
             token: Annotated[str | None, Query(description="Airflow's continuation_token (the offset)")] = None,
+            limit: Annotated[int, Query(ge=1, le=LOG_CHUNK_BYTES, description="Most bytes returned")] =
+            LOG_CHUNK_BYTES,
+            tail: Annotated[int | None, Query(ge=1, le=2**62, description="Start at the last N bytes (from the "
+                                                                          "start of a line)")] = None,
             map_index: MapIndex = -1,
             ) -> Response:
-    if offset is None:
-        if token is not None and not token.isdigit():
+    """One read of the task instance and at most ``limit`` bytes of its log: the page's live log polls this too.
+    ``Range: bytes=...`` works as well (206 with Content-Range for ``Accept: text/plain``)."""
+    if offset is None and token is not None:
+        if not token.isdigit() or len(token) > 18:
             raise UserError(f"token {token!r} is not a continuation token from an earlier answer")
-        offset = int(token) if token else 0
+        offset = int(token)
+    ranged = request.headers.get("range")
+    if ranged:
+        offset, ranged_limit, tail = _parse_range(ranged)
+        limit = min(ranged_limit or limit, LOG_CHUNK_BYTES)
     ti = _ti(request, dag_id, dag_run_id, task_id, map_index)
-    chunk = service.read_task_log(request.app.state.settings, request.app.state.metastore, ti, try_number, offset)
-    body = {"content": chunk.content, "continuation_token": str(chunk.offset), "offset": chunk.offset,
-            "try_number": chunk.try_number, "done": chunk.done, "state": ti.state.value}
+    chunk = service.read_task_log(request.app.state.settings, request.app.state.metastore, ti, try_number, offset,
+                                  limit, tail)
     if "text/plain" in request.headers.get("accept", ""):
-        return Response(chunk.content, media_type="text/plain; charset=utf-8",
-                        headers={"X-Log-Offset": str(chunk.offset)})
-    return JSONResponse(body)
+        headers = {"X-Log-Offset": str(chunk.offset), "Accept-Ranges": "bytes"}
+        if ranged:
+            end = max(chunk.offset - 1, chunk.start)
+            headers["Content-Range"] = f"bytes {chunk.start}-{end}/{chunk.size}"
+        return Response(chunk.content, status_code=206 if ranged else 200,
+                        media_type="text/plain; charset=utf-8", headers=headers)
+    return JSONResponse({
+        "content": chunk.content, "continuation_token": str(chunk.offset), "offset": chunk.offset,
+        "start": chunk.start, "size": chunk.size, "try_number": chunk.try_number, "done": chunk.done,
+        "state": ti.state.value, "task_try_number": ti.try_number, "progress": ti.spark_progress,
+        "spark_app_id": ti.spark_app_id, "spark_ui_url": ti.spark_ui_url,
+    })
 
 
 @router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/sparkProgress",

@@ -22,7 +22,15 @@ from sparkflow.definitions.loader import collect_dags
 from sparkflow.definitions.schedule import DataInterval
 from sparkflow.definitions.templating import TemplateEnvironment
 from sparkflow.exceptions import NotFound, UserError
-from sparkflow.logs import is_sensitive_name, mask_sensitive_settings, masker, read_log, task_log_path
+from sparkflow.logs import (
+    LOG_CHUNK_BYTES,
+    is_sensitive_name,
+    mask_sensitive_settings,
+    masker,
+    read_log,
+    tail_offset,
+    task_log_path,
+)
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRecord, DagRunRecord, TaskInstanceRecord, TIKey
@@ -31,7 +39,7 @@ from sparkflow.scheduler import interventions
 from sparkflow.scheduler.interventions import MarkResult
 from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.settings import Settings
-from sparkflow.state import TaskState
+from sparkflow.state import TASK_ACTIVE, TaskState
 
 
 def utcnow() -> datetime:
@@ -168,9 +176,11 @@ def mark(metastore: Metastore, key: TIKey, state: str, actor: str) -> MarkResult
 @dataclass(frozen=True)
 class LogChunk:
     content: str
+    start: int  # the byte offset the content starts at (a tail starts after 0)
     offset: int  # where the next read continues
+    size: int  # the log's size when it was read
     try_number: int
-    done: bool  # the try has ended: nothing more will be written
+    done: bool  # the try has ended and the chunk reaches the end: nothing more will come
 
 
 def log_path_of(settings: Settings, metastore: Metastore, ti: TaskInstanceRecord, try_number: int) -> Path:
@@ -178,29 +188,32 @@ def log_path_of(settings: Settings, metastore: Metastore, ti: TaskInstanceRecord
     if try_number < 1 or try_number > max(ti.try_number, 1):
         raise NotFound(f"task '{ti.task_id}' of run '{ti.run_id}' has no try {try_number} (it has "
                        f"{ti.try_number})")
+    if ti.try_number == try_number and ti.log_path:
+        return Path(ti.log_path)
     for t in queries.task_tries(metastore.db, ti.key):
         if t.try_number == try_number and t.log_path:
             return Path(t.log_path)
-    if ti.try_number == try_number and ti.log_path:
-        return Path(ti.log_path)
     return task_log_path(settings.resolved_log_folder, ti.dag_id, ti.run_id, ti.task_id, try_number, ti.map_index)
 
 
 def read_task_log(settings: Settings, metastore: Metastore, ti: TaskInstanceRecord, try_number: int,
-                  offset: int) -> LogChunk:
-    if offset < 0:
+                  offset: int | None, limit: int = LOG_CHUNK_BYTES, tail: int | None = None) -> LogChunk:
+    """At most ``limit`` bytes of a try's log from ``offset`` (or its last ``tail`` bytes), secrets masked. ``ti``
+    is read once by the caller: whether the try is over comes from it, not from another read."""
+    if offset is not None and offset < 0:
         raise UserError(f"offset must be 0 or more, got {offset}")
+    if not 1 <= limit <= LOG_CHUNK_BYTES:
+        raise UserError(f"limit must be between 1 and {LOG_CHUNK_BYTES} bytes, got {limit}")
     path = log_path_of(settings, metastore, ti, try_number)
     size = path.stat().st_size if path.is_file() else 0
+    if offset is None:
+        offset = tail_offset(path, tail) if tail is not None else 0
     if offset > size:
         raise UserError(f"offset {offset} is beyond the end of the log ({size} bytes); start again from 0")
-    text, next_offset = read_log(path, offset)
-    current = queries.get_task_instance_by_id(metastore.db, ti.id)
-    done = not (current.try_number == try_number and current.state in (TaskState.RUNNING, TaskState.QUEUED))
-    if done and next_offset < size:  # the try is over: a last line without a newline is complete too
-        text += path.read_bytes()[next_offset:].decode("utf-8", errors="replace")
-        next_offset = size
-    return LogChunk(masker.mask(text), next_offset, try_number, done)
+    over = not (ti.try_number == try_number and ti.state in TASK_ACTIVE)
+    # the try is over: a last line without a newline is complete too
+    text, next_offset = read_log(path, offset, limit, complete=over)
+    return LogChunk(masker.mask(text), offset, next_offset, size, try_number, over and next_offset >= size)
 
 
 # -- rendered template fields ---------------------------------------------------------------------------------

@@ -6,16 +6,16 @@ import hmac
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sparkflow.exceptions import NotFound, UserError
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord
 from sparkflow.scheduler.runs import parse_run_conf
-from sparkflow.state import RUN_ACTIVE, TASK_ACTIVE
+from sparkflow.state import RUN_ACTIVE, TASK_ACTIVE, TASK_TERMINAL
 from sparkflow.web import auth, service, svg
 from sparkflow.web.auth import (
     CSRF_COOKIE,
@@ -34,6 +34,7 @@ from sparkflow.web.present import mapped_summary, schedule_words
 
 router = APIRouter(include_in_schema=False)
 GRID_RUNS = 25
+LOG_TAIL_BYTES = 64 * 1024  # the page shows the end of a log first; older lines stay in the file and the API
 User = Annotated[Principal, Depends(authenticate)]
 Csrf = Annotated[str | None, Form()]
 TiId = Annotated[int, Path(ge=1, le=2**63 - 1, description="task instance id")]  # larger ids overflow the database
@@ -286,7 +287,7 @@ def task_instance_page(request: Request, user: User, ti_id: TiId, try_number: in
         k: (t.spark_metrics or {}).get(k) for k in ("input_bytes", "shuffle_read_bytes", "shuffle_write_bytes")}},
         f"/ti/{t.id}") for t in trend]
     has_bytes = any(p.values.get("input_bytes") is not None for p in points)
-    api_base = f"/api/v1/dags/{ti.dag_id}/dagRuns/{ti.run_id}/taskInstances/{ti.task_id}"
+    api_base = "/api/v1/dags/{}/dagRuns/{}/taskInstances/{}".format(*(quote(part, safe="") for part in ti.key[:3]))
     return render(request, "task_instance.html", {
         "ti": ti, "run": run, "tries": tries, "shown_try": shown_try, "this_try": this_try,
         "fields": fields, "render_error": render_error, "history_url": history_url,
@@ -295,6 +296,7 @@ def task_instance_page(request: Request, user: User, ti_id: TiId, try_number: in
         "bytes_chart": svg.trend_chart(points, ["input_bytes", "shuffle_read_bytes", "shuffle_write_bytes"],
                                        "Input and shuffle bytes over recent runs") if has_bytes else None,
         "api_base": api_base, **_notes(request, error, message, sig),
+        "finished_states": sorted(s.value for s in TASK_TERMINAL), "log_tail_bytes": LOG_TAIL_BYTES,
     }, user)
 
 
@@ -305,19 +307,6 @@ def mapped_instances_page(request: Request, user: User, ti_id: TiId) -> Response
     instances = queries.mapped_instances(request.app.state.metastore.db, ti.dag_id, ti.run_id, ti.task_id)
     return render(request, "mapped.html", {"ti": ti, "instances": instances,
                                            "summary": mapped_summary(instances) if instances else None}, user)
-
-
-@router.get("/ti/{ti_id}/log")
-def task_instance_log(request: Request, user: User, ti_id: TiId, try_number: Annotated[int, Query(ge=1)] = 1,
-                      offset: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
-    """The live log of a try, served by task instance id (the path comes from the metastore)."""
-    ti = _ti_or_404(request, ti_id)
-    chunk = service.read_task_log(request.app.state.settings, request.app.state.metastore, ti, try_number, offset)
-    current = _ti_or_404(request, ti_id)
-    return JSONResponse({"content": chunk.content, "offset": chunk.offset, "done": chunk.done,
-                         "state": current.state.value, "try_number": current.try_number,
-                         "progress": current.spark_progress, "spark_app_id": current.spark_app_id,
-                         "spark_ui_url": current.spark_ui_url})
 
 
 @router.post("/ti/{ti_id}/clear")

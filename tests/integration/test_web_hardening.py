@@ -6,7 +6,10 @@ only works with the session it was made for."""
 from __future__ import annotations
 
 import json
+import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,3 +226,43 @@ def test_bodies_over_the_limit_are_answered_413(server: RunningServer) -> None:
     small = api.post("/api/v1/dags/web_demo/dagRuns", json={"conf": {"n": 1}},
                      headers={"Authorization": f"Bearer {token}"})
     assert small.status_code in (200, 404), small.text  # under the limit: the request goes through
+
+
+# -- item 8 (and issue 22 item 6): logs are served in bounded chunks by one endpoint ----------------------------
+def _peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+
+
+def test_a_huge_log_is_served_in_bounded_chunks(server: RunningServer) -> None:
+    done = subprocess.run([sys.executable, "-m", "sparkflow", "trigger", "web_demo", "--run-id", "big", "--wait"],
+                          env=server.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (log,) = (server.home / "logs").glob("dag_id=web_demo/run_id=big/task_id=extract/attempt=1.log")
+    line = b"x" * 1023 + b"\n"
+    with log.open("ab") as fh:
+        for _ in range(80):  # 80 MB
+            fh.write(line * 1024)
+        fh.write(b"the last line\n")
+    size = log.stat().st_size
+    token = server.cli("users", "token", "viewer").stdout.strip()
+    api = client(server)
+    auth = {"Authorization": f"Bearer {token}"}
+    url = "/api/v1/dags/web_demo/dagRuns/big/taskInstances/extract/logs/1"
+    before = _peak_rss_kib(server.proc.pid)
+    whole = api.get(url, headers=auth).json()  # no offset: the first chunk only
+    assert whole["start"] == 0 and whole["size"] == size and len(whole["content"]) <= 1024 * 1024
+    assert not whole["done"] and whole["offset"] == len(whole["content"].encode())
+    tail = api.get(url + "?tail=4096", headers=auth).json()
+    assert tail["content"].endswith("the last line\n") and tail["done"] and tail["offset"] == size
+    ranged = api.get(url, headers={**auth, "Accept": "text/plain", "Range": "bytes=-14"})
+    assert ranged.status_code == 206 and ranged.text == "the last line\n"
+    assert ranged.headers["content-range"] == f"bytes {size - 14}-{size - 1}/{size}"
+    part = api.get(url, headers={**auth, "Accept": "text/plain", "Range": "bytes=0-2047"})
+    assert part.status_code == 206 and len(part.content) <= 2048
+    assert part.headers["content-range"].startswith("bytes 0-")
+    assert api.get(url, headers={**auth, "Range": "lines=1-2"}).status_code == 416
+    for _ in range(5):  # what the page's poll would do on this log
+        api.get(url + "?tail=65536", headers=auth)
+    grown = _peak_rss_kib(server.proc.pid) - before
+    assert grown < 40 * 1024, f"serving an 80 MB log raised the server's peak memory by {grown} KiB"

@@ -209,20 +209,24 @@ def test_history_server_link_only_after_the_end(env: WebEnv) -> None:
         assert 'id="spark-history" href="http://127.0.0.1:18080/history/app-live-1"' in html
 
 
-@pytest.mark.parametrize("path", ["/ti/99999999999999999999999", "/ti/0", "/ti/-1/log", "/ti/abc"])
+@pytest.mark.parametrize("path", ["/ti/99999999999999999999999", "/ti/0", "/ti/-1", "/ti/abc"])
 def test_bad_task_instance_ids_are_not_server_errors(viewer: TestClient, path: str) -> None:
     r = viewer.get(path)
     assert r.status_code in (400, 404), (r.status_code, r.text)
 
 
-def test_log_is_served_by_task_instance_id(viewer: TestClient, env: WebEnv) -> None:
-    url = f"/ti/{ti_id(env, 'extract')}/log?try_number=1"
-    body = viewer.get(url).json()
+def test_the_page_follows_the_log_through_the_one_api_endpoint(viewer: TestClient, env: WebEnv) -> None:
+    html = viewer.get(f"/ti/{ti_id(env, 'extract')}").text
+    src = re.search(r'data-src="([^"]+)"', html).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+    assert src.startswith("/api/v1/dags/web_demo/dagRuns/") and "/taskInstances/extract/logs/1?map_index=-1" in src
+    assert 'data-finished-states="failed removed skipped success upstream_failed"' in html
+    body = viewer.get(src + "&tail=65536").json()
     assert "extracting 2024-03-01" in body["content"] and body["done"] and body["state"] == "success"
-    assert viewer.get(url + f"&offset={body['offset']}").json()["content"] == ""
-    assert viewer.get(url + "&offset=-5").status_code == 400
-    assert viewer.get(url + "&offset=../../etc/passwd").status_code == 400
-    assert viewer.get(f"/ti/{ti_id(env, 'extract')}/log?try_number=3").status_code == 404
+    assert viewer.get(src + f"&offset={body['offset']}").json()["content"] == ""
+    assert viewer.get(src + "&offset=-5").status_code == 400
+    assert viewer.get(src + "&offset=../../etc/passwd").status_code == 400
+    assert viewer.get(src.replace("/logs/1", "/logs/3")).status_code == 404
+    assert viewer.get(f"/ti/{ti_id(env, 'extract')}/log?try_number=1").status_code == 404  # the second one is gone
 
 
 def test_clear_and_mark_from_the_page(op: TestClient, env: WebEnv) -> None:

@@ -1,10 +1,13 @@
-// Live tail of a task instance's log: poll /ti/<id>/log with the byte offset the last answer gave, append the new
-// lines, and update the state badge and the Spark progress bar from the same answer. Stops when the try is over.
+// Live tail of a task instance's log: the first call asks the API's log endpoint for the log's last bytes, later
+// calls continue from the offset the last answer gave; each answer also carries the state and the Spark progress.
+// Which states are finished comes from the page (sparkflow.state.TASK_TERMINAL), not from this file.
 (function () {
   "use strict";
   var pre = document.getElementById("log-content");
   if (!pre) return;
-  var offset = 0, status = document.getElementById("log-status"), base = pre.dataset.src, startState = pre.dataset.state;
+  var offset = null, status = document.getElementById("log-status"), base = pre.dataset.src;
+  var startState = pre.dataset.state, finished = pre.dataset.finishedStates.split(" ");
+  function isFinished(state) { return finished.indexOf(state) >= 0; }
   function setProgress(p) {
     if (!p) return;
     var section = document.getElementById("spark"); if (section) section.hidden = false;
@@ -24,14 +27,19 @@
     }
   }
   function poll() {
-    fetch(base + "&offset=" + offset, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    var query = offset === null ? "&tail=" + pre.dataset.tail : "&offset=" + offset;
+    fetch(base + query, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
       .then(function (d) {
+        if (offset === null && d.start > 0) {
+          pre.appendChild(document.createTextNode("… " + d.start + " earlier bytes of this log are not shown …\n"));
+        }
         if (d.content) {
           var stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
           pre.appendChild(document.createTextNode(d.content));
           if (stick) pre.scrollTop = pre.scrollHeight;
         }
+        var more = d.offset < d.size;  // a chunk of a long log: fetch the next one at once
         offset = d.offset;
         setProgress(d.progress);
         var badge = document.getElementById("ti-state");
@@ -39,16 +47,15 @@
         if (d.spark_app_id) { var app = document.getElementById("spark-app-id"); if (app) app.textContent = d.spark_app_id; }
         if (d.done) {
           status.textContent = "(complete)";
-          var active = ["running", "queued", "scheduled", "none", "up_for_retry", "up_for_reschedule"];
-          if (active.indexOf(startState) >= 0 && active.indexOf(d.state) < 0) {
+          if (!isFinished(startState) && isFinished(d.state)) {
             setTimeout(function () { window.location.reload(); }, 800);  // show the final metrics and tries
-          } else if (active.indexOf(d.state) >= 0) {
+          } else if (!isFinished(d.state)) {
             status.textContent = "(waiting for the task to start)"; setTimeout(poll, 2000);
           }
           return;
         }
         status.textContent = "(following live)";
-        setTimeout(poll, 1000);
+        setTimeout(poll, more ? 0 : 1000);
       })
       .catch(function (e) { status.textContent = "(log unavailable: " + e + ")"; setTimeout(poll, 5000); });
   }
