@@ -248,3 +248,11 @@ def test_post_submit_commands_run_once_after_success_and_kill(tmp_path: Path) ->
     submission.run()
     submission.kill()
     assert marker.read_text() == "x\n"
+
+
+def test_spark_options_can_be_mapped() -> None:
+    """partial()/expand() check the names against the constructor: the derived signature names every option."""
+    with DAG("mapped"):
+        mapped = SparkSubmitOperator.partial(task_id="m", application="a.py", executor_memory="1g").expand(
+            application_args=[["--day", "1"], ["--day", "2"]])
+    assert mapped.partial_kwargs["executor_memory"] == "1g"
