@@ -45,6 +45,10 @@ class Executor(Protocol):
     def running(self) -> set[TIKey]:
         """Keys this executor is responsible for right now (queued or running)."""
 
+    def in_flight(self) -> bool:
+        """Whether anything handed to it has not ended yet (so wait() can wake when it does). More than running():
+        the Celery executor stops counting a task as running once a worker took it, yet reports its end."""
+
     def wait(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when a workload ends (so the loop reacts at once)."""
 

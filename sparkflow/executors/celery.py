@@ -293,6 +293,9 @@ class CeleryExecutor:
     def running(self) -> set[TIKey]:
         return {key for key, sent in self._sent.items() if not sent.started}
 
+    def in_flight(self) -> bool:
+        return bool(self._sent)
+
     def wait(self, timeout: float) -> None:
         """Return as soon as a result of a task sent from here is stored (the subscription wakes it), else after
         ``timeout``."""

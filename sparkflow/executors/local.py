@@ -241,6 +241,9 @@ class LocalExecutor:
     def running(self) -> set[TIKey]:
         return set(self._running) | {w.key for w in self._queued}
 
+    def in_flight(self) -> bool:
+        return bool(self._running or self._queued)
+
     def wait(self, timeout: float) -> None:
         """Return as soon as a task's outcome is recorded or its process ends (or there is something to launch),
         else after ``timeout``. The runner's "done" comes before its process has exited: the scheduler plans the

@@ -35,6 +35,9 @@ class SequentialExecutor:
     def running(self) -> set[TIKey]:
         return {w.key for w in self._pending}
 
+    def in_flight(self) -> bool:
+        return bool(self._pending)
+
     def wait(self, timeout: float) -> None:
         pass  # workloads run inside sync(); nothing runs in between
 

@@ -140,7 +140,7 @@ class SchedulerDaemon:
             if num_runs is not None and iterations >= num_runs:
                 break
             if not changed and not self.stop_requested.is_set():
-                if self.executor.running():
+                if self.executor.in_flight():
                     self.executor.wait(self.settings.scheduler_loop_interval)
                 else:
                     self.stop_requested.wait(self.settings.scheduler_loop_interval)

@@ -441,7 +441,7 @@ class SchedulerLoop:
 
     def idle(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> None:
         """Nothing changed: wait, but wake as soon as a task process ends (react at once, do not sleep)."""
-        if self.executor.running():
+        if self.executor.in_flight():
             self.executor.wait(seconds)
         else:
             sleep(seconds)

@@ -43,6 +43,7 @@ class HoldingExecutor:
     def queue(self, workload: Workload) -> None: self.queued.append(workload)
     def sync(self) -> list[ExecutorEvent]: return []
     def running(self) -> set[TIKey]: return {w.key for w in self.queued}
+    def in_flight(self) -> bool: return bool(self.queued)
     def wait(self, timeout: float) -> None: ...
     def end(self, kill: bool = False, grace: float | None = None) -> None: ...
 
@@ -267,6 +268,7 @@ class _NoSlots:
     def queue(self, workload) -> None: raise AssertionError("nothing may be queued")  # type: ignore[no-untyped-def]
     def sync(self) -> list: return []  # type: ignore[type-arg]
     def running(self) -> set: return set()  # type: ignore[type-arg]
+    def in_flight(self) -> bool: return False
     def wait(self, timeout: float) -> None: ...
     def end(self, kill: bool = False, grace: float | None = None) -> None: ...
 
