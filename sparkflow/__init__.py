@@ -22,6 +22,10 @@ _EXPORTS = {
     "cross_downstream": "sparkflow.definitions.baseoperator",
     "get_current_context": "sparkflow.definitions.context",
     "Label": "sparkflow.definitions.edgemodifier",
+    "Asset": "sparkflow.definitions.assets",
+    "AssetAlias": "sparkflow.definitions.assets",
+    "AssetOrTimeSchedule": "sparkflow.definitions.assets",
+    "Dataset": "sparkflow.definitions.assets",
     "TaskGroup": "sparkflow.definitions.taskgroup",
     "task_group": "sparkflow.definitions.taskgroup",
     "TriggerRule": "sparkflow.definitions.trigger_rule",
@@ -48,6 +52,10 @@ _EXPORTS = {
 
 __all__ = [
     "DAG",
+    "Asset",
+    "AssetAlias",
+    "AssetOrTimeSchedule",
+    "Dataset",
     "AirflowException",
     "BaseOperator",
     "BaseSensorOperator",
@@ -93,6 +101,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from sparkflow.definitions.assets import Asset, AssetAlias, AssetOrTimeSchedule, Dataset
     from sparkflow.definitions.baseoperator import BaseOperator, chain, cross_downstream
     from sparkflow.definitions.context import get_current_context
     from sparkflow.definitions.dag import DAG, dag

@@ -25,6 +25,7 @@ from sparkflow.logs import configure_sparkflow_log
 # Command name -> "module:attribute". A command's module is imported only when that command runs: `sparkflow
 # trigger` must not pay for FastAPI, Celery or alembic (about 1 s of imports on 2 cores).
 COMMANDS = {
+    "assets": "assets_cmd:assets",
     "backfill": "backfill_cmd:backfill",
     "config": "config_cmd:config",
     "connections": "connections_cmd:connections",

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sparkflow.definitions import setup_teardown
+from sparkflow.definitions.assets import outlet_assets
 from sparkflow.definitions.context import Context
 from sparkflow.definitions.dag import current_dag
 from sparkflow.definitions.dependencies import DependencyMixin
@@ -139,6 +140,8 @@ class BaseOperator(DependencyMixin):
         on_retry_callback: Callback | None = None,
         doc_md: str | None = None,
         doc: str | None = None,
+        outlets: Sequence[Any] | None = None,
+        inlets: Sequence[Any] | None = None,
         dag: DAG | None = None,
     ) -> None:
         self._target_dag = dag  # for error messages raised before the task has joined its DAG
@@ -169,6 +172,8 @@ class BaseOperator(DependencyMixin):
         self.on_failure_callback = on_failure_callback
         self.on_retry_callback = on_retry_callback
         self.doc_md = doc_md or doc
+        self.outlets = outlet_assets(outlets, f"task '{task_id}'")  # assets this task updates when it succeeds
+        self.inlets = list(inlets or [])
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self.dag: DAG | None = None

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sparkflow.definitions.assets import AssetOrTimeSchedule, BaseAsset, as_condition, is_asset_schedule
 from sparkflow.definitions.location import Location, caller_location
-from sparkflow.definitions.schedule import DataInterval, Timetable, ensure_aware, make_timetable
+from sparkflow.definitions.schedule import DataInterval, NullTimetable, Timetable, ensure_aware, make_timetable
 from sparkflow.exceptions import DagDefinitionError, NotFound
 
 if TYPE_CHECKING:
@@ -78,6 +79,12 @@ class DAG:
         self.start_date = ensure_aware(start) if start is not None else None
         # A cron schedule runs in the time zone of start_date, as in Airflow (02:00 Amsterdam, not 02:00 UTC).
         tz = self.start_date.tzinfo if self.start_date is not None and self.start_date.tzinfo else UTC
+        # Data-aware scheduling: a list of assets, an & / | condition, or AssetOrTimeSchedule (assets + timetable).
+        self.asset_condition: BaseAsset | None = None
+        if isinstance(schedule, AssetOrTimeSchedule):
+            self.asset_condition, schedule = schedule.assets, schedule.timetable
+        elif is_asset_schedule(schedule):
+            self.asset_condition, schedule = as_condition(schedule), None
         try:
             self.timetable: Timetable = make_timetable(schedule, tz)
         except ValueError as exc:
@@ -150,6 +157,14 @@ class DAG:
             raise self._error(f"task already belongs to DAG '{task.dag.dag_id}'", task)
         task.dag = self
         self.task_dict[task.task_id] = task
+
+    @property
+    def schedule_description(self) -> str:
+        """The schedule as listings show it: the timetable's, with the asset condition first when there is one."""
+        if self.asset_condition is None:
+            return self.timetable.description
+        timetable = "" if isinstance(self.timetable, NullTimetable) else f"; or {self.timetable.description}"
+        return f"assets: {self.asset_condition.words()}{timetable}"
 
     def set_edge_info(self, upstream_task_id: str, downstream_task_id: str, info: dict[str, str]) -> None:
         self.edge_info.setdefault(upstream_task_id, {})[downstream_task_id] = dict(info)

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sparkflow.definitions.assets import Asset, condition_from_json, condition_to_json
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.expand_input import ExpandInput, ListOfDictsExpandInput, MappedArgument
@@ -268,6 +269,8 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         lineno=task.location.lineno if task.location else None,
         **_mapping_fields(task),
         is_setup=task.is_setup, is_teardown=task.is_teardown, on_failure_fail_dagrun=task.on_failure_fail_dagrun,
+        outlets=[{"uri": a.uri, "name": a.name, "group": a.group, "extra": to_json_value(a.extra)}
+                 for a in task.outlets],
     )
     data.update(getattr(task, "extra", None) or {})
     return data
@@ -332,6 +335,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
             "callbacks": sorted(n for n in ("on_success_callback", "on_failure_callback") if _has_callback(dag, n)),
             "task_groups": _groups(dag),
             "edge_info": dag.edge_info,
+            "asset_schedule": condition_to_json(dag.asset_condition) if dag.asset_condition is not None else None,
             "tasks": [serialize_task(task) for task in dag.topological_order()],
         },
     }
@@ -370,6 +374,8 @@ def deserialize_dag(data: Mapping[str, Any], hash_: str | None = None) -> DAG:
     dag.serialized_callbacks = tuple(d.get("callbacks", ()))  # type: ignore[attr-defined]
     dag.serialized_groups = tuple(d.get("task_groups", ()))  # type: ignore[attr-defined]
     dag.edge_info = {up: dict(downs) for up, downs in (d.get("edge_info") or {}).items()}
+    if d.get("asset_schedule"):
+        dag.asset_condition = condition_from_json(d["asset_schedule"])
     for item in d["tasks"]:
         task = _deserialize_task(item, tz, dag)
         task.upstream_task_ids.update(item.get("upstream", ()))
@@ -382,7 +388,7 @@ _KNOWN_TASK_KEYS = frozenset(_task_fields) | {
     "task_id", "task_type", "task_module", "upstream", "downstream", "trigger_rule", "retry_delay",
     "max_retry_delay", "execution_timeout", "start_date", "end_date", "params", "template_fields", "template_ext",
     "ui_color", "task_group", "conn_id", "callbacks", "lineno", "mapped", "mapped_group", "is_setup", "is_teardown",
-    "on_failure_fail_dagrun",
+    "on_failure_fail_dagrun", "outlets",
 }
 
 
@@ -401,6 +407,8 @@ def _deserialize_task(item: Mapping[str, Any], tz: tzinfo, dag: DAG) -> Serializ
         execution_timeout=item.get("execution_timeout"), start_date=_date_in(item.get("start_date"), tz),
         end_date=_date_in(item.get("end_date"), tz), params=item.get("params"), dag=dag, **plain,
     )
+    task.outlets = [Asset(o["uri"], name=o.get("name"), group=o.get("group") or "asset", extra=o.get("extra") or {})
+                    for o in item.get("outlets") or []]
     task.is_setup = bool(item.get("is_setup"))
     task.is_teardown = bool(item.get("is_teardown"))
     task.on_failure_fail_dagrun = bool(item.get("on_failure_fail_dagrun"))

@@ -10,6 +10,7 @@ from sparkflow.connections import DEFAULT_CONNECTIONS, SecretBox
 from sparkflow.exceptions import ConfigError
 from sparkflow.files import restrict_home
 from sparkflow.metastore import migrate, queries
+from sparkflow.metastore.asset_store import AssetStore
 from sparkflow.metastore.dag_store import DagStore
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.pool_store import PoolStore
@@ -32,6 +33,10 @@ class Metastore:
     @cached_property
     def dags(self) -> DagStore:
         return DagStore(self.db)
+
+    @cached_property
+    def assets(self) -> AssetStore:
+        return AssetStore(self.db)
 
     @cached_property
     def pools(self) -> PoolStore:

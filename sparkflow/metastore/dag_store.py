@@ -17,6 +17,7 @@ from sparkflow.definitions.loader import ImportErrorInfo
 from sparkflow.exceptions import NotFound
 from sparkflow.metastore import schema as t
 from sparkflow.metastore import statements as S
+from sparkflow.metastore.asset_store import AssetStore
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import DagFileStat, TIKey
 
@@ -68,7 +69,7 @@ class DagStore:
                     fileloc=dag.fileloc or "",
                     is_active=True,
                     description=dag.description,
-                    schedule=dag.timetable.description,
+                    schedule=dag.schedule_description,
                     tags=json.dumps(sorted(dag.tags)),
                     owners=", ".join(sorted({task.owner for task in dag.tasks})) or None,
                     max_active_runs=dag.max_active_runs,
@@ -84,6 +85,7 @@ class DagStore:
                         dag_id=dag.dag_id, is_paused=paused, **values)
                     conn.execute(insert_dag.on_conflict_do_nothing(index_elements=["dag_id"]))
             self._store_serialized(conn, dags, texts, now, self.db.dialect)
+            AssetStore.sync_in(conn, dags, now)
             gone_from_parsed_files = t.dag.c.fileloc.in_(files) & t.dag.c.dag_id.not_in(seen)
             if folder_files is not None:
                 gone = t.dag.c.fileloc.not_in(set(folder_files))

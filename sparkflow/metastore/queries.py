@@ -16,6 +16,8 @@ from sparkflow.metastore import schema as t
 from sparkflow.metastore import statements as S
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import (
+    AssetEventRecord,
+    AssetRecord,
     DagFileStat,
     DagRecord,
     DagRunRecord,
@@ -487,3 +489,35 @@ def get_task_instance_by_id(db: Database, ti_id: int) -> TaskInstanceRecord:
     if row is None:
         raise NotFound(f"task instance {ti_id} does not exist")
     return TaskInstanceRecord.from_row(row)
+
+
+# -- assets -----------------------------------------------------------------------------------------------------
+def list_assets(db: Database) -> list[AssetRecord]:
+    """Every asset a DAG file names, with the DAGs scheduled on it, the tasks that update it and its last event."""
+    r, e = t.asset_reference.c, t.asset_event.c
+    with db.read() as conn:
+        assets = conn.execute(select(t.asset).order_by(t.asset.c.uri)).all()
+        refs = conn.execute(select(r.uri, r.dag_id, r.task_id, r.kind).order_by(r.dag_id, r.task_id)).all()
+        stats = conn.execute(select(e.uri, func.max(e.timestamp), func.count()).group_by(e.uri)).all()
+    last: dict[str, Any] = {row[0]: row[1] for row in stats}
+    counts: dict[str, int] = {row[0]: row[2] for row in stats}
+    return [AssetRecord(
+        uri=a.uri, name=a.name, group=a.group_name, extra=json.loads(a.extra or "{}"),
+        consumers=tuple(sorted({x.dag_id for x in refs if x.uri == a.uri and x.kind == "schedule"})),
+        producers=tuple(f"{x.dag_id}.{x.task_id}" for x in refs if x.uri == a.uri and x.kind == "outlet"),
+        last_event_at=last.get(a.uri), events=int(counts.get(a.uri, 0)),
+    ) for a in assets]
+
+
+def list_asset_events(db: Database, uri: str | None = None, limit: int = 100,
+                      dag_run_id: int | None = None) -> list[AssetEventRecord]:
+    """Asset events, newest first: of one asset, or those a run consumed (``dag_run_id``)."""
+    e = t.asset_event.c
+    query = select(t.asset_event).order_by(e.id.desc()).limit(limit)
+    if uri is not None:
+        query = query.where(e.uri == uri)
+    if dag_run_id is not None:
+        link = t.dag_run_asset_event.c
+        query = query.where(e.id.in_(select(link.event_id).where(link.dag_run_id == dag_run_id)))
+    with db.read() as conn:
+        return [AssetEventRecord.from_row(row) for row in conn.execute(query)]

@@ -325,3 +325,38 @@ class ApiTokenRecord:
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AssetRecord:
+    uri: str
+    name: str | None
+    group: str | None
+    extra: dict[str, Any]
+    consumers: tuple[str, ...]  # DAG ids scheduled on it
+    producers: tuple[str, ...]  # "dag_id.task_id" of the tasks that update it
+    last_event_at: datetime | None
+    events: int
+
+
+@dataclass(frozen=True)
+class AssetEventRecord:
+    id: int
+    uri: str
+    extra: dict[str, Any]
+    source_dag_id: str | None
+    source_run_id: str | None
+    source_task_id: str | None
+    source_map_index: int
+    source_try_number: int | None
+    timestamp: datetime
+
+    @classmethod
+    def from_row(cls, row: ResultRow) -> AssetEventRecord:
+        return _from_row(cls, row, extra=_json(row.extra) or {})
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the CLI, the API and ``triggering_asset_events`` show (Airflow's asset event fields)."""
+        return {"id": self.id, "uri": self.uri, "extra": self.extra, "source_dag_id": self.source_dag_id,
+                "source_run_id": self.source_run_id, "source_task_id": self.source_task_id,
+                "source_map_index": self.source_map_index, "timestamp": self.timestamp.isoformat()}

@@ -331,3 +331,56 @@ login_failure = Table(
     Column("last_failure_at", TS, nullable=False),
     Column("locked_until", TS),
 )
+
+# Assets (data-aware scheduling): every asset a DAG file names, which DAGs schedule on it and which tasks update
+# it, the events of its updates, the events queued for each consumer DAG, and the events a run consumed.
+asset = Table(
+    "asset",
+    metadata,
+    Column("uri", String(1500), primary_key=True),
+    Column("name", String(1500)),
+    Column("group_name", String(ID)),
+    Column("extra", Text),  # JSON object
+    Column("updated_at", TS),
+)
+
+asset_reference = Table(
+    "asset_reference",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(ID), nullable=False),
+    Column("task_id", String(ID)),  # the producing task (kind outlet); NULL for a schedule
+    Column("uri", String(1500), nullable=False),
+    Column("kind", String(20), nullable=False),  # schedule, outlet
+    Index("ix_asset_reference_uri", "uri"),
+)
+
+asset_event = Table(
+    "asset_event",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uri", String(1500), nullable=False),
+    Column("extra", Text),  # JSON object: the asset's extra, plus Spark's application id and output of the try
+    Column("source_dag_id", String(ID)),
+    Column("source_run_id", String(ID)),
+    Column("source_task_id", String(ID)),
+    Column("source_map_index", Integer, nullable=False, default=-1, server_default="-1"),
+    Column("source_try_number", Integer),
+    Column("timestamp", TS, nullable=False),
+    Index("ix_asset_event_uri", "uri"),
+)
+
+asset_queue = Table(
+    "asset_queue",
+    metadata,
+    Column("target_dag_id", String(ID), primary_key=True),
+    Column("uri", String(1500), primary_key=True),
+    Column("created_at", TS, nullable=False),
+)
+
+dag_run_asset_event = Table(
+    "dag_run_asset_event",
+    metadata,
+    Column("dag_run_id", Integer, ForeignKey("dag_run.id", ondelete="CASCADE"), primary_key=True),
+    Column("event_id", Integer, ForeignKey("asset_event.id", ondelete="CASCADE"), primary_key=True),
+)

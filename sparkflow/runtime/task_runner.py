@@ -188,6 +188,11 @@ def prepare_try(
     """Prepare: the context the task's code and callbacks get (``ti`` writes through the store)."""
     handle = RuntimeTaskInstance(metastore, ti, run, dag, log_folder, clock)
     context = build_context(dag, task, run, handle)
+    if run.run_type == "asset_triggered":
+        events: dict[str, list[dict[str, Any]]] = {}
+        for event in reversed(queries.list_asset_events(metastore.db, dag_run_id=run.id, limit=10_000)):
+            events.setdefault(event.uri, []).append(event.as_dict())
+        context["triggering_asset_events"] = context["triggering_dataset_events"] = events  # Airflow 3 and 2
     log.info("Starting attempt %s of %s: %s", ti.try_number, ti.max_tries + 1, ti.key)
     return context
 
@@ -260,6 +265,8 @@ def record_outcome(
         log.warning("Task was set to %s from outside while running; keeping that (not %s)", current, state)
         return dataclasses.replace(outcome, state=current, recorded=False)
     log.info("Marking task as %s", state.value.upper())
+    if state is TaskState.SUCCESS and task.outlets:
+        record_asset_events(metastore, ti, task, now)
     callback = {
         TaskState.SUCCESS: task.on_success_callback,
         TaskState.FAILED: task.on_failure_callback,
@@ -267,6 +274,20 @@ def record_outcome(
     }.get(state)
     call_callbacks(callback, context, f"{state.value} callback")
     return dataclasses.replace(outcome, state=state, recorded=True)
+
+
+def record_asset_events(metastore: Metastore, ti: TaskInstanceRecord, task: BaseOperator, now: datetime) -> None:
+    """The task succeeded: an event for each asset it updates, its ``extra`` plus, for a Spark task, the
+    application id and the rows and bytes written by this try (from its metrics)."""
+    current = queries.get_task_instance(metastore.db, ti.key)
+    spark: dict[str, Any] = {}
+    if current.spark_app_id:
+        metrics = current.spark_metrics or {}
+        spark = {"spark_app_id": current.spark_app_id, "output_records": metrics.get("output_records"),
+                 "output_bytes": metrics.get("output_bytes")}
+    events = [(asset.uri, {**asset.extra, **spark}) for asset in task.outlets]
+    metastore.assets.record_events(current, events, now)
+    log.info("Asset events: %s", ", ".join(uri for uri, _ in events))
 
 
 def exit_code_of_try(

@@ -24,6 +24,7 @@ from sparkflow.executors.factory import make_executor
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord
+from sparkflow.scheduler.asset_runs import create_asset_triggered_runs
 from sparkflow.scheduler.dag_processing import parse_dags
 from sparkflow.scheduler.loop import SchedulerLoop, utcnow
 from sparkflow.scheduler.runs import create_scheduled_runs
@@ -95,6 +96,8 @@ class SchedulerDaemon:
             if result.capped:
                 log.warning("DAG '%s' has more than %d runs due (catchup); created %d now, the rest follow in later "
                             "loops (setting max_runs_per_loop)", dag.dag_id, cap, len(result.created))
+        unpaused = {r.dag_id for r in queries.list_dags(self.ms.db) if not r.is_paused}
+        created += create_asset_triggered_runs(self.ms, [d for i, d in self.dags.items() if i in unpaused], now)
         return created
 
     # -- the loop -------------------------------------------------------------------------------------------

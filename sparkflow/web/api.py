@@ -326,6 +326,25 @@ def clear_task_instances(request: Request, user: User, dag_id: str, body: ClearB
                                 "map_index": k.map_index} for k in keys]}
 
 
+# -- assets ---------------------------------------------------------------------------------------------------
+@router.get("/assets", summary="List assets, with the tasks that update them and the DAGs scheduled on them")
+def list_assets(request: Request, user: User, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    assets = queries.list_assets(request.app.state.metastore.db)
+    return {"assets": [{"uri": a.uri, "name": a.name, "group": a.group, "extra": a.extra,
+                        "producing_tasks": [{"dag_id": p.split(".", 1)[0], "task_id": p.split(".", 1)[1]}
+                                            for p in a.producers],
+                        "consuming_dags": [{"dag_id": d} for d in a.consumers],
+                        "last_event_at": _iso(a.last_event_at)} for a in assets[offset:offset + limit]],
+            "total_entries": len(assets)}
+
+
+@router.get("/assets/events", summary="Asset events, newest first")
+def list_asset_events(request: Request, user: User, limit: Limit = 100,
+                      uri: Annotated[str | None, Query(max_length=1500)] = None) -> dict[str, Any]:
+    events = queries.list_asset_events(request.app.state.metastore.db, uri, limit)
+    return {"asset_events": [e.as_dict() for e in events], "total_entries": len(events)}
+
+
 # -- connections ----------------------------------------------------------------------------------------------
 class ConnectionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")

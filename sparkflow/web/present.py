@@ -116,6 +116,10 @@ def schedule_words(description: str | None) -> str:
     if not description:
         return "manual runs only"
     text = description.strip()
+    if text.startswith("assets: "):  # DAG.schedule_description of a DAG scheduled on assets
+        assets, _, timetable = text[len("assets: "):].partition("; or ")
+        words = f"when {assets} {'is' if ' ' not in assets else 'are'} updated"
+        return f"{words}, or {schedule_words(timetable)}" if timetable else words
     preset = text.split(" ", 1)[0]
     if preset in _PRESETS:
         return _PRESETS[preset]

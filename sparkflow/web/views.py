@@ -340,6 +340,14 @@ def mark_task(request: Request, user: User, ti_id: TiId, state: Annotated[str, F
     return _back(request, f"/ti/{ti_id}", message=note)
 
 
+# -- assets ---------------------------------------------------------------------------------------------------
+@router.get("/assets", response_class=HTMLResponse)
+def assets_page(request: Request, user: User) -> Response:
+    db = request.app.state.metastore.db
+    return render(request, "assets.html", {"assets": queries.list_assets(db),
+                                           "events": queries.list_asset_events(db, limit=50)}, user)
+
+
 # -- connections ----------------------------------------------------------------------------------------------
 @router.get("/connections", response_class=HTMLResponse)
 def connections(request: Request, user: User, message: str | None = None, sig: str | None = None) -> Response:

@@ -1,5 +1,5 @@
 """A mapped SparkSubmitOperator on real spark-submit (local mode, local executor): three instances from one
-`.partial(...).expand(application_args=...)`, each with its own application id and metrics. Three small
+`.partial(...).expand(application_args=...)`, each with its own application id and metrics, and an asset event whose extra carries them. Three small
 spark-submits, two at a time: about a minute on an idle 2-core machine, several on a busy one."""
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ def test_mapped_spark_submit_instances_have_their_own_app_ids_and_metrics(tmp_pa
     (home / "dags").mkdir(parents=True)
     (home / "dags" / "mapped_spark.py").write_text(textwrap.dedent(f"""
         from datetime import datetime
-        from sparkflow import DAG, SparkSubmitOperator
+        from sparkflow import DAG, Asset, SparkSubmitOperator
 
         with DAG("mapped_spark", start_date=datetime(2024, 1, 1), max_active_tasks=2) as dag:
             SparkSubmitOperator.partial(
                 task_id="write", conn_id="spark_local", application={str(APP)!r}, driver_memory="512m",
                 conf={{"spark.sql.shuffle.partitions": "1", "spark.default.parallelism": "1"}},
+                outlets=[Asset("file://{out}", extra={{"format": "csv"}})],
             ).expand(application_args=[["10", {str(out / "a")!r}], ["20", {str(out / "b")!r}],
                                        ["30", {str(out / "c")!r}]])
     """))
@@ -59,3 +60,9 @@ def test_mapped_spark_submit_instances_have_their_own_app_ids_and_metrics(tmp_pa
         assert metrics[0]["succeeded"] is True and metrics[0]["output_records"] == rows
         log = sparkflow(env, "logs", "mapped_spark", "fan", "write", "--map-index", str(i)).stdout
         assert "spark-submit finished with code 0" in log and f"write_rows.py {rows}" in log
+
+    events = json.loads(sparkflow(env, "assets", "events", f"file://{out}", "-o", "json").stdout)
+    assert sorted((e["source_map_index"], e["extra"]["spark_app_id"], e["extra"]["output_records"],
+                   e["extra"]["format"]) for e in events) == [
+        (i, app_ids[i], rows, "csv") for i, rows in enumerate((10, 20, 30))]
+    assert all(e["extra"]["output_bytes"] > 0 for e in events)

@@ -34,6 +34,7 @@ _BASE_SENSOR = {
 _CHAIN = {"chain": "sparkflow.definitions.baseoperator:chain",
           "cross_downstream": "sparkflow.definitions.baseoperator:cross_downstream"}
 _TASK_GROUP = {"TaskGroup": f"{_T}:TaskGroup", "task_group": f"{_T}:task_group"}
+_A = "sparkflow.definitions.assets"
 _SETUP_TEARDOWN = {"setup": f"{_PY}:setup", "teardown": f"{_PY}:teardown"}
 _LABEL = {"Label": "sparkflow.definitions.edgemodifier:Label",
           "EdgeModifier": "sparkflow.definitions.edgemodifier:EdgeModifier"}
@@ -79,9 +80,15 @@ ALIASES: dict[str, dict[str, str]] = {
     },
     "airflow.decorators.setup_teardown": {"setup_task": f"{_PY}:setup", "teardown_task": f"{_PY}:teardown"},
     "airflow.utils.edgemodifier": _LABEL,
+    "airflow.datasets": {"Dataset": f"{_A}:Dataset", "DatasetAlias": f"{_A}:AssetAlias",
+                         "DatasetAll": f"{_A}:DatasetAll", "DatasetAny": f"{_A}:DatasetAny"},
+    "airflow.timetables.datasets": {"DatasetOrTimeSchedule": f"{_A}:DatasetOrTimeSchedule"},
+    "airflow.timetables.assets": {"AssetOrTimeSchedule": f"{_A}:AssetOrTimeSchedule"},
     "airflow.models.mappedoperator": {"MappedOperator": "sparkflow.definitions.mappedoperator:MappedOperator"},
     "airflow.sdk": {
         **_COMMON, **_CHAIN, **_TASK_GROUP, **_SETUP_TEARDOWN, "Label": _LABEL["Label"],
+        "Asset": f"{_A}:Asset", "AssetAlias": f"{_A}:AssetAlias", "AssetAll": f"{_A}:AssetAll",
+        "AssetAny": f"{_A}:AssetAny",
         "dag": f"{_T}:dag", "task": f"{_T}:task",
         "get_current_context": "sparkflow.definitions.context:get_current_context",
         "BaseHook": f"{_M}:BaseHook",

@@ -39,7 +39,7 @@ UNSUPPORTED_DAG_ARGS = frozenset({
 # Airflow task arguments with no effect in sparkflow.
 UNSUPPORTED_TASK_ARGS = frozenset({
     "sla", "executor_config", "resources", "run_as_user", "max_active_tis_per_dag", "max_active_tis_per_dagrun",
-    "task_concurrency", "inlets", "outlets", "on_skipped_callback", "task_display_name", "map_index_template",
+    "task_concurrency", "on_skipped_callback", "task_display_name", "map_index_template",
     "executor", "doc_json", "doc_yaml", "doc_rst", "wait_for_past_depends_before_skipping",
     "ignore_first_depends_on_past", "allow_nested_operators", "logger_name", "pre_execute", "post_execute",
 })
