@@ -1,6 +1,7 @@
 """A mapped SparkSubmitOperator on real spark-submit (local mode, local executor): three instances from one
-`.partial(...).expand(application_args=...)`, each with its own application id and metrics, and an asset event whose extra carries them. Three small
-spark-submits, two at a time: about a minute on an idle 2-core machine, several on a busy one."""
+`.partial(...).expand(application_args=...)`, each with its own application id and metrics, and an asset event
+whose extra carries them. Three small spark-submits, two at a time: about a minute on an idle 2-core machine,
+several on a busy one."""
 
 from __future__ import annotations
 
