@@ -126,6 +126,8 @@ class BaseOperator(DependencyMixin):
         wait_for_downstream: bool = False,
         pool: str | None = None,
         pool_slots: int = 1,
+        max_active_tis_per_dag: int | None = None,
+        max_active_tis_per_dagrun: int | None = None,
         priority_weight: int = 1,
         weight_rule: str = "downstream",
         queue: str = DEFAULT_QUEUE,
@@ -159,6 +161,10 @@ class BaseOperator(DependencyMixin):
         self.wait_for_downstream = wait_for_downstream
         self.pool = pool or DEFAULT_POOL
         self.pool_slots = pool_slots
+        # At most this many instances of the task queued or running at once, over all runs / in one run (each
+        # instance of a mapped task counts).
+        self.max_active_tis_per_dag = max_active_tis_per_dag
+        self.max_active_tis_per_dagrun = max_active_tis_per_dagrun
         self.priority_weight = priority_weight
         self.weight_rule = weight_rule
         self.queue = queue

@@ -38,6 +38,7 @@ CALLBACKS = ("on_execute_callback", "on_success_callback", "on_failure_callback"
 _task_fields = (
     "owner", "email", "retries", "retry_exponential_backoff", "depends_on_past", "wait_for_downstream", "pool",
     "pool_slots", "priority_weight", "weight_rule", "queue", "do_xcom_push", "multiple_outputs", "doc_md",
+    "max_active_tis_per_dag", "max_active_tis_per_dagrun",
 )
 
 

@@ -34,7 +34,7 @@ from sparkflow.metastore.records import (
     VariableRecord,
     XComRecord,
 )
-from sparkflow.state import RUN_ACTIVE, RunState, TaskState
+from sparkflow.state import RUN_ACTIVE, TASK_ACTIVE, RunState, TaskState
 
 
 def list_dags(db: Database, include_inactive: bool = False) -> list[DagRecord]:
@@ -254,6 +254,16 @@ def queue_limits(db: Database, dag_ids: Iterable[str]) -> tuple[list[PoolRecord]
         if dag_id in active:
             active[dag_id] += count
     return _pool_records(pools, used), active
+
+
+def active_task_counts(db: Database, dag_ids: Iterable[str]) -> dict[tuple[str, str, str], int]:
+    """(dag_id, run_id, task_id) -> instances queued or running, for max_active_tis_per_dag(run)."""
+    c = t.task_instance.c
+    query = (select(c.dag_id, c.run_id, c.task_id, func.count())
+             .where(c.dag_id.in_(sorted(set(dag_ids))), c.state.in_([s.value for s in TASK_ACTIVE]))
+             .group_by(c.dag_id, c.run_id, c.task_id))
+    with db.read() as conn:
+        return {(r[0], r[1], r[2]): int(r[3]) for r in conn.execute(query)}
 
 
 def _pools(conn: Any) -> list[PoolRecord]:

@@ -285,6 +285,12 @@ class SchedulerLoop:
         # One read for the pools' and the DAGs' limits (issue 4: each read transaction costs ~0.3 ms).
         pools, active_per_dag = queries.queue_limits(self.ms.db, {c[1].dag_id for c in candidates})
         pool_open = {p.pool: p.open for p in pools}
+        # max_active_tis_per_dag(run): read only when a candidate has such a limit (the hot path stays one read)
+        limited = [c for c in candidates if _task_limits(c[1], c[2].task_id) != (None, None)]
+        per_task = queries.active_task_counts(self.ms.db, {c[1].dag_id for c in limited}) if limited else {}
+        per_dag_task: dict[tuple[str, str], int] = {}
+        for (dag_id, _, task_id), count in per_task.items():
+            per_dag_task[(dag_id, task_id)] = per_dag_task.get((dag_id, task_id), 0) + count
         candidates.sort(key=lambda c: (-c[2].priority_weight, c[0].logical_date, c[2].id))
         for run, dag, ti, state in candidates:
             if open_slots <= 0:
@@ -302,6 +308,15 @@ class SchedulerLoop:
                 continue
             if ti.pool_slots > pool_open[ti.pool]:
                 continue
+            per_dag, per_run = _task_limits(dag, ti.task_id)
+            if per_dag is not None and per_dag_task.get((dag.dag_id, ti.task_id), 0) >= per_dag:
+                continue
+            if per_run is not None and per_task.get((dag.dag_id, run.run_id, ti.task_id), 0) >= per_run:
+                continue
+            if per_dag is not None or per_run is not None:
+                per_dag_task[(dag.dag_id, ti.task_id)] = per_dag_task.get((dag.dag_id, ti.task_id), 0) + 1
+                per_task[(dag.dag_id, run.run_id, ti.task_id)] = per_task.get(
+                    (dag.dag_id, run.run_id, ti.task_id), 0) + 1
             # A rescheduled sensor continues its try; anything else starts the next one.
             try_number = ti.try_number if state is TaskState.UP_FOR_RESCHEDULE else ti.try_number + 1
             queued_at = self.clock()
@@ -457,6 +472,13 @@ def end_drive(executor: Executor, over: bool, callbacks: CallbackRunner | None =
     if over and callbacks is not None:
         callbacks.drain()
     executor.end(kill=not over, grace=grace)
+
+
+def _task_limits(dag: DAG, task_id: str) -> tuple[int | None, int | None]:
+    task = dag.task_dict.get(task_id)
+    if task is None:
+        return None, None
+    return task.max_active_tis_per_dag, task.max_active_tis_per_dagrun
 
 
 def _timed_out(run: DagRunRecord, dag: DAG, now: datetime) -> bool:

@@ -246,3 +246,33 @@ def test_serialized_dag_keeps_what_the_scheduler_needs_to_expand() -> None:
     plan = plan_run(copy, {**done, "each": TaskState.NONE, "zipped": TaskState.NONE, "grp.inner": TaskState.NONE},
                     {}, None)  # type: ignore[arg-type]
     assert sorted(plan.expand) == ["each", "grp.inner", "zipped"]
+
+
+def test_max_active_tis_limits_count_mapped_instances(settings, metastore, write_dag) -> None:
+    from datetime import timedelta
+
+    from sparkflow.scheduler.loop import SchedulerLoop
+    from sparkflow.scheduler.runs import trigger_dag
+    from tests.helpers import NOW, Clock
+    from tests.unit.test_scheduler_tasks import HoldingExecutor, load
+
+    path = write_dag("limited", """
+        from datetime import datetime
+        from sparkflow import DAG, task
+
+        with DAG("limited", start_date=datetime(2024, 1, 1), max_active_runs=2) as dag:
+            @task(max_active_tis_per_dag=3, max_active_tis_per_dagrun=2)
+            def each(x):
+                return x
+
+            each.expand(x=[1, 2, 3, 4, 5])
+    """)
+    dags = load(path, metastore)
+    trigger_dag(metastore, dags["limited"], NOW, run_id="one")
+    trigger_dag(metastore, dags["limited"], NOW + timedelta(minutes=1), run_id="two")
+    executor = HoldingExecutor()
+    loop = SchedulerLoop(metastore, executor, dags.get, clock=Clock(NOW))
+    loop.tick()
+    loop.tick()
+    queued = sorted((w.key.run_id, w.key.map_index) for w in executor.queued)
+    assert queued == [("one", 0), ("one", 1), ("two", 0)]  # two per run, three over the DAG

@@ -5,7 +5,7 @@ and every operator (sparkflow's own class with :class:`AirflowArguments` in fron
 constructor arguments are translated). What translation does:
 
 - renamed Airflow 2 arguments: ``schedule_interval`` and ``timetable`` -> ``schedule``, ``concurrency`` ->
-  ``max_active_tasks``, ``task_concurrency`` (ignored, see below), trigger rules ``dummy`` -> ``always`` and
+  ``max_active_tasks``, ``task_concurrency`` -> ``max_active_tis_per_dag``, trigger rules ``dummy`` -> ``always`` and
   ``none_failed_or_skipped`` -> ``none_failed_min_one_success``;
 - harmless ones are dropped quietly: ``provide_context`` (the context is always provided);
 - Airflow arguments sparkflow cannot honour (``sla``, ``executor_config``, ``access_control`` ...) are dropped with
@@ -38,8 +38,8 @@ UNSUPPORTED_DAG_ARGS = frozenset({
 })
 # Airflow task arguments with no effect in sparkflow.
 UNSUPPORTED_TASK_ARGS = frozenset({
-    "sla", "executor_config", "resources", "run_as_user", "max_active_tis_per_dag", "max_active_tis_per_dagrun",
-    "task_concurrency", "on_skipped_callback", "task_display_name", "map_index_template",
+    "sla", "executor_config", "resources", "run_as_user", "on_skipped_callback", "task_display_name",
+    "map_index_template",
     "executor", "doc_json", "doc_yaml", "doc_rst", "wait_for_past_depends_before_skipping",
     "ignore_first_depends_on_past", "allow_nested_operators", "logger_name", "pre_execute", "post_execute",
 })
@@ -71,6 +71,9 @@ def translate_task_kwargs(kwargs: dict[str, Any], owner: str) -> dict[str, Any]:
     out = dict(kwargs)
     for name in HARMLESS_TASK_ARGS & out.keys():
         del out[name]
+    task_concurrency = out.pop("task_concurrency", None)  # Airflow 2's name of max_active_tis_per_dag
+    if task_concurrency is not None:
+        out.setdefault("max_active_tis_per_dag", task_concurrency)
     for name in sorted(UNSUPPORTED_TASK_ARGS & out.keys()):
         del out[name]
         warn_unsupported(name, owner)
