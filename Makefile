@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check sparkflow tests bench jobs
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIN)/vulture
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -2,10 +2,9 @@
 
 import gc
 
-# A command's start-up imports some 450 modules: ~300k objects that live as long as the process. The cyclic
-# collector would walk them again and again while they are being created (~0.1 s of every command, measured on 2
-# cores). It stays off until the command's own modules are loaded; sparkflow.cli then freezes what start-up made
-# (the collector never looks at it again) and turns it back on.
+# A command's start-up imports some 450 modules: ~300k objects that live as long as the process. The cyclic collector
+# would walk them again and again while they are being created. It stays off until the command's own modules are loaded;
+# sparkflow.cli then freezes what start-up made (the collector never looks at it again) and turns it back on.
 gc.disable()
 
 from sparkflow.cli import entry  # noqa: E402  (after the collector is off)

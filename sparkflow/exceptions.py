@@ -50,10 +50,6 @@ class InvalidTransition(SparkflowError):
     """A state change the state machine does not allow (a programming error, never a user mistake)."""
 
 
-class ConcurrentUpdate(SparkflowError):
-    """A compare-and-set found the row in another state: someone else moved it first."""
-
-
 class TaskFailure(SparkflowError):
     """A task try failed; the runner decides between retry and failure."""
 

@@ -354,10 +354,6 @@ def tail_offset(path: Path, tail_bytes: int) -> int:
     return start + newline if newline >= 0 else start
 
 
-def mask_lines(lines: Iterable[str]) -> list[str]:
-    return [masker.mask(line) for line in lines]
-
-
 def configure_sparkflow_log(log_folder: Path) -> None:
     """Send sparkflow's own warnings and unexpected errors (with tracebacks) to ``<log_folder>/sparkflow.log``."""
     private_dir(log_folder)

@@ -118,7 +118,7 @@ class Settings:
     )
 
     # Derived paths, resolved once so callers never repeat the defaults. Cached: resolving touches the file system
-    # (each task asks several times; issue 4's benchmark counts it).
+    # and each task asks several times.
     @functools.cached_property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

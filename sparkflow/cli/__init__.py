@@ -106,8 +106,8 @@ def _run(argv: list[str] | None, env: CliEnv) -> int:
 def entry() -> None:
     code = main()
     if threading.active_count() == 1:
-        # Leave without the interpreter's tear-down, which frees every module and object one by one: ~0.2 s of
-        # each command (measured on 2 cores with SQLAlchemy loaded), for memory the OS takes back at once. What
+        # Leave without the interpreter's tear-down, which frees every module and object one by one, for memory
+        # the OS takes back at once. What
         # an exit must still do is done: main() closed the database connections, the atexit hooks run
         # (logging.shutdown flushes and closes log files), then the standard streams are flushed. With other
         # threads still running, the normal exit waits for them.

@@ -217,8 +217,8 @@ class DAG:
     def topological_order(self) -> list[BaseOperator]:
         """Tasks with every upstream before its downstream; raises on a cycle, naming it.
 
-        Kept until tasks or edges are added (the scheduler plans each run in this order every loop iteration,
-        issue 4's benchmark: a sort of 200 tasks each time was a tenth of an iteration). Edges are only ever
+        Kept until tasks or edges are added (the scheduler plans each run in this order every loop iteration).
+        Edges are only ever
         added, so their count tells whether the order is still current."""
         shape = (len(self.task_dict), sum(len(t.upstream_task_ids) for t in self.task_dict.values()))
         if self._order is None or self._order[0] != shape:

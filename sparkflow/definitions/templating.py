@@ -1,8 +1,7 @@
 """Jinja rendering of operators' template fields, Airflow style (StrictUndefined, nested containers).
 
 Jinja is imported by the first render of an actual template, not before: every command that only parses DAGs
-(the scheduler, ``trigger``) and every task whose fields hold no template never pays for it (25-40 ms on 2 cores,
-measured, on the way to a Spark task's spark-submit).
+(the scheduler, ``trigger``) and every task whose fields hold no template never pays for its import.
 """
 
 from __future__ import annotations

@@ -204,8 +204,8 @@ class LocalExecutor:
         self._queued.append(workload)
 
     def _launch(self, workloads: list[Workload]) -> None:
-        """Hand these workloads to the fork server, in one write (issue 4: a write per workload cost ~1 ms of
-        the scheduler's time each when 200 tasks became ready at once)."""
+        """Hand these workloads to the fork server, in one write (not one per workload: 200 tasks may become
+        ready at once)."""
         first = self._next_request + 1
         self._next_request += len(workloads)
         requests = [encode({"id": first + i, "key": list(w.key), "try": w.try_number}) for i, w in enumerate(workloads)]
@@ -247,7 +247,7 @@ class LocalExecutor:
     def wait(self, timeout: float) -> None:
         """Return as soon as a task's outcome is recorded or its process ends (or there is something to launch),
         else after ``timeout``. The runner's "done" comes before its process has exited: the scheduler plans the
-        next tasks while it leaves (issue 4: ~5 ms of a chain's critical path)."""
+        next tasks while it leaves, off a chain's critical path."""
         deadline = time.monotonic() + timeout
         while not self._wake and not (self._queued and self._busy() < self.parallelism):
             left = deadline - time.monotonic()

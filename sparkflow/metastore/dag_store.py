@@ -23,8 +23,8 @@ from sparkflow.metastore.records import DagFileStat, TIKey
 
 
 def _insert_if_absent(dialect: str) -> Any:
-    """The dialect's INSERT that can say ON CONFLICT DO NOTHING; imported when needed (PostgreSQL's dialect module
-    costs ~25 ms of every CLI start on SQLite)."""
+    """The dialect's INSERT that can say ON CONFLICT DO NOTHING; imported when needed, so that a CLI command on
+    SQLite never imports PostgreSQL's dialect module."""
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 

@@ -84,8 +84,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # On the DBAPI connection itself: through SQLAlchemy's execution path this cost ~0.1 ms per transaction
-        # (issue 4's benchmark makes several per task).
+        # On the DBAPI connection itself: SQLAlchemy's execution path costs more than the BEGIN, several per task.
         raw = conn.connection.driver_connection
         if conn.get_execution_options().get(_WRITE):
             _begin_immediate(raw, busy_timeout)
@@ -98,8 +97,8 @@ def _begin_immediate(raw: Any, busy_timeout: float) -> None:
 
     Why not SQLite's own busy handler (the busy_timeout pragma, which still guards every other statement): it
     sleeps 1, 2, 5, 10, 15... ms between attempts, while a sparkflow write transaction holds the lock for well
-    under a millisecond. With a scheduler and several task processes writing at once (issue 4's fanout200), those
-    sleeps were most of the wait. Here the first retries come after a fraction of a millisecond."""
+    under a millisecond. With a scheduler and several task processes writing at once, those sleeps would be most
+    of the wait. Here the first retries come after a fraction of a millisecond."""
     raw.execute("PRAGMA busy_timeout=0")
     try:
         deadline = None

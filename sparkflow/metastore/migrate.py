@@ -2,8 +2,8 @@
 
 Alembic is imported only by the functions that migrate. The schema check every process does when it opens the
 metastore (the scheduler, every task process, every CLI command) needs two strings only: the revision recorded
-in ``alembic_version`` and the head of ``migrations/versions``. Importing alembic for them cost about half a second
-per process (measured: ~0.5 s of a task process's ~1 s of imports on a 2-core machine), so both are read here
+in ``alembic_version`` and the head of ``migrations/versions``. Importing alembic for them would be about half of
+a task process's imports, so both are read here
 directly: the recorded revision with one SELECT, the head by reading the ``revision``/``down_revision``
 assignments of the migration files (no module is executed). A unit test checks that this head is alembic's.
 Reading the files rather than keeping a head constant in code means a new migration needs no second edit.
@@ -102,13 +102,3 @@ def upgrade(db: Database, revision: str = "head") -> None:
     with db.engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
-
-
-def make_revision(db: Database, message: str) -> None:
-    """Developer helper: autogenerate a new migration from schema.py against an up-to-date database."""
-    from alembic import command  # migrating only: see the module docstring
-
-    config = _config(db)
-    with db.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.revision(config, message=message, autogenerate=True)

@@ -132,8 +132,8 @@ def task_instances_of_runs(db: Database, run_ids: Sequence[int]) -> list[TaskIns
 
 def queued_task_instances(db: Database) -> list[tuple[TIKey, int, datetime | None]]:
     """(key, try number, queued at) of every queued task instance (the scheduler adopting work after a restart).
-    Only these columns: this is in the first iteration of every `trigger --wait`, and compiling a select of the
-    whole row was ~10 ms of it."""
+    Only these columns: this is in the first iteration of every `trigger --wait`, where compiling a select of the
+    whole row would be most of its cost."""
     query = S.select_where("task_instance", ("state",), (*S.TI_KEY, "try_number", "queued_at"), order_by=("id",))
     with db.read() as conn:
         rows = query.rows(conn, S.params({"state": TaskState.QUEUED.value}))
@@ -176,14 +176,6 @@ def task_changes_since(db: Database, event_id: int) -> tuple[int, set[TIKey]]:
         rows = _EVENTS_AFTER.rows(conn, {"after": event_id})
     newest = rows[-1][0] if rows else event_id
     return newest, {TIKey(r[1], r[2], r[3], r[4]) for r in rows if r[3] is not None}
-
-
-def count_task_instances(db: Database, dag_id: str, states: Iterable[TaskState]) -> int:
-    """How many of the DAG's task instances are in these states (max_active_tasks)."""
-    c = t.task_instance.c
-    with db.read() as conn:
-        return conn.execute(select(func.count()).select_from(t.task_instance)
-                            .where(c.dag_id == dag_id, c.state.in_([s.value for s in states]))).scalar_one()
 
 
 def latest_run(db: Database, dag_id: str, run_types: Iterable[str]) -> DagRunRecord | None:

@@ -1,13 +1,11 @@
 """The metastore's hot path: statements built and compiled once, executed on the DBAPI cursor itself.
 
-Speed (issue 4, bench/scheduler.py): a task's way through the scheduler loop and its runner takes about twenty
-statements. Built anew each time with SQLAlchemy Core, a statement cost ~250 us of Python on a 2-core machine
-(column comparisons, coercions, its cache key, the execution context); built once and executed with bind
-parameters ~45 us; compiled once and run on the DBAPI cursor ~5 us. So the statements of that path are described
-here by shape (which columns they compare, set and return), built with SQLAlchemy Core, compiled once per
-dialect, and run by :class:`Prepared` with the same bind and result processing SQLAlchemy would apply
-(datetimes still pass through UTCDateTime). Everything else in the metastore keeps using SQLAlchemy's execution:
-this is only for the hot path.
+Why: a task's way through the scheduler loop and its runner takes about twenty statements, and building, caching and
+executing each through SQLAlchemy Core costs far more Python than running a compiled statement on the DBAPI cursor
+(figures in bench/README.md). So the statements of that path are described here by shape (which columns they compare,
+set and return), built with SQLAlchemy Core, compiled once per dialect, and run by :class:`Prepared` with the same bind
+and result processing SQLAlchemy would apply (datetimes still pass through UTCDateTime). Everything else in the
+metastore keeps using SQLAlchemy's execution: this is only for the hot path.
 """
 
 from __future__ import annotations

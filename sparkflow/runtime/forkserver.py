@@ -1,22 +1,20 @@
 """A warm fork server and its worker processes: ``python -m sparkflow.runtime.forkserver FD``.
 
-Why: a task process started as a fresh ``python -m sparkflow.runtime`` spends about a second on a 2-core machine
-importing sparkflow, SQLAlchemy, Jinja and pendulum before it runs a line of the task (measured; issue 4's
-benchmark). The fork server pays that once: it imports everything, opens the metastore (checking the schema
-once), and forks worker processes that run task tries. After its first try has ended, once it is idle for a
-second, it also warms up (see warm_up). Not before the first try, which then waited for it (the warm-up holds
-SQLite's write lock, and held up the scheduler's first tick: 40-70 ms before a one-task ``trigger --wait`` could
-start its task, measured); and not while that try runs, which may be the only one (a Spark job it would take CPU
-from).
+Why: a task process started as a fresh ``python -m sparkflow.runtime`` spends about a second importing
+sparkflow, SQLAlchemy, Jinja and pendulum before it runs a line of the task. The fork server pays that once: it
+imports everything, opens the metastore (checking the schema once), and forks worker processes that run task
+tries. After its first try has ended, once it is idle for a second, it also warms up (see warm_up). Not before
+the first try, which would wait for it (the warm-up holds SQLite's write lock, and so would hold up the
+scheduler's first tick); and not while that try runs, which may be the only one (a Spark job it would take CPU
+from). The figures behind these choices are in bench/README.md.
 
 A worker is a separate process, isolated from the scheduler: it leads its own session and process group
 (``os.setsid``, so marking a task failed or a timeout kills the group, spark-submit included), writes each try's
 output to the try's log file, and a crash in a task cannot take the fork server or the scheduler down.
 
 Workers are reused, as Celery's prefork pool reuses its processes: a worker runs up to ``max_tasks_per_child``
-tries, one at a time. Why not a fresh fork per try: measured on issue 4's benchmark (2 cores), a forked child
-spent ~19 ms of CPU per no-op try (the fork, every page it touched copied from the server, its exit) against
-~4 ms for the try itself, which put the goals (10 ms per task in a chain, 200 tasks/s) out of reach. Between
+tries, one at a time. Why not a fresh fork per try: the fork, every page it touches copied from the server and
+its exit cost several times a no-op try itself (``local-fresh`` in bench/scheduler.py). Between
 tries a worker puts back what a task may have changed in the process (environment, working directory, sys.path,
 signal handlers, standard streams) and sets its user modules to exactly those of the next try's DAG as the
 server parsed it from its current files (runtime/user_code.py: a helper module edited since, or another DAG's
@@ -112,7 +110,7 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
     """Run one no-op try through the real runner here, inside a transaction that is rolled back.
 
     Why: SQLAlchemy compiles each statement shape once per engine and caches it. A fresh child would compile
-    the ~10 statements of a try itself (measured: about half of a no-op task's time in the child); run once here,
+    the ~10 statements of a try itself, a large part of a no-op task's time in the child; run once here,
     they are compiled in the cache every child inherits, and so are the modules a try imports on first use
     (pendulum for its context, Jinja for its template). Nothing of it is kept: the rows go with the rollback,
     the log goes to a temporary folder. Best effort: a failure only means children compile for themselves.
@@ -147,8 +145,8 @@ def warm_up(settings: Settings, metastore: Metastore) -> bool:
 def _touch(metastore: Metastore) -> None:
     """Connect (keeping the connection pooled) and read through the runner's query path once, in a spare child
     before it has a task. Why: a forked child pays for every page of the server's memory it first writes to
-    (copy-on-write; Python's reference counts write to every object it touches): the runner's first
-    transaction took ~17 ms of a no-op try that way in chain100, ~8 ms after this read (measured). Paid here,
+    (copy-on-write; Python's reference counts write to every object it touches), and the runner's first
+    transaction touches many. Paid here,
     while the previous task runs, it is off a chain's critical path. Read only (no lock taken): keys that do
     not exist."""
     nobody = TIKey("", "", "")
@@ -362,12 +360,11 @@ class _Server:
 
     def _dag(self, dag_id: str) -> _Parsed | None:
         """The DAG as its files define it now, parsed here once per version of them and inherited by every child.
-        Re-parsing the file in each task process cost ~20 ms for a 100-task DAG file (measured), more than
-        everything else a task process does. The parse is current while the DAG file and every user module it
-        imported (helpers next to it, modules from paths it put on sys.path: see runtime/user_code.py) are
-        unchanged (mtime, size, inode); otherwise the file is parsed again from fresh imports of those modules,
-        so a task runs what its files say when it starts. On any problem the child parses the file itself, and
-        reports the error in the try's log as it always did."""
+        Re-parsing the file in each task process would cost more than everything else a task process does. The parse
+        is current while the DAG file and every user module it imported (helpers next to it, modules from paths it
+        put on sys.path: see runtime/user_code.py) are unchanged (mtime, size, inode); otherwise the file is parsed
+        again from fresh imports of those modules, so a task runs what its files say when it starts. On any problem
+        the child parses the file itself, and reports the error in the try's log as it always did."""
         if self.metastore is None:
             return None
         cached = self.dags.get(dag_id)

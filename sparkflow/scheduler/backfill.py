@@ -20,7 +20,7 @@ from sparkflow.metastore.records import DagRunRecord
 from sparkflow.scheduler.loop import SchedulerLoop, end_drive
 from sparkflow.scheduler.runs import make_run_id
 from sparkflow.settings import Settings
-from sparkflow.state import RUN_ACTIVE, TASK_FAILED_LIKE, RunState
+from sparkflow.state import RUN_ACTIVE, RUN_TERMINAL, TASK_FAILED_LIKE, RunState
 
 ACTOR = "backfill"
 
@@ -143,7 +143,7 @@ def drive_runs(
             if on_tick is not None:
                 on_tick()
             current = [queries.get_run(metastore.db, r.dag_id, r.run_id) for r in runs]
-            if all(r.state not in RUN_ACTIVE for r in current):
+            if all(r.state in RUN_TERMINAL for r in current):
                 over = True
                 return current
             if not result.changed:

@@ -28,7 +28,7 @@ from sparkflow.scheduler.callbacks import CallbackRunner
 from sparkflow.scheduler.mapping import expand_mapped_task
 from sparkflow.scheduler.planner import RunPlan, TIRef, plan_run, task_of
 from sparkflow.settings import Settings
-from sparkflow.state import RUN_ACTIVE, RunState, TaskState
+from sparkflow.state import RUN_ACTIVE, RUN_TERMINAL, RunState, TaskState
 
 log = logging.getLogger("sparkflow.scheduler")
 ACTOR = "scheduler"
@@ -96,13 +96,12 @@ class SchedulerLoop:
         self._next_full_read = 0.0
 
     # -- one iteration ---------------------------------------------------------------------------------------
-    # Speed (issue 4, bench/scheduler.py): an iteration reads each active run's task instances as a few plain
-    # columns (queries.task_slots: a 200-task run in ~1-2 ms on a 2-core machine, where full records cost ~6x),
-    # reads full records only for the instances it acts on, and writes every decision of the iteration (none ->
-    # scheduled, retries -> scheduled, scheduled -> queued) in ONE transaction (Store.set_task_states): each
-    # change is still a compare-and-set with its own audit event, so a crash leaves either all of them or none,
-    # and a queued task nobody launched is adopted as before. The executor launches what was queued within the
-    # same iteration, so a finished task's successor starts without a second pass through the loop.
+    # An iteration reads each active run's task instances as a few plain columns (queries.task_slots, much cheaper than
+    # full records), reads full records only for the instances it acts on, and writes every decision of the iteration
+    # (none -> scheduled, retries -> scheduled, scheduled -> queued) in ONE transaction (Store.set_task_states): each
+    # change is still a compare-and-set with its own audit event, so a crash leaves either all of them or none, and a
+    # queued task nobody launched is adopted as before. The executor launches what was queued within the same iteration,
+    # so a finished task's successor starts without a second pass through the loop.
     def tick(self, run_filter: Iterable[int] | None = None) -> TickResult:
         # PostgreSQL: the iteration holds row locks on the DAGs it advances (Store.scheduling_claims), so a second
         # scheduler on the same database skips them until this iteration ends.
@@ -172,11 +171,11 @@ class SchedulerLoop:
     def _changed_tasks(self) -> dict[tuple[str, str], set[TIKey]] | None:
         """Which task instances changed since the last iteration, by run; None: read every run in full.
 
-        Speed (issue 4): re-reading every task instance of a run each iteration cost a 200-task run ~1 ms per
-        iteration. On SQLite every change of a task's state, try or retry time writes an audit event in the same
-        transaction, and event ids grow in commit order, so the events after the newest one seen name exactly
-        what changed. Runs are still read in full once a second (and always on PostgreSQL, where ids do not
-        follow commit order), so nothing is ever missed for longer than that."""
+        Why: re-reading every task instance of every run each iteration grows with the size of the runs. On SQLite
+        every change of a task's state, try or retry time writes an audit event in the same transaction, and event
+        ids grow in commit order, so the events after the newest one seen name exactly what changed. Runs are still
+        read in full once a second (and always on PostgreSQL, where ids do not follow commit order), so nothing is
+        ever missed for longer than that."""
         if self.ms.db.dialect != "sqlite":
             return None
         mono = time.monotonic()
@@ -282,7 +281,7 @@ class SchedulerLoop:
             return chosen
         open_slots = self.executor.open_slots()
         running = self.executor.running()
-        # One read for the pools' and the DAGs' limits (issue 4: each read transaction costs ~0.3 ms).
+        # One read for the pools' and the DAGs' limits: each read transaction has a cost of its own.
         pools, active_per_dag = queries.queue_limits(self.ms.db, {c[1].dag_id for c in candidates})
         pool_open = {p.pool: p.open for p in pools}
         # max_active_tis_per_dag(run): read only when a candidate has such a limit (the hot path stays one read)
@@ -428,8 +427,7 @@ class SchedulerLoop:
         A task's end wakes the loop at once (the executor's wait); ``idle_sleep`` only paces what nothing signals,
         such as ``on_tick`` printing new log lines and Spark progress: once a second, as often as a Spark task
         records its progress by default (status_poll_interval). Each tick costs CPU that a Spark job running on the
-        same cores is slowed by: five times a second was a quarter of sparkflow's CPU during a Spark job
-        (bench/spark_submit_overhead.py)."""
+        same cores is slowed by."""
         self.executor.start()
         next_check = 0.0
         over = False
@@ -447,7 +445,7 @@ class SchedulerLoop:
                 if time.monotonic() >= next_check:  # ended from outside (marked)? Looked at once per idle_sleep.
                     next_check = time.monotonic() + idle_sleep
                     current = queries.get_run(self.ms.db, run.dag_id, run.run_id)
-                    if current.state not in RUN_ACTIVE:
+                    if current.state in RUN_TERMINAL:
                         over = True
                         return current
                 self.idle(idle_sleep, sleep)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.trigger_rule import TriggerRule
-from sparkflow.state import TASK_FAILED_LIKE, TASK_TERMINAL, RunState, TaskState
+from sparkflow.state import TASK_FAILED_LIKE, TASK_TERMINAL, TASK_WAITING, RunState, TaskState
 
 TR = TriggerRule
 
@@ -26,8 +26,7 @@ class UpstreamCounts(NamedTuple):
 
     @classmethod
     def of(cls, upstream_states: list[TaskState]) -> UpstreamCounts:
-        # One pass with plain counters: the scheduler loop evaluates every waiting task of a run each iteration
-        # (issue 4's chain100: ~100 per iteration), so this is on its hot path.
+        # One pass with plain counters: the loop evaluates every waiting task of a run each iteration (hot path).
         success = skipped = failed = failed_only = done = 0
         for state in upstream_states:
             if state in TASK_TERMINAL:
@@ -156,7 +155,7 @@ def plan_run(
                 if decision is not None:
                     plan.decisions[ref] = decision
                     current[ref] = decision
-            elif state in (TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE):
+            elif state in TASK_WAITING:
                 due = next_try_at.get(ref)
                 if due is None or due <= now:
                     plan.retry_due.append(ref)

@@ -16,8 +16,6 @@ from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord
 from sparkflow.state import RUN_ACTIVE
 
-RUN_TYPES = ("manual", "scheduled", "backfill")
-
 
 def parse_run_conf(text: str | None, source: str = "--conf") -> dict[str, Any] | None:
     """A run conf as typed on the CLI or in a form: nothing (None or blank) or a JSON object."""

@@ -37,7 +37,6 @@ from sparkflow.settings import Settings
 
 SESSION_COOKIE = "sparkflow_session"
 CSRF_COOKIE = "sparkflow_csrf"
-CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SECRET_KEY_FILE = "webserver_secret.key"
 # scrypt cost: n=2**15, r=8, p=1 (about 50 ms and 32 MiB per hash: slow for guessing, fine for a login)

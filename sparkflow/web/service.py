@@ -10,7 +10,7 @@ import math
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -315,5 +315,3 @@ def connection_view(conn: Connection, show_login: bool) -> dict[str, Any]:
     }
 
 
-def without_secrets(conn: Connection) -> Connection:
-    return replace(conn, password=None, extra=conn.masked()["extra"])

@@ -1,0 +1,47 @@
+"""metastore.engine: SQLite writers take the write lock in turn (BEGIN IMMEDIATE with a busy timeout)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from sparkflow.metastore.engine import Database
+
+
+def test_a_sqlite_writer_waits_for_the_write_lock_and_gives_up_after_the_busy_timeout(tmp_path) -> None:
+    """Concurrent writers (scheduler, task processes, CLI) wait for each other instead of failing with "database
+    is locked"; only a lock held past the busy timeout makes a writer give up."""
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    holder, waiter, impatient = Database(url), Database(url, busy_timeout=5.0), Database(url, busy_timeout=0.05)
+    with holder.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.write() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            locked.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(5)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            with impatient.write():
+                pass
+        threading.Timer(0.2, release.set).start()
+        started = time.monotonic()
+        with waiter.write() as conn:  # blocks until the holder commits, then gets the lock
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+        assert time.monotonic() - started >= 0.15
+    finally:
+        release.set()
+        thread.join()
+    with waiter.read() as conn:
+        assert sorted(r[0] for r in conn.exec_driver_sql("SELECT x FROM t")) == [1, 2]
+    for db in (holder, waiter, impatient):
+        db.dispose()
