@@ -21,6 +21,7 @@ from sparkflow.exceptions import NotFound, TaskTimeout
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import TIKey
+from sparkflow.runtime.leftovers import become_subreaper
 
 TASK_LOGGER = "sparkflow.task"
 log = logging.getLogger(TASK_LOGGER)
@@ -44,7 +45,13 @@ def start_own_session() -> None:
     executor's scheduler, `dags test`): its group may be the user's shell job, or the whole container (pid 1)."""
     global _own_group
     os.setsid()
+    become_subreaper()  # what the try leaves behind stays this process's to kill (runtime.leftovers)
     _own_group = True
+
+
+def owns_group() -> bool:
+    """Whether this is a task process of its own (start_own_session), whose children are all its tries'."""
+    return _own_group
 
 
 class KillSwitch:

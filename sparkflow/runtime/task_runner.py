@@ -59,7 +59,16 @@ from sparkflow.runtime.context import (
     call_callbacks,
     metastore_environment,
 )
-from sparkflow.runtime.guards import TASK_LOGGER, KillSwitch, TaskKilled, heartbeat, sigterm_raises, time_limit
+from sparkflow.runtime.guards import (
+    TASK_LOGGER,
+    KillSwitch,
+    TaskKilled,
+    heartbeat,
+    owns_group,
+    sigterm_raises,
+    time_limit,
+)
+from sparkflow.runtime.leftovers import describe, kill_leftovers
 from sparkflow.runtime.lost_try import fail_unstartable_try
 from sparkflow.settings import Settings
 from sparkflow.state import RunState, TaskState
@@ -143,7 +152,12 @@ def run_try(
             context = prepare_try(metastore, dag, task, ti, run, clock, settings.resolved_log_folder)
             with metastore_environment(metastore, context):
                 outcome = execute_task(dag, task, context, switch)
-            return record_outcome(metastore, ti, task, context, outcome, clock())
+            recorded = record_outcome(metastore, ti, task, context, outcome, clock())
+        if owns_group():
+            killed = kill_leftovers()
+            if killed:
+                log.warning("Killed %d process(es) the try left running: %s", len(killed), describe(killed))
+        return recorded
 
 
 @contextlib.contextmanager
