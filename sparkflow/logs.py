@@ -6,6 +6,7 @@ Layout follows Airflow's so people find their way: ``<log_folder>/dag_id=D/run_i
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -247,11 +248,24 @@ def mask_sensitive_settings(text: str) -> str:
 def task_log_path(log_folder: Path, dag_id: str, run_id: str, task_id: str, try_number: int,
                   map_index: int = -1) -> Path:
     """Airflow's layout; an instance of a mapped task has its own ``map_index=N`` folder."""
-    safe_run = run_id.replace("/", "_")
-    folder = log_folder / f"dag_id={dag_id}" / f"run_id={safe_run}" / f"task_id={task_id}"
+    run = _name("run_id", run_id.replace("/", "_"))  # a "/" only in run ids made before they were validated
+    folder = log_folder / _name("dag_id", dag_id) / run / _name("task_id", task_id)
     if map_index >= 0:
         folder = folder / f"map_index={map_index}"
     return folder / f"attempt={try_number}.log"
+
+
+_MAX_NAME_BYTES = 255  # a file name on ext4, xfs, btrfs
+
+
+def _name(key: str, value: str) -> str:
+    """``key=value`` as a folder name; a value too long for one (ids may be 250 characters) keeps its start and
+    gets a hash of the whole, so every valid id has a log folder of its own."""
+    name = f"{key}={value}"
+    if len(name.encode()) <= _MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    return f"{key}={value.encode()[:200].decode(errors='ignore')}~{digest}"
 
 
 class PrivateFileHandler(logging.FileHandler):

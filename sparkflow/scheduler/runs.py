@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,19 @@ def parse_run_conf(text: str | None, source: str = "--conf") -> dict[str, Any] |
     return value
 
 
+# Airflow's default allowed_run_id_pattern, and its run_id column's length
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.~:+-]{1,250}$")
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id a user chose: Airflow's characters (letters, digits, _ . ~ : + -) and at most 250 of them, so it
+    is reachable in every API path and makes a valid log folder name."""
+    if not RUN_ID_PATTERN.match(run_id):
+        shown = run_id if len(run_id) <= 60 else run_id[:60] + f"... ({len(run_id)} characters)"
+        raise UserError(f"run_id {shown!r} is invalid; use 1 to 250 of these characters: letters, digits and "
+                        "_ . ~ : + - (Airflow's allowed_run_id_pattern)")
+
+
 def make_run_id(run_type: str, logical_date: datetime) -> str:
     """Airflow's shape: ``manual__2024-01-01T00:00:00+00:00``."""
     return f"{run_type}__{logical_date.isoformat()}"
@@ -49,6 +63,8 @@ def trigger_dag(
     if conf is not None and not isinstance(conf, Mapping):
         raise UserError(f"--conf must be a JSON object like '{{\"key\": \"value\"}}', got {type(conf).__name__}")
     logical = logical_date or now
+    if run_id is not None:
+        check_run_id(run_id)
     if run_id is not None and (not run_id.strip() or run_id.startswith(("scheduled__", "backfill__"))):
         raise UserError(
             f"--run-id {run_id!r} is not allowed; use a non-empty id not starting with scheduled__ or backfill__"

@@ -126,8 +126,6 @@ def check_json_value(value: Any, what: str) -> None:
 def trigger(dags: WebDags, dag_id: str, conf: Mapping[str, Any] | None, run_id: str | None,
             logical_date: datetime | None, actor: str) -> DagRunRecord:
     _, dag = dags.require(dag_id)
-    if run_id is not None and (len(run_id) > 250 or not run_id.isprintable()):
-        raise UserError("dag_run_id must be printable and at most 250 characters")
     check_json_value(conf, "conf")
     try:
         return trigger_dag(dags.metastore, dag, utcnow(), conf, run_id, logical_date, actor=actor)
