@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -30,20 +31,27 @@ def logs(env: CliEnv, dag_id: str, run_id: str, task_id: str, try_number: int | 
     ti = queries.get_task_instance(env.metastore.db, key)
     if ti.try_number == 0:
         raise UserError(f"task '{task_id}' of run '{run_id}' has not started yet (state {ti.state.value}); no log")
+    if try_number is not None and try_number < 1:
+        raise UserError(f"--try {try_number} is not a try number; tries count from 1 (task '{task_id}' has tries "
+                        f"1..{ti.try_number})")
     number = try_number or ti.try_number
     if not 1 <= number <= ti.try_number:
         raise UserError(f"--try {number} is out of range; task '{task_id}' has tries 1..{ti.try_number}")
     path = task_log_path(env.settings.resolved_log_folder, dag_id, run_id, task_id, number, map_index)
-    offset = 0
-    while True:
-        text, offset = read_log(path, offset)
-        if text:
-            click.echo(text, nl=False)
-        if not follow:
-            return
+    offset = _print_from(path, 0)
+    while follow:
         current = queries.get_task_instance(env.metastore.db, key)
         if current.try_number != number or current.state in TASK_TERMINAL:
-            text, offset = read_log(path, offset)
-            click.echo(text, nl=False)
+            _print_from(path, offset)
             return
         time.sleep(0.5)
+        offset = _print_from(path, offset)
+
+
+def _print_from(path: Path, offset: int) -> int:
+    """Print the log's whole lines from ``offset`` on, a chunk at a time (bounded memory); the next offset."""
+    while True:
+        text, offset = read_log(path, offset)
+        if not text:
+            return offset
+        click.echo(text, nl=False)

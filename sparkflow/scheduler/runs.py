@@ -18,15 +18,21 @@ from sparkflow.metastore.records import DagRunRecord
 from sparkflow.state import RUN_ACTIVE
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(constant)
+
+
 def parse_run_conf(text: str | None, source: str = "--conf") -> dict[str, Any] | None:
     """A run conf as typed on the CLI or in a form: nothing (None or blank) or a JSON object."""
     if text is None or not text.strip():
         return None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         raise UserError(f"{source} is not valid JSON ({exc.msg} at position {exc.pos}); pass an object like "
                         "'{\"key\": \"value\"}'") from None
+    except ValueError as exc:  # NaN / Infinity: Python's json takes them, JSON (and the API) does not
+        raise UserError(f"{source} contains {exc}, which is not JSON; use a number or a string") from None
     if not isinstance(value, dict):
         raise UserError(f"{source} must be a JSON object like '{{\"key\": \"value\"}}', got {type(value).__name__}")
     return value
