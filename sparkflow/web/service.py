@@ -141,8 +141,10 @@ def set_paused(metastore: Metastore, dag_id: str, paused: bool) -> DagRecord:
 
 def clear(dags: WebDags, dag_id: str, task_ids: list[str] | None, run_id: str | None, only_failed: bool = False,
           downstream: bool = False, dry_run: bool = False, actor: str = "web",
-          start: datetime | None = None, end: datetime | None = None) -> list[TIKey]:
-    """Clear task instances (all tasks when task_ids is None) in one run or in every run in [start, end]."""
+          start: datetime | None = None, end: datetime | None = None,
+          map_indexes: list[int] | None = None) -> list[TIKey]:
+    """Clear task instances (all tasks when task_ids is None) in one run or in every run in [start, end];
+    ``map_indexes``: only these instances of mapped tasks."""
     _, dag = dags.require(dag_id)
     regex = None
     if task_ids is not None:
@@ -156,7 +158,8 @@ def clear(dags: WebDags, dag_id: str, task_ids: list[str] | None, run_id: str | 
     if run_id is not None:
         run = queries.get_run(dags.metastore.db, dag_id, run_id)
         start = end = run.logical_date
-    selection = interventions.select_for_clear(dags.metastore, dag, regex, start, end, only_failed, downstream)
+    selection = interventions.select_for_clear(dags.metastore, dag, regex, start, end, only_failed, downstream,
+                                               map_indexes)
     if run_id is not None:
         selection.items = [(r, ids) for r, ids in selection.items if r.run_id == run_id]
     if dry_run:

@@ -315,7 +315,9 @@ def clear_task(request: Request, user: User, ti_id: TiId, downstream: Annotated[
     check_csrf_request(request, user, csrf_token or "")
     require(user, Role.OP, "clear task instances")
     ti = _ti_or_404(request, ti_id)
+    # an instance of a mapped task: that instance only (and what its downstream clear brings along)
     keys = service.clear(request.app.state.dags, ti.dag_id, [ti.task_id], ti.run_id, downstream=bool(downstream),
+                         map_indexes=[ti.map_index] if ti.map_index >= 0 else None,
                          actor=f"web:{user.username}")
     note = (f"Cleared {len(keys)} task instance(s)" if keys
             else f"Nothing cleared: the task is {ti.state.value} (mark it failed first)")

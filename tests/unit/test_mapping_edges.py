@@ -109,3 +109,15 @@ def test_api_list_mapped_and_map_index_fields(client: TestClient, env: WebEnv) -
     log = client.get(f"{base}/each/logs/1?map_index=1", headers=auth).json()
     assert "two" in log["content"]
     assert client.get(f"{base}/nope/listMapped", headers=auth).status_code == 404
+
+
+def test_clearing_one_instance_from_its_page_clears_only_it(client: TestClient, env: WebEnv) -> None:
+    token = csrf_from(client.get("/login").text)
+    client.post("/login", data={"username": "op", "password": PASSWORD, "csrf_token": token, "next": "/"})
+    ti = queries.get_task_instance(env.metastore.db, TIKey("fan", env.run.run_id, "each", 2))
+    page = client.get(f"/ti/{ti.id}").text
+    r = client.post(f"/ti/{ti.id}/clear", data={"csrf_token": csrf_from(page)}, follow_redirects=False)
+    assert r.status_code == 303
+    states = {t.map_index: t.state.value for t in queries.task_instances(env.metastore.db, "fan", env.run.run_id)
+              if t.task_id == "each"}
+    assert states == {0: "success", 1: "success", 2: "none"}
