@@ -36,10 +36,14 @@ class Database:
         self.url = url
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"future": True}
+        self.sqlite_file: tuple[Path, tuple[int, int]] | None = None  # the file and its (device, inode)
         if self.dialect == "sqlite":
             database = parsed.database
             if database and database != ":memory:":
-                touch_private(Path(database).expanduser())
+                path = Path(database).expanduser()
+                touch_private(path)
+                st = path.stat()
+                self.sqlite_file = (path, (st.st_dev, st.st_ino))
             kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
@@ -52,6 +56,21 @@ class Database:
             ) from None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout)
+
+    def check_file(self) -> None:
+        """A SQLite metastore whose file was deleted or replaced since it was opened: SQLite would go on writing to
+        the deleted file (and nothing else would see it), so stop with an error (a long-running scheduler)."""
+        if self.sqlite_file is None:
+            return
+        path, identity = self.sqlite_file
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ConfigError(f"the SQLite metastore {path} was deleted while in use; this process stops. Run "
+                              "`sparkflow db init` to create a new one, then start it again") from None
+        if (st.st_dev, st.st_ino) != identity:
+            raise ConfigError(f"the SQLite metastore {path} was replaced by another file while in use; this process "
+                              "stops. Start it again to use the new file")
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -107,6 +107,7 @@ class SchedulerDaemon:
 
     def step(self) -> bool:
         """One iteration: re-parse if due, create due runs, tick the loop. Returns whether anything changed."""
+        self.ms.db.check_file()  # a stat: a deleted or replaced SQLite file must stop the scheduler, not strand runs
         if time.monotonic() >= self._next_parse:
             self._next_parse = time.monotonic() + self.settings.dag_parse_interval
             self.refresh_dags()
