@@ -42,12 +42,29 @@ _EXPORTS = {
     "teardown": "sparkflow.operators.python",
     "BaseSensorOperator": "sparkflow.operators.sensors",
     "DateTimeSensor": "sparkflow.operators.sensors",
+    "ExternalTaskMarker": "sparkflow.operators.sensors",
     "ExternalTaskSensor": "sparkflow.operators.sensors",
     "FileSensor": "sparkflow.operators.sensors",
     "PokeReturnValue": "sparkflow.operators.sensors",
     "PythonSensor": "sparkflow.operators.sensors",
     "TimeDeltaSensor": "sparkflow.operators.sensors",
     "SparkSubmitOperator": "sparkflow.operators.spark_submit",
+    "BaseBranchOperator": "sparkflow.operators.branch",
+    "BashSensor": "sparkflow.operators.bash_sensor",
+    "BranchDateTimeOperator": "sparkflow.operators.branch_datetime",
+    "BranchDayOfWeekOperator": "sparkflow.operators.weekday",
+    "DayOfWeekSensor": "sparkflow.operators.weekday",
+    "WeekDay": "sparkflow.operators.weekday",
+    "LatestOnlyOperator": "sparkflow.operators.latest_only",
+    "TriggerDagRunOperator": "sparkflow.operators.trigger_dagrun",
+    "PythonVirtualenvOperator": "sparkflow.operators.python_virtualenv",
+    "BranchPythonVirtualenvOperator": "sparkflow.operators.python_virtualenv",
+    "ExternalPythonOperator": "sparkflow.operators.python_virtualenv",
+    "BranchExternalPythonOperator": "sparkflow.operators.python_virtualenv",
+    "TimeSensor": "sparkflow.operators.sensors",
+    "TimeSensorAsync": "sparkflow.operators.sensors",
+    "TimeDeltaSensorAsync": "sparkflow.operators.sensors",
+    "DateTimeSensorAsync": "sparkflow.operators.sensors",
 }
 
 __all__ = [
@@ -57,25 +74,42 @@ __all__ = [
     "AssetOrTimeSchedule",
     "Dataset",
     "AirflowException",
+    "BaseBranchOperator",
     "BaseOperator",
     "BaseSensorOperator",
     "BashOperator",
+    "BashSensor",
+    "BranchDateTimeOperator",
+    "BranchDayOfWeekOperator",
+    "BranchExternalPythonOperator",
     "BranchPythonOperator",
+    "BranchPythonVirtualenvOperator",
     "DateTimeSensor",
+    "DateTimeSensorAsync",
+    "DayOfWeekSensor",
     "EmptyOperator",
+    "ExternalPythonOperator",
+    "ExternalTaskMarker",
     "ExternalTaskSensor",
     "FailTaskNoRetry",
     "FileSensor",
     "Label",
+    "LatestOnlyOperator",
     "PokeReturnValue",
     "PythonOperator",
     "PythonSensor",
+    "PythonVirtualenvOperator",
     "ShortCircuitOperator",
     "SkipTask",
     "SparkSubmitOperator",
     "TaskGroup",
     "TimeDeltaSensor",
+    "TimeDeltaSensorAsync",
+    "TimeSensor",
+    "TimeSensorAsync",
+    "TriggerDagRunOperator",
     "TriggerRule",
+    "WeekDay",
     "chain",
     "cross_downstream",
     "dag",
@@ -110,7 +144,11 @@ if TYPE_CHECKING:
     from sparkflow.definitions.trigger_rule import TriggerRule
     from sparkflow.exceptions import AirflowException, FailTaskNoRetry, SkipTask
     from sparkflow.operators.bash import BashOperator
+    from sparkflow.operators.bash_sensor import BashSensor
+    from sparkflow.operators.branch import BaseBranchOperator
+    from sparkflow.operators.branch_datetime import BranchDateTimeOperator
     from sparkflow.operators.empty import EmptyOperator
+    from sparkflow.operators.latest_only import LatestOnlyOperator
     from sparkflow.operators.python import (
         BranchPythonOperator,
         PythonOperator,
@@ -119,13 +157,26 @@ if TYPE_CHECKING:
         task,
         teardown,
     )
+    from sparkflow.operators.python_virtualenv import (
+        BranchExternalPythonOperator,
+        BranchPythonVirtualenvOperator,
+        ExternalPythonOperator,
+        PythonVirtualenvOperator,
+    )
     from sparkflow.operators.sensors import (
         BaseSensorOperator,
         DateTimeSensor,
+        DateTimeSensorAsync,
+        ExternalTaskMarker,
         ExternalTaskSensor,
         FileSensor,
         PokeReturnValue,
         PythonSensor,
         TimeDeltaSensor,
+        TimeDeltaSensorAsync,
+        TimeSensor,
+        TimeSensorAsync,
     )
     from sparkflow.operators.spark_submit import SparkSubmitOperator
+    from sparkflow.operators.trigger_dagrun import TriggerDagRunOperator
+    from sparkflow.operators.weekday import BranchDayOfWeekOperator, DayOfWeekSensor, WeekDay

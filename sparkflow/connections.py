@@ -328,3 +328,36 @@ class SecretBox:
                 "use the key that encrypted it ($SPARKFLOW_HOME/fernet.key)"
             ) from None
 
+
+
+# How to add a connection of each type the operators use: the flags after `connections add ID --conn-type T`.
+_ADD_FLAGS = {
+    "spark": "--conn-host 'local[*]'",
+    "jdbc": "--conn-host jdbc:postgresql://HOST --conn-port 5432 --conn-schema DB --conn-login USER --conn-password PW",
+    "postgres": "--conn-host HOST --conn-port 5432 --conn-schema DB --conn-login USER --conn-password PW",
+    "mysql": "--conn-host HOST --conn-port 3306 --conn-schema DB --conn-login USER --conn-password PW",
+    "fs": "--conn-extra '{\"path\": \"/data\"}'",
+    "http": "--conn-host https://HOST",
+}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def guess_conn_type(conn_id: str) -> str | None:
+    """The type a conventional id names (``spark_default``, ``jdbc-default``, ``postgres_dwh``, ``fs_default``)."""
+    first = re.split(r"[-_.]", conn_id.lower(), maxsplit=1)[0]
+    aliases = {"postgresql": "postgres", "pg": "postgres", "spark_sql": "spark"}
+    first = aliases.get(first, first)
+    return first if first in _ADD_FLAGS else None
+
+
+def missing_connection_hint(conn_id: str, conn_type: str | None = None) -> str:
+    """How to define a missing connection, fitting its type (given, or guessed from the id): a `connections add`
+    command, and the environment variable only when its name is one a shell can set."""
+    kind = conn_type or guess_conn_type(conn_id)
+    flags = _ADD_FLAGS.get(kind or "", "--conn-host HOST")
+    hint = f"add it with `sparkflow connections add {conn_id} --conn-type {kind or 'TYPE'} {flags}`"
+    name = ENV_PREFIXES[0] + conn_id.upper()
+    if _ENV_NAME.match(name):
+        example = json.dumps({"conn_type": kind or "TYPE", "host": "HOST"})
+        hint += f" or set {name} to its URI or a JSON object like '{example}'"
+    return hint

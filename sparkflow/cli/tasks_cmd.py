@@ -13,7 +13,7 @@ from sparkflow.exceptions import UserError
 from sparkflow.logs import MaskingFormatter, masker
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
-from sparkflow.runtime.task_runner import TASK_LOGGER, test_task
+from sparkflow.runtime.task_runner import capture_task_logging, test_task
 from sparkflow.scheduler import interventions
 from sparkflow.scheduler.dag_processing import parse_dags, require_dag
 from sparkflow.scheduler.runs import make_run_id, parse_run_conf
@@ -78,17 +78,11 @@ def test(env: CliEnv, dag_id: str, task_id: str, logical_date: str | None, conf:
 
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(MaskingFormatter("[%(asctime)s] %(levelname)s - %(message)s"))
-    logger = logging.getLogger(TASK_LOGGER)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
+    with capture_task_logging(handler):
         outcome, xcoms = test_task(
             dag, task_id, make_run_id("test", when), when, connections,
             lambda key: queries.get_variable(ms.db, key, ms.secrets), conf_value, map_index,
         )
-    finally:
-        logger.removeHandler(handler)
     for key, value in xcoms.items():
         click.echo(f"XCom {key}: {value!r}")
     click.echo(f"Task {task_id} {outcome.state.value}" + (f": {outcome.error}" if outcome.error else ""))
@@ -155,7 +149,10 @@ def clear(env: CliEnv, dag_id: str, task_regex: str | None, start_date: str | No
         return
     for run, task_ids in selection.items:
         click.echo(f"{run.run_id}: {', '.join(task_ids)}")
-    confirm(f"Clear {selection.count} task instance(s) in {len(selection.items)} run(s)?", yes)
+    for _, run, task_ids in selection.external:  # through ExternalTaskMarkers
+        click.echo(f"DAG {run.dag_id} {run.run_id}: {', '.join(task_ids)}")
+    runs = len(selection.items) + len(selection.external)
+    confirm(f"Clear {selection.count} task instance(s) in {runs} run(s)?", yes)
     cleared = interventions.clear(env.metastore, dag, selection)
     click.echo(f"Cleared {len(cleared)} task instance(s)")
 

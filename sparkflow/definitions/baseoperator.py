@@ -351,19 +351,30 @@ class BaseOperator(DependencyMixin):
             value = getattr(self, name, None)
             if value is None:
                 continue
-            value = resolve_xcom_args(value, context)
             try:
-                value = self._render_field(value, context, env)
+                value = self.render_template(value, context, env)
             except RenderError as exc:
                 raise self._error(f"template field '{name}' failed to render: {exc}") from exc
             setattr(self, name, value)
 
-    def _render_field(self, value: Any, context: Context, env: TemplateEnvironment) -> Any:
-        if isinstance(value, str) and self.template_ext and value.endswith(tuple(self.template_ext)):
-            rendered = env.render_file(value, context)
-            if rendered is not None:
-                return rendered
-        return render_value(value, context, env)
+    def get_template_env(self) -> TemplateEnvironment:
+        """The Jinja environment this task renders with: its DAG's (Airflow's ``get_template_env``)."""
+        return self.dag.get_template_env() if self.dag is not None else TemplateEnvironment()
+
+    def render_template(
+        self, content: Any, context: Context, jinja_env: Any = None, seen_oids: set[int] | None = None
+    ) -> Any:
+        """Render ``content`` as a template field would be (Airflow's public method, used in callables as
+        ``context["task"].render_template(...)``): strings, nested containers, TaskFlow outputs, and strings
+        ending in one of ``template_ext`` read as template files. ``jinja_env`` may be a ``jinja2.Environment``;
+        ``seen_oids`` is accepted for Airflow's signature."""
+        if jinja_env is None:
+            env = self.get_template_env()
+        elif isinstance(jinja_env, TemplateEnvironment):
+            env = jinja_env
+        else:
+            env = TemplateEnvironment.wrapping(jinja_env)
+        return render_value(resolve_xcom_args(content, context), context, env, self.template_ext)
 
     def retry_delay_for(self, try_number: int) -> timedelta:
         """Delay before the retry that follows failed try ``try_number`` (1-based)."""

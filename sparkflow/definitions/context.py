@@ -7,20 +7,32 @@ resolvers for connections and variables; this module only declares their shape.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sparkflow.connections import Connection, connection_from_env
+from sparkflow.connections import Connection, connection_from_env, missing_connection_hint
 from sparkflow.exceptions import NotFound, SparkflowError
 from sparkflow.logs import is_sensitive_name, masker
 
 Context = dict[str, Any]
 
 XCOM_RETURN_KEY = "return_value"
+
+
+@dataclass(frozen=True)
+class TriggeredRun:
+    """What triggering another DAG did: the run (``run_id``, ``logical_date``), and whether it was created now
+    (``created``) or existed already and was cleared to run again (``reset``); neither: it existed, untouched."""
+
+    run_id: str
+    logical_date: datetime
+    created: bool
+    reset: bool = False
 
 
 class TaskInstanceHandle(Protocol):
@@ -54,6 +66,15 @@ class TaskInstanceHandle(Protocol):
     ) -> list[str]:
         """States of ``task_ids`` in the runs of ``dag_id`` at ``logical_date`` (of those runs themselves when
         task_ids is None): what ExternalTaskSensor waits on, read without operators touching the metastore."""
+
+    def trigger_dag_run(
+        self, dag_id: str, run_id: str, logical_date: datetime, conf: dict[str, Any] | None, reset_dag_run: bool
+    ) -> TriggeredRun:
+        """Create a manual run of another DAG (TriggerDagRunOperator); an existing run with that id or logical
+        date is cleared to run again with ``reset_dag_run``, else left as it is."""
+
+    def dag_run_state(self, dag_id: str, run_id: str) -> str:
+        """The state of a run of any DAG (TriggerDagRunOperator's wait_for_completion)."""
 
     def try_elapsed_seconds(self) -> float:
         """Seconds since this try started; a sensor in reschedule mode keeps one try across all its pokes."""
@@ -93,6 +114,25 @@ _variable_lookup: ContextVar[VariableLookup | None] = ContextVar("sparkflow_vari
 _variable_writer: ContextVar[VariableWriter | None] = ContextVar("sparkflow_variable_writer", default=None)
 
 
+_clock: ContextVar[Callable[[], datetime] | None] = ContextVar("sparkflow_clock", default=None)
+
+
+def utcnow() -> datetime:
+    """Now, for operators that decide by the time of day (sensors, date branches, latest-only): the runtime's
+    clock inside a task, so the scheduler's injected clock drives them in tests."""
+    clock = _clock.get()
+    return clock() if clock is not None else datetime.now(UTC)
+
+
+@contextmanager
+def task_clock(clock: Callable[[], datetime]) -> Iterator[None]:
+    token = _clock.set(clock)
+    try:
+        yield
+    finally:
+        _clock.reset(token)
+
+
 def get_current_context() -> Context:
     context = _current_context.get()
     if context is None:
@@ -129,7 +169,7 @@ def lookup_connection(conn_id: str) -> Connection:
         if resolver is None:
             raise NotFound(
                 f"connection '{conn_id}' is not defined: no SPARKFLOW_CONN_{conn_id.upper()} variable and no "
-                "metastore available here; add it with `sparkflow connections add`"
+                f"metastore available here; {missing_connection_hint(conn_id)}"
             )
         conn = resolver(conn_id)
     masker.add(*conn.secrets())  # from here on, logs and rendered fields show them as ***

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sparkflow.definitions.assets import AssetOrTimeSchedule, BaseAsset, as_condition, is_asset_schedule
 from sparkflow.definitions.location import Location, caller_location
 from sparkflow.definitions.schedule import DataInterval, NullTimetable, Timetable, ensure_aware, make_timetable
+from sparkflow.definitions.templating import TemplateEnvironment
 from sparkflow.exceptions import DagDefinitionError, NotFound
 
 if TYPE_CHECKING:
@@ -182,6 +184,13 @@ class DAG:
     @property
     def task_ids(self) -> list[str]:
         return list(self.task_dict)
+
+    def get_template_env(self) -> TemplateEnvironment:
+        """The Jinja environment of this DAG's tasks: template files next to the DAG file, then in
+        ``template_searchpath``; the DAG's macros and filters; native types when asked (Airflow's name)."""
+        searchpath = [os.path.dirname(self.fileloc)] if self.fileloc else []
+        return TemplateEnvironment(self.render_template_as_native_obj, searchpath + self.template_searchpath,
+                                   self.user_defined_macros, self.user_defined_filters)
 
     def get_task(self, task_id: str) -> BaseOperator:
         try:

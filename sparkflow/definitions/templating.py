@@ -7,7 +7,7 @@ Jinja is imported by the first render of an actual template, not before: every c
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,9 +57,16 @@ class TemplateEnvironment:
         except jinja2.TemplateError as exc:
             raise RenderError(str(exc)) from exc
 
+    @classmethod
+    def wrapping(cls, jinja_env: jinja2.Environment) -> TemplateEnvironment:
+        """A user's own Jinja environment (``task.render_template(content, context, jinja_env)``), used as is."""
+        env = cls()
+        env.__dict__["jinja"] = jinja_env  # fills the cached property
+        return env
+
     def render_file(self, name: str, context: Mapping[str, Any]) -> Any | None:
         """The template file ``name`` from the search path, rendered; None when the search path has no such file."""
-        if not self.searchpath:
+        if not self.searchpath and "jinja" not in self.__dict__:
             return None
         import jinja2
 
@@ -75,15 +82,23 @@ class TemplateEnvironment:
             raise RenderError(str(exc)) from exc
 
 
-def render_value(value: Any, context: Mapping[str, Any], env: TemplateEnvironment) -> Any:
-    """Render strings, recursing into lists, tuples, sets and dicts (keys stay as written)."""
+def render_value(
+    value: Any, context: Mapping[str, Any], env: TemplateEnvironment, template_ext: Sequence[str] = ()
+) -> Any:
+    """Render strings, recursing into lists, tuples, sets and dicts (keys stay as written). A string ending in
+    one of ``template_ext`` names a template file, read from the search path and rendered, at any depth (as in
+    Airflow); when the search path has no such file the string is rendered as it is."""
     if isinstance(value, str):
+        if template_ext and value.endswith(tuple(template_ext)):
+            rendered = env.render_file(value, context)
+            if rendered is not None:
+                return rendered
         if "{{" not in value and "{%" not in value:
             return value
         return env.render_string(value, context)
     if isinstance(value, (list, tuple, set)):
-        rendered = [render_value(v, context, env) for v in value]
-        return type(value)(rendered)
+        items = [render_value(v, context, env, template_ext) for v in value]
+        return type(value)(items)
     if isinstance(value, dict):
-        return {k: render_value(v, context, env) for k, v in value.items()}
+        return {k: render_value(v, context, env, template_ext) for k, v in value.items()}
     return value

@@ -83,6 +83,14 @@ class XComArg(DependencyMixin):
     def __repr__(self) -> str:
         return f"XComArg({self.operator.task_id!r}, key={self.key!r})"
 
+    def __str__(self) -> str:
+        """Airflow's: the template that pulls the value, so ``f"echo {task.output}"`` in a template field works."""
+        pulled = [f"task_ids='{self.operator.task_id}'"]
+        if self.operator.dag is not None:
+            pulled.append(f"dag_id='{self.operator.dag.dag_id}'")
+        pulled.append(f"key='{self.key}'")
+        return "{{ task_instance.xcom_pull(" + ", ".join(pulled) + ") }}"
+
 
 class MapXComArg(XComArg):
     def __init__(self, arg: XComArg, callables: list[Callable[[Any], Any]]) -> None:

@@ -10,7 +10,13 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select
 
-from sparkflow.connections import Connection, SecretBox, connection_from_env
+from sparkflow.connections import (
+    Connection,
+    SecretBox,
+    connection_from_env,
+    guess_conn_type,
+    missing_connection_hint,
+)
 from sparkflow.exceptions import NotFound
 from sparkflow.metastore import schema as t
 from sparkflow.metastore import statements as S
@@ -445,12 +451,11 @@ def resolve_connection(db: Database, conn_id: str, secrets: SecretBox | None) ->
     if found is None:
         with db.read() as conn:
             rows = conn.execute(select(t.connection.c.conn_id, t.connection.c.conn_type)).all()
-        spark = sorted(r.conn_id for r in rows if r.conn_type == "spark")
-        known = f"known Spark connections: {', '.join(spark)}" if spark else "no Spark connections are defined"
-        raise NotFound(
-            f"connection '{conn_id}' does not exist ({known}); add it with `sparkflow connections add {conn_id} "
-            "--conn-type spark --conn-host 'local[*]'` or set SPARKFLOW_CONN_" + conn_id.upper()
-        )
+        kind = guess_conn_type(conn_id)
+        same = sorted(r.conn_id for r in rows if kind is None or r.conn_type == kind)
+        what = f"{'Spark' if kind == 'spark' else kind} connections" if kind else "connections"
+        known = f"known {what}: {', '.join(same)}" if same else f"no {what} are defined"
+        raise NotFound(f"connection '{conn_id}' does not exist ({known}); {missing_connection_hint(conn_id, kind)}")
     return found
 
 

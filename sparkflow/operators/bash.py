@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from sparkflow.definitions.baseoperator import BaseOperator
@@ -11,7 +12,29 @@ from sparkflow.exceptions import SkipTask, TaskFailure
 from sparkflow.process import GroupProcess
 
 
+def bash_environment(env: dict[str, str] | None, append_env: bool, context: Context) -> dict[str, str]:
+    """The command's environment: ``env`` alone, or added to this process's (``append_env``, or no ``env``),
+    with the AIRFLOW_CTX_* names Airflow gives bash tasks."""
+    result = dict(os.environ) if env is None or append_env else {}
+    result.update(env or {})
+    ti = context.get("ti")
+    if ti is not None:
+        result.update(
+            AIRFLOW_CTX_DAG_ID=ti.dag_id, AIRFLOW_CTX_TASK_ID=ti.task_id, AIRFLOW_CTX_DAG_RUN_ID=ti.run_id,
+            AIRFLOW_CTX_TRY_NUMBER=str(ti.try_number),
+        )
+    return result
+
+
+def _unchanged(output: str) -> Any:
+    return output
+
+
 class BashOperator(BaseOperator):
+    """``output_processor`` turns the last output line into the XCom value (Airflow 2.10+), e.g. ``json.loads``;
+    an exit code in ``skip_on_exit_code`` (default 99) skips the task; ``append_env`` adds ``env`` to the
+    worker's environment instead of replacing it."""
+
     template_fields = ("bash_command", "env", "cwd")
     template_ext = (".sh", ".bash")
     ui_color = "#f0ede4"
@@ -25,9 +48,13 @@ class BashOperator(BaseOperator):
         output_encoding: str = "utf-8",
         skip_on_exit_code: int | list[int] | None = 99,
         cwd: str | None = None,
+        output_processor: Callable[[str], Any] = _unchanged,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not callable(output_processor):
+            raise self._error(f"output_processor must be callable (e.g. json.loads), got {output_processor!r}")
+        self.output_processor = output_processor
         self.bash_command = bash_command
         self.env = env
         self.append_env = append_env
@@ -42,15 +69,7 @@ class BashOperator(BaseOperator):
         self._process: GroupProcess | None = None
 
     def _child_env(self, context: Context) -> dict[str, str]:
-        env = dict(os.environ) if self.env is None or self.append_env else {}
-        env.update(self.env or {})
-        ti = context.get("ti")
-        if ti is not None:  # Airflow exposes these to bash tasks
-            env.update(
-                AIRFLOW_CTX_DAG_ID=ti.dag_id, AIRFLOW_CTX_TASK_ID=ti.task_id, AIRFLOW_CTX_DAG_RUN_ID=ti.run_id,
-                AIRFLOW_CTX_TRY_NUMBER=str(ti.try_number),
-            )
-        return env
+        return bash_environment(self.env, self.append_env, context)
 
     def execute(self, context: Context) -> Any:
         if self.cwd is not None and not os.path.isdir(self.cwd):
@@ -63,7 +82,8 @@ class BashOperator(BaseOperator):
             raise SkipTask(f"bash command exited with code {result.returncode}; skipping")
         if result.returncode != 0:
             raise TaskFailure(f"Bash command failed. The command returned a non-zero exit code {result.returncode}.")
-        return result.last_lines[-1] if result.last_lines else None
+        last = result.last_lines[-1] if result.last_lines else None
+        return self.output_processor(last) if last is not None else None
 
     def on_kill(self) -> None:
         if self._process is not None:

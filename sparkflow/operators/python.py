@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -13,10 +14,10 @@ from sparkflow.definitions.context import XCOM_RETURN_KEY, Context
 from sparkflow.definitions.dag import current_dag
 from sparkflow.definitions.mappedoperator import DictOfListsExpandInput, OperatorPartial
 from sparkflow.definitions.taskgroup import current_task_group
-from sparkflow.definitions.templating import TemplateEnvironment, render_value
 from sparkflow.definitions.xcom_arg import XComArg
 from sparkflow.exceptions import DagDefinitionError, TaskFailure
 from sparkflow.operators.bash import BashOperator
+from sparkflow.operators.branch import follow_branch
 
 
 def determine_kwargs(func: Callable[..., Any], args: tuple[Any, ...], context: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,6 +68,8 @@ class PythonOperator(BaseOperator):
         self.op_kwargs = dict(op_kwargs or {})
         self.templates_dict = templates_dict
         self.templates_exts = templates_exts
+        if templates_exts:  # Airflow: strings ending in these, anywhere in the template fields, are template files
+            self.template_ext = list(templates_exts)  # type: ignore[misc]
         self.show_return_value_in_logs = show_return_value_in_logs
 
     def execute(self, context: Context) -> Any:
@@ -83,17 +86,7 @@ class BranchPythonOperator(PythonOperator):
 
     def execute(self, context: Context) -> Any:
         chosen = super().execute(context)
-        follow = {chosen} if isinstance(chosen, str) else set(chosen or [])
-        unknown = follow - self.downstream_task_ids
-        if unknown:
-            raise TaskFailure(
-                f"branch task '{self.task_id}' returned {sorted(unknown)}, which are not its direct downstream "
-                f"tasks; choose from {sorted(self.downstream_task_ids)}"
-            )
-        to_skip = sorted(self.downstream_task_ids - follow)
-        if to_skip:
-            self.log.info("Following branch %s; skipping %s", sorted(follow), to_skip)
-            context["ti"].skip(to_skip)
+        follow_branch(self, context, chosen)
         return chosen
 
 
@@ -149,10 +142,7 @@ class DecoratedPythonOperator(PythonOperator):
 class _TaskDecorator:
     """What ``@task`` returns: calling it inside a DAG creates a task and returns its output (an XComArg)."""
 
-    def __init__(
-        self, func: Callable[..., Any], operator_class: type[PythonOperator] | type[_BashDecorated],
-        kwargs: dict[str, Any],
-    ):
+    def __init__(self, func: Callable[..., Any], operator_class: type[Any], kwargs: dict[str, Any]):
         self.function = func
         self.operator_class = operator_class
         self.kwargs = kwargs
@@ -266,7 +256,7 @@ def _returns_mapping(func: Callable[..., Any]) -> bool:
     return isinstance(origin, type) and issubclass(origin, Mapping)
 
 
-def _decorate(operator_class: type[PythonOperator] | type[_BashDecorated]) -> Callable[..., Any]:
+def _decorate(operator_class: type[Any]) -> Callable[..., Any]:
     def decorator(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         if python_callable is not None and callable(python_callable):
             return _TaskDecorator(python_callable, operator_class, kwargs)
@@ -309,12 +299,25 @@ class _BashDecorated(BashOperator):
                 f"task '{self.task_id}': a @task.bash function must return a non-empty bash command string, "
                 f"got {command!r}"
             )
-        self.bash_command = render_value(command, context, TemplateEnvironment())
+        self.bash_command = self.render_template(command, context)  # a .sh path is read as a template file
         return super().execute(context)
 
 
+# Decorators whose operators live in modules that build on this one: their module is imported on first use (as
+# sparkflow's top-level names are), so this module stays below them.
+_VENV = "sparkflow.operators.python_virtualenv"
+_LAZY_DECORATORS = {
+    "sensor": "sparkflow.operators.sensors:DecoratedSensorOperator",
+    "virtualenv": f"{_VENV}:DecoratedVirtualenvOperator",
+    "external_python": f"{_VENV}:DecoratedExternalPythonOperator",
+    "branch_virtualenv": f"{_VENV}:DecoratedBranchVirtualenvOperator",
+    "branch_external_python": f"{_VENV}:DecoratedBranchExternalPythonOperator",
+}
+
+
 class _TaskNamespace:
-    """``@task``, ``@task(...)``, ``@task.python``, ``@task.branch``, ``@task.short_circuit``, ``@task.bash``."""
+    """``@task``, ``@task(...)``, ``@task.python``, ``@task.branch``, ``@task.short_circuit``, ``@task.bash``,
+    and the variants of :data:`_LAZY_DECORATORS`."""
 
     def __init__(self) -> None:
         self.python = _decorate(DecoratedPythonOperator)
@@ -324,6 +327,18 @@ class _TaskNamespace:
 
     def __call__(self, python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         return self.python(python_callable, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        target = _LAZY_DECORATORS.get(name)
+        if target is None:
+            raise AttributeError(
+                f"@task.{name} does not exist; known: @task, "
+                + ", ".join(f"@task.{v}" for v in ["python", "branch", "short_circuit", "bash", *_LAZY_DECORATORS])
+            )
+        module, _, attr = target.partition(":")
+        decorator = _decorate(getattr(importlib.import_module(module), attr))
+        setattr(self, name, decorator)
+        return decorator
 
 
 task = _TaskNamespace()

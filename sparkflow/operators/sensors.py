@@ -15,11 +15,12 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import time as time_of_day
 from typing import Any
 
 from sparkflow.definitions.baseoperator import BaseOperator
-from sparkflow.definitions.context import Context, lookup_connection
+from sparkflow.definitions.context import Context, lookup_connection, utcnow
 from sparkflow.exceptions import (
     FailTaskNoRetry,
     NotFound,
@@ -289,6 +290,33 @@ class ExternalTaskSensor(BaseSensorOperator):
         return f"DAG '{self.external_dag_id}'"
 
 
+class ExternalTaskMarker(BaseOperator):
+    """Marks that ``external_task_id`` of ``external_dag_id`` at ``logical_date`` (a template, default this run's
+    logical date) depends on this task: clearing this task with its downstream also clears that task and its
+    downstream, following further markers up to ``recursion_depth`` DAGs deep (Airflow's recursive clear).
+    Running it does nothing."""
+
+    template_fields = ("external_dag_id", "external_task_id", "logical_date")
+    ui_color = "#4db7db"
+
+    def __init__(self, *, external_dag_id: str, external_task_id: str,
+                 logical_date: str | datetime | None = "{{ logical_date.isoformat() }}",
+                 execution_date: str | datetime | None = None, recursion_depth: int = 10, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.external_dag_id = external_dag_id
+        self.external_task_id = external_task_id
+        chosen = execution_date if execution_date is not None else logical_date
+        self.logical_date = chosen.isoformat() if isinstance(chosen, datetime) else chosen
+        if not isinstance(self.logical_date, str):
+            raise self._error(f"logical_date must be a datetime or a template string, got {chosen!r}")
+        if not isinstance(recursion_depth, int) or recursion_depth <= 0:
+            raise self._error(f"recursion_depth should be a positive integer, got {recursion_depth!r}")
+        self.recursion_depth = recursion_depth
+
+    def execute(self, context: Context) -> Any:
+        return None
+
+
 class DateTimeSensor(BaseSensorOperator):
     """Done once the wall clock reaches ``target_time`` (a datetime or a templated ISO string)."""
 
@@ -313,7 +341,7 @@ class DateTimeSensor(BaseSensorOperator):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     def poke(self, context: Context) -> bool:
-        return datetime.now(UTC) >= self.target()
+        return utcnow() >= self.target()
 
     def _poke_description(self) -> str:
         return f"until {self.target_time}"
@@ -330,15 +358,68 @@ class TimeDeltaSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         end: datetime = context["data_interval_end"]
-        return datetime.now(UTC) >= end + self.delta
+        return utcnow() >= end + self.delta
+
+
+class TimeSensor(BaseSensorOperator):
+    """Done once the time of day (in the DAG's time zone: its start_date's, else UTC) is past ``target_time``."""
+
+    def __init__(self, *, target_time: time_of_day, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(target_time, time_of_day):
+            raise self._error(f"target_time must be a datetime.time, got {type(target_time).__name__}")
+        self.target_time = target_time
+
+    def _zone(self) -> tzinfo:
+        start = self.dag.start_date if self.dag is not None else None
+        return start.tzinfo if start is not None and start.tzinfo is not None else UTC
+
+    def poke(self, context: Context) -> bool:
+        return utcnow().astimezone(self._zone()).time().replace(tzinfo=None) > self.target_time
+
+    def _poke_description(self) -> str:
+        return f"until {self.target_time.isoformat()}"
+
+
+class _InsteadOfDeferring:
+    """Airflow's deferrable sensors wait in the triggerer without a worker slot. sparkflow has no triggerer: they
+    run in reschedule mode unless a mode is given, which frees the slot between pokes the same way."""
+
+    def __init__(self, *, mode: str = "reschedule", deferrable: bool = True, start_from_trigger: bool = False,
+                 end_from_trigger: bool = False, trigger_kwargs: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(mode=mode, **kwargs)  # type: ignore[call-arg]
+
+
+class TimeSensorAsync(_InsteadOfDeferring, TimeSensor):
+    pass
+
+
+class TimeDeltaSensorAsync(_InsteadOfDeferring, TimeDeltaSensor):
+    pass
+
+
+class DateTimeSensorAsync(_InsteadOfDeferring, DateTimeSensor):
+    pass
+
+
+class DecoratedSensorOperator(PythonSensor):
+    """The operator behind ``@task.sensor``: the function is the poke (True, or a PokeReturnValue whose
+    xcom_value becomes the task's XCom)."""
 
 
 __all__ = [
     "BaseSensorOperator",
     "DateTimeSensor",
+    "DateTimeSensorAsync",
+    "DecoratedSensorOperator",
+    "ExternalTaskMarker",
     "ExternalTaskSensor",
     "FileSensor",
     "PokeReturnValue",
     "PythonSensor",
     "TimeDeltaSensor",
+    "TimeDeltaSensorAsync",
+    "TimeSensor",
+    "TimeSensorAsync",
 ]

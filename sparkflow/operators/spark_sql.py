@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from sparkflow.connections import Connection
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import Context, TaskInstanceHandle, lookup_connection
-from sparkflow.exceptions import AirflowException
+from sparkflow.exceptions import AirflowException, NotFound
 from sparkflow.spark.command import build_spark_sql_argv
 from sparkflow.spark.spec import SQL_FIELDS, SparkSqlSpec, SparkSubmitSpec, classify_master, master_url, sql_default
 from sparkflow.spark.submission import SparkSubmission
@@ -55,7 +55,14 @@ class SparkSqlHook:
         return None
 
     def _connection(self) -> Connection:
-        return lookup_connection(self._spec.conn_id)
+        """As in the provider, the connection is optional when ``master`` is given: the operator's arguments stand
+        in for it. Without either, a missing connection is an error (not the provider's fall-back to yarn)."""
+        try:
+            return lookup_connection(self._spec.conn_id)
+        except NotFound:
+            if not self._spec.master:
+                raise
+            return Connection(self._spec.conn_id, "spark", host=self._spec.master)
 
     def _prepare_command(self, cmd: str | list[str] = "", extra_conf: dict[str, str] | None = None) -> list[str]:
         """The spark-sql argv in the provider's order; ``--queue default`` on YARN unless a queue is given."""

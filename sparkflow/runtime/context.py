@@ -16,6 +16,7 @@ from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import (
     XCOM_RETURN_KEY,
     Context,
+    TriggeredRun,
     conn_accessor,
     macros,
     task_environment,
@@ -27,6 +28,7 @@ from sparkflow.logs import task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.runtime.triggering import trigger_dag_run
 
 log = logging.getLogger("sparkflow.task")
 
@@ -123,6 +125,15 @@ class RuntimeTaskInstance:
         self, dag_id: str, logical_date: datetime, task_ids: list[str] | None = None
     ) -> list[str]:
         return queries.external_states(self._ms.db, dag_id, logical_date, task_ids)
+
+    def trigger_dag_run(
+        self, dag_id: str, run_id: str, logical_date: datetime, conf: dict[str, Any] | None, reset_dag_run: bool
+    ) -> TriggeredRun:
+        actor = f"task {self.dag_id}.{self.task_id}"
+        return trigger_dag_run(self._ms, dag_id, run_id, logical_date, conf, reset_dag_run, actor, self._clock())
+
+    def dag_run_state(self, dag_id: str, run_id: str) -> str:
+        return queries.get_run(self._ms.db, dag_id, run_id).state.value
 
     def try_elapsed_seconds(self) -> float:
         started = self._record.start_date
@@ -250,6 +261,16 @@ class InMemoryTaskInstance:
     ) -> list[str]:
         log.info("Would read the states of DAG '%s' at %s (test mode: none recorded)", dag_id, logical_date)
         return []
+
+    def trigger_dag_run(
+        self, dag_id: str, run_id: str, logical_date: datetime, conf: dict[str, Any] | None, reset_dag_run: bool
+    ) -> TriggeredRun:
+        log.info("Would trigger DAG '%s' run '%s' (test mode, nothing recorded)", dag_id, run_id)
+        return TriggeredRun(run_id, logical_date, created=True)
+
+    def dag_run_state(self, dag_id: str, run_id: str) -> str:
+        log.info("Would read the state of DAG '%s' run '%s' (test mode: taken as success)", dag_id, run_id)
+        return "success"
 
     def try_elapsed_seconds(self) -> float:
         return time.monotonic() - self._started

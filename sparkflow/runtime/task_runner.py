@@ -34,11 +34,10 @@ from typing import Any
 
 from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.baseoperator import BaseOperator
-from sparkflow.definitions.context import XCOM_RETURN_KEY, Context, task_environment
+from sparkflow.definitions.context import XCOM_RETURN_KEY, Context, task_clock, task_environment
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import load_dag_file
 from sparkflow.definitions.mappedoperator import MappedOperator
-from sparkflow.definitions.templating import TemplateEnvironment
 from sparkflow.exceptions import (
     FailTaskNoRetry,
     NotFound,
@@ -73,7 +72,8 @@ from sparkflow.runtime.lost_try import fail_unstartable_try
 from sparkflow.settings import Settings
 from sparkflow.state import RunState, TaskState
 
-__all__ = ["TASK_LOGGER", "TryOutcome", "claim_try", "execute_task", "exit_code_of_try", "load_task_dag",
+__all__ = ["TASK_LOGGER", "TryOutcome", "capture_task_logging", "claim_try", "execute_task", "exit_code_of_try",
+           "load_task_dag",
            "prepare_try", "record_outcome", "run_try", "test_task"]
 
 ACTOR = "task_runner"
@@ -150,7 +150,7 @@ def run_try(
         switch = KillSwitch()
         with heartbeat(metastore, key, try_number, settings.heartbeat_interval, switch):
             context = prepare_try(metastore, dag, task, ti, run, clock, settings.resolved_log_folder)
-            with metastore_environment(metastore, context):
+            with metastore_environment(metastore, context), task_clock(clock):
                 outcome = execute_task(dag, task, context, switch)
             recorded = record_outcome(metastore, ti, task, context, outcome, clock())
         if owns_group():
@@ -160,18 +160,41 @@ def run_try(
         return recorded
 
 
+class _TaskLogFilter(logging.Filter):
+    """Lets through what a task logs (any logger) but not sparkflow's own internals, which go to sparkflow.log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        return not (name == "sparkflow" or name.startswith("sparkflow.")) or name.startswith(TASK_LOGGER)
+
+
 @contextlib.contextmanager
 def _try_log(path: Path, max_bytes: int) -> Iterator[None]:
-    """The try's log file receives the task logger's lines while the try runs (up to ``max_bytes``); closed at
-    clean-up."""
-    handler = open_task_log_handler(path, max_bytes)
+    """The try's log file receives its lines while the try runs (up to ``max_bytes``); closed at clean-up."""
+    with capture_task_logging(open_task_log_handler(path, max_bytes)):
+        yield
+
+
+@contextlib.contextmanager
+def capture_task_logging(handler: logging.Handler) -> Iterator[None]:
+    """While a try runs, INFO and above of every logger land in ``handler``, as in Airflow: ``self.log``, the
+    task logger, and the root's (``logging.info``, ``logging.getLogger(__name__)``, libraries). Closed at the end."""
+    root = logging.getLogger()
+    handler.addFilter(_TaskLogFilter())
     log.addHandler(handler)
+    root.addHandler(handler)
     if log.level != logging.INFO:
         log.setLevel(logging.INFO)  # not every time: setLevel clears the cache of every logger in the process
-    log.propagate = False
+    log.propagate = False  # the task logger writes here once, not again through the root
+    root_level = root.level
+    if root_level > logging.INFO or root_level == logging.NOTSET:
+        root.setLevel(logging.INFO)
     try:
         yield
     finally:
+        if root.level != root_level:
+            root.setLevel(root_level)
+        root.removeHandler(handler)
         log.removeHandler(handler)
         handler.close()
 
@@ -224,9 +247,7 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwi
             return TryOutcome(TaskState.FAILED, reason)
     work = copy.copy(task)  # render on a copy: the DAG object stays pristine for the next try or run
     context["task"] = work
-    searchpath = [str(Path(dag.fileloc).parent)] if dag.fileloc else []
-    env = TemplateEnvironment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath,
-                              dag.user_defined_macros, dag.user_defined_filters)
+    env = dag.get_template_env()
     try:
         with _capture_output(), time_limit(work.task_id, task.execution_timeout), sigterm_raises(switch):
             try:

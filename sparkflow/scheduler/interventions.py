@@ -23,6 +23,7 @@ from sparkflow.exceptions import UserError
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.scheduler.external_markers import follow_markers
 from sparkflow.state import TASK_ACTIVE, TASK_FAILED_LIKE, TaskState
 
 
@@ -31,10 +32,17 @@ class ClearSelection:
     items: list[tuple[DagRunRecord, list[str]]] = field(default_factory=list)
     active: list[TaskInstanceRecord] = field(default_factory=list)  # queued/running: left alone
     map_indexes: list[int] | None = None  # only these instances of mapped tasks (None: all)
+    # other DAGs' task instances that ExternalTaskMarkers among the chosen tasks point at (recursive clear)
+    external: list[tuple[DAG, DagRunRecord, list[str]]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
-        return sum(len(ids) for _, ids in self.items)
+        return sum(len(ids) for _, ids in self.items) + sum(len(ids) for _, _, ids in self.external)
+
+    def keys(self) -> list[TIKey]:
+        """Every task instance the clear would reset, this DAG's and (through markers) other DAGs'."""
+        own = [TIKey(run.dag_id, run.run_id, tid) for run, ids in self.items for tid in ids]
+        return own + [TIKey(run.dag_id, run.run_id, tid) for _, run, ids in self.external for tid in ids]
 
 
 def select_for_clear(
@@ -77,12 +85,17 @@ def select_for_clear(
                 chosen.append(ti.task_id)
         if chosen:
             selection.items.append((run, chosen))
+    followed = follow_markers(metastore, dag, selection.items)
+    selection.external, selection.active = followed.items, selection.active + followed.active
     return selection
 
 
 def clear(metastore: Metastore, dag: DAG, selection: ClearSelection, actor: str = "cli") -> list[TIKey]:
     indexes = None if selection.map_indexes is None else [-1, *selection.map_indexes]
-    return metastore.store.clear_task_instances(dag, selection.items, actor, map_indexes=indexes)
+    cleared = metastore.store.clear_task_instances(dag, selection.items, actor, map_indexes=indexes)
+    for other, run, task_ids in selection.external:  # through ExternalTaskMarkers: every instance of those tasks
+        cleared += metastore.store.clear_task_instances(other, [(run, task_ids)], actor)
+    return cleared
 
 
 @dataclass(frozen=True)

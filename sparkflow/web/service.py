@@ -163,7 +163,7 @@ def clear(dags: WebDags, dag_id: str, task_ids: list[str] | None, run_id: str | 
     if run_id is not None:
         selection.items = [(r, ids) for r, ids in selection.items if r.run_id == run_id]
     if dry_run:
-        return [TIKey(r.dag_id, r.run_id, tid) for r, ids in selection.items for tid in ids]
+        return selection.keys()
     return interventions.clear(dags.metastore, dag, selection, actor=actor)
 
 

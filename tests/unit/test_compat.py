@@ -139,9 +139,9 @@ def test_schedule_and_schedule_interval_together_is_an_import_error(tmp_path: Pa
 
 
 def test_unknown_name_in_a_known_module_names_what_is_provided(tmp_path: Path) -> None:
-    (tmp_path / "venv.py").write_text("from airflow.operators.python import PythonVirtualenvOperator\n# DAG\n")
+    (tmp_path / "venv.py").write_text("from airflow.operators.python import PythonDockerOperator\n# DAG\n")
     (error,) = collect_dags(tmp_path, airflow_finders()).import_errors
-    assert "airflow.operators.python.PythonVirtualenvOperator is not provided by sparkflow" in error.message
+    assert "airflow.operators.python.PythonDockerOperator is not provided by sparkflow" in error.message
     assert "BranchPythonOperator" in error.message and error.lineno == 1
 
 
@@ -483,8 +483,8 @@ def test_without_airflow_the_finder_is_offered(clean_airflow_modules: None) -> N
     forget_alias_modules()
     assert not real_airflow_installed()
     assert airflow_finders() == [FINDER]
-    with pytest.raises(NotProvidedError, match="module airflow.contrib is not provided"):
-        FINDER.find_spec("airflow.contrib")
+    with pytest.raises(NotProvidedError, match="module airflow.contrib.operators.kubernetes_pod_operator is not"):
+        FINDER.find_spec("airflow.contrib.operators.kubernetes_pod_operator")
 
 
 # -- every module and name issue 7 lists -------------------------------------------------------------------------

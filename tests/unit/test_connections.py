@@ -417,8 +417,26 @@ def test_resolve_unknown_connection_names_it_and_lists_spark_connections(metasto
 
 
 def test_resolve_unknown_connection_with_no_spark_connections(metastore: Metastore) -> None:
-    with pytest.raises(NotFound, match=r"connection 'x' does not exist \(no Spark connections are defined\)"):
-        queries.resolve_connection(metastore.db, "x", metastore.secrets)
+    with pytest.raises(NotFound, match=r"connection 'spark_x' does not exist \(no Spark connections are defined\)"):
+        queries.resolve_connection(metastore.db, "spark_x", metastore.secrets)
+
+
+def test_missing_non_spark_connection_gets_a_hint_of_its_own_type(metastore: Metastore) -> None:
+    """Difference 6: a missing jdbc-default was told to add a Spark connection, through SPARKFLOW_CONN_JDBC-DEFAULT
+    (not a name a shell can set)."""
+    metastore.connections.add_connections([spark_conn("spark_default"), Connection("jdbc_dwh", "jdbc", host="jdbc:x")])
+    with pytest.raises(NotFound) as info:
+        queries.resolve_connection(metastore.db, "jdbc-default", metastore.secrets)
+    message = str(info.value)
+    assert "(known jdbc connections: jdbc_dwh)" in message
+    assert "`sparkflow connections add jdbc-default --conn-type jdbc --conn-host jdbc:postgresql://HOST" in message
+    assert "--conn-type spark" not in message and "SPARKFLOW_CONN_" not in message  # no unusable variable name
+    with pytest.raises(NotFound) as info:
+        queries.resolve_connection(metastore.db, "postgres_dwh", metastore.secrets)
+    assert "--conn-type postgres" in str(info.value) and "set SPARKFLOW_CONN_POSTGRES_DWH to" in str(info.value)
+    with pytest.raises(NotFound) as info:  # a name that says nothing: every connection, no guessed type
+        queries.resolve_connection(metastore.db, "warehouse", metastore.secrets)
+    assert "(known connections: jdbc_dwh, spark_default)" in str(info.value) and "--conn-type TYPE" in str(info.value)
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)  # a second home / the raw SQLite file

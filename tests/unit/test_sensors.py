@@ -3,7 +3,7 @@ reschedules keep the try, timeouts fail without retry or skip with soft_fail, an
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -156,19 +156,23 @@ def test_external_task_sensor_fails_on_a_failed_state(settings, metastore, write
 
 
 def test_time_sensors(settings, metastore, write_dag) -> None:
-    soon = (datetime.now(UTC) + timedelta(seconds=0.2)).isoformat()
+    """Time sensors read the runtime's clock (here the loop's injected one, which reschedules move on)."""
+    soon = (NOW + timedelta(minutes=2)).isoformat()
     path = write_dag("timed", f"""
         from datetime import datetime, timedelta
         from sparkflow import DAG, DateTimeSensor, TimeDeltaSensor
 
         with DAG("timed", start_date=datetime(2024, 1, 1)) as dag:
-            DateTimeSensor(task_id="at", target_time="{soon}", poke_interval=0.05, timeout=10)
-            TimeDeltaSensor(task_id="after_interval", delta=timedelta(minutes=5), poke_interval=0.05, timeout=10)
+            DateTimeSensor(task_id="at", target_time="{soon}", poke_interval=60, timeout=600, mode="reschedule")
+            TimeDeltaSensor(task_id="after_interval", delta=timedelta(minutes=5), poke_interval=60, timeout=600,
+                            mode="reschedule")
             DateTimeSensor(task_id="far", target_time="{{{{ macros.ds_add(ds, 3650) }}}}T00:00:00+00:00",
                            poke_interval=0.01, timeout=0.03, soft_fail=True)
     """)
-    run = run_dag(settings, metastore, path, "timed")  # data interval ended in 2024: long past
+    clock = Clock(NOW)
+    run = run_dag(settings, metastore, path, "timed", clock=clock)  # a manual run: its interval ends at NOW
     assert states(metastore, run) == {"at": "success", "after_interval": "success", "far": "skipped"}
+    assert clock.now >= NOW + timedelta(minutes=5)
 
 
 def test_sensor_arguments_are_checked_at_load_time_and_backoff_doubles(tmp_path) -> None:

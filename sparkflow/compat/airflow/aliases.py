@@ -17,6 +17,11 @@ _PYTHON_OPERATORS = {
     "BranchPythonOperator": f"op:{_PY}:BranchPythonOperator",
     "ShortCircuitOperator": f"op:{_PY}:ShortCircuitOperator",
     "get_current_context": "sparkflow.definitions.context:get_current_context",
+    "PythonVirtualenvOperator": "op:sparkflow.operators.python_virtualenv:PythonVirtualenvOperator",
+    "BranchPythonVirtualenvOperator": "op:sparkflow.operators.python_virtualenv:BranchPythonVirtualenvOperator",
+    "ExternalPythonOperator": "op:sparkflow.operators.python_virtualenv:ExternalPythonOperator",
+    "BranchExternalPythonOperator": "op:sparkflow.operators.python_virtualenv:BranchExternalPythonOperator",
+    "is_venv_installed": "sparkflow.operators.python_virtualenv:is_venv_installed",
 }
 _SENSORS = "sparkflow.operators.sensors"
 _FILE_SENSOR = {"FileSensor": f"op:{_SENSORS}:FileSensor"}
@@ -24,8 +29,23 @@ _EXTERNAL_TASK = {
     "ExternalTaskSensor": f"op:{_SENSORS}:ExternalTaskSensor",
     "ExternalTaskMarker": f"op:{_SENSORS}:ExternalTaskMarker",
 }
-_TIME_DELTA = {"TimeDeltaSensor": f"op:{_SENSORS}:TimeDeltaSensor"}
-_DATE_TIME = {"DateTimeSensor": f"op:{_SENSORS}:DateTimeSensor"}
+_TIME_DELTA = {"TimeDeltaSensor": f"op:{_SENSORS}:TimeDeltaSensor",
+               "TimeDeltaSensorAsync": f"op:{_SENSORS}:TimeDeltaSensorAsync"}
+_DATE_TIME = {"DateTimeSensor": f"op:{_SENSORS}:DateTimeSensor",
+              "DateTimeSensorAsync": f"op:{_SENSORS}:DateTimeSensorAsync"}
+_TIME = {"TimeSensor": f"op:{_SENSORS}:TimeSensor", "TimeSensorAsync": f"op:{_SENSORS}:TimeSensorAsync"}
+_BASH_SENSOR = {"BashSensor": "op:sparkflow.operators.bash_sensor:BashSensor"}
+_WEEKDAY = "sparkflow.operators.weekday"
+_WEEKDAY_ENUM = {"WeekDay": f"{_WEEKDAY}:WeekDay"}
+_WEEKDAY_SENSOR = {"DayOfWeekSensor": f"op:{_WEEKDAY}:DayOfWeekSensor"}
+_WEEKDAY_BRANCH = {"BranchDayOfWeekOperator": f"op:{_WEEKDAY}:BranchDayOfWeekOperator"}
+_DATETIME_BRANCH = {
+    "BranchDateTimeOperator": "op:sparkflow.operators.branch_datetime:BranchDateTimeOperator",
+    "target_times_as_dates": "sparkflow.operators.branch_datetime:target_times_as_dates",
+}
+_LATEST_ONLY = {"LatestOnlyOperator": "op:sparkflow.operators.latest_only:LatestOnlyOperator"}
+_BRANCH = {"BaseBranchOperator": "op:sparkflow.operators.branch:BaseBranchOperator"}
+_TRIGGER = {"TriggerDagRunOperator": "op:sparkflow.operators.trigger_dagrun:TriggerDagRunOperator"}
 _PYTHON_SENSOR = {"PythonSensor": f"op:{_SENSORS}:PythonSensor"}
 _BASE_SENSOR = {
     "BaseSensorOperator": f"op:{_SENSORS}:BaseSensorOperator",
@@ -146,6 +166,61 @@ ALIASES: dict[str, dict[str, str]] = {
     "airflow.providers.apache.spark.hooks.spark_submit": _SPARK_SUBMIT_HOOK,
     "airflow.providers.apache.spark.hooks.spark_sql": _SPARK_SQL_HOOK,
     "airflow.providers.apache.spark.hooks.spark_jdbc": _SPARK_JDBC_HOOK,
+    # -- standard operators and sensors: Airflow 2 paths, 1.x/contrib paths Airflow 2 still took, providers.standard
+    "airflow.operators.branch": _BRANCH,
+    "airflow.operators.branch_operator": _BRANCH,
+    "airflow.providers.standard.operators.branch": _BRANCH,
+    "airflow.operators.weekday": _WEEKDAY_BRANCH,
+    "airflow.providers.standard.operators.weekday": _WEEKDAY_BRANCH,
+    "airflow.operators.datetime": _DATETIME_BRANCH,
+    "airflow.providers.standard.operators.datetime": _DATETIME_BRANCH,
+    "airflow.operators.trigger_dagrun": _TRIGGER,
+    "airflow.operators.dagrun_operator": _TRIGGER,
+    "airflow.providers.standard.operators.trigger_dagrun": _TRIGGER,
+    "airflow.operators.latest_only": _LATEST_ONLY,
+    "airflow.operators.latest_only_operator": _LATEST_ONLY,
+    "airflow.providers.standard.operators.latest_only": _LATEST_ONLY,
+    "airflow.sensors.bash": _BASH_SENSOR,
+    "airflow.sensors.bash_sensor": _BASH_SENSOR,
+    "airflow.contrib.sensors.bash_sensor": _BASH_SENSOR,
+    "airflow.providers.standard.sensors.bash": _BASH_SENSOR,
+    "airflow.sensors.time_sensor": _TIME,
+    "airflow.providers.standard.sensors.time": _TIME,
+    "airflow.sensors.weekday": _WEEKDAY_SENSOR,
+    "airflow.sensors.weekday_sensor": _WEEKDAY_SENSOR,
+    "airflow.contrib.sensors.weekday_sensor": _WEEKDAY_SENSOR,
+    "airflow.providers.standard.sensors.weekday": _WEEKDAY_SENSOR,
+    "airflow.sensors.time_delta_sensor": _TIME_DELTA,
+    "airflow.sensors.date_time_sensor": _DATE_TIME,
+    "airflow.sensors.python_sensor": _PYTHON_SENSOR,
+    "airflow.contrib.sensors.python_sensor": _PYTHON_SENSOR,
+    "airflow.sensors.external_task_sensor": _EXTERNAL_TASK,
+    "airflow.contrib.sensors.file_sensor": _FILE_SENSOR,
+    "airflow.sensors.base_sensor_operator": _BASE_SENSOR,
+    "airflow.utils.weekday": _WEEKDAY_ENUM,
+    "airflow.providers.standard.utils.weekday": _WEEKDAY_ENUM,
+    # -- the old contrib paths of the Spark provider (Airflow 1.10; Airflow 2 still accepted them)
+    "airflow.contrib.operators.spark_submit_operator": _SPARK_SUBMIT_OP,
+    "airflow.contrib.operators.spark_sql_operator": _SPARK_SQL_OP,
+    "airflow.contrib.operators.spark_jdbc_operator": _SPARK_JDBC_OP,
+    "airflow.contrib.hooks.spark_submit_hook": _SPARK_SUBMIT_HOOK,
+    "airflow.contrib.hooks.spark_sql_hook": _SPARK_SQL_HOOK,
+    "airflow.contrib.hooks.spark_jdbc_hook": _SPARK_JDBC_HOOK,
+    # -- what the newest provider examples import for Airflow 2/3 alike
+    "airflow.providers.common.compat.sdk": {
+        **_COMMON, **_CHAIN, **_TASK_GROUP, **_BASE_SENSOR, **_EXCEPTIONS,
+        "dag": f"{_T}:dag", "task": f"{_T}:task",
+        "BaseHook": f"{_M}:BaseHook",
+        "Connection": "sparkflow.connections:Connection",
+        "Context": "sparkflow.definitions.context:Context",
+        "get_current_context": "sparkflow.definitions.context:get_current_context",
+        "TriggerRule": "sparkflow.definitions.trigger_rule:TriggerRule",
+        "XComArg": "sparkflow.definitions.xcom_arg:XComArg",
+        "XCOM_RETURN_KEY": "sparkflow.definitions.context:XCOM_RETURN_KEY",
+        "TaskInstanceState": "sparkflow.state:TaskState",
+        "DagRunState": "sparkflow.state:RunState",
+        "timezone": "airflow.utils:timezone",
+    },
 }
 
 

@@ -189,7 +189,8 @@ def airflow_operator(cls: type) -> type:
 class _AirflowTaskDecorator:
     """``@task`` and its variants with Airflow's task arguments; unknown variants name themselves."""
 
-    _VARIANTS = ("python", "branch", "short_circuit", "bash")
+    _VARIANTS = ("python", "branch", "short_circuit", "bash", "sensor", "virtualenv", "external_python",
+                 "branch_virtualenv", "branch_external_python")
 
     def __call__(self, python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         return self._variant("python")(python_callable, **kwargs)
@@ -198,7 +199,9 @@ class _AirflowTaskDecorator:
         real = getattr(_task, name)
 
         def decorate(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
-            owner = f"@task {getattr(python_callable, '__name__', kwargs.get('task_id', '?'))}"
+            if python_callable is None:  # @task(...): the task is named once the function is known
+                return lambda func: decorate(func, **kwargs)
+            owner = f"@task {kwargs.get('task_id') or getattr(python_callable, '__name__', python_callable)}"
             return real(python_callable, **translate_task_kwargs(kwargs, owner))
 
         return decorate
