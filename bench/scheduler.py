@@ -190,8 +190,9 @@ def main() -> int:
     os.environ["SPARKFLOW_DAGS_FOLDER"] = str(home / "dags")
     (home / "dags").mkdir()
     # Imported after the environment is set: settings are read once.
+    from sparkflow.metastore import queries
     from sparkflow.metastore.bootstrap import init_metastore
-    from sparkflow.scheduler.dag_processing import parse_dags
+    from sparkflow.scheduler.dag_processing import load_dag, refresh_dag_folder
     from sparkflow.settings import load_settings
 
     settings = load_settings()
@@ -203,7 +204,8 @@ def main() -> int:
         for suffix, size in (("", SIZES[name]), ("_local", SIZES[name] // (10 if args.quick else 1))):
             text = textwrap.dedent(code).replace("range(N)", f"range({size})").replace(f'"{name}"', f'"{name}{suffix}"')
             (home / "dags" / f"{name}{suffix}.py").write_text(text)
-    bag = parse_dags(settings, metastore)
+    refresh_dag_folder(settings, metastore)
+    dags = {d.dag_id: load_dag(settings, metastore, d.dag_id) for d in queries.list_dags(metastore.db)}
     figures: Figures = {}
     phases: dict[str, dict[str, list[float]]] = {}
     celery: CeleryPath | None = None
@@ -213,12 +215,12 @@ def main() -> int:
         celery = CeleryPath(home)
         celery_settings = load_settings(celery.env)
         stores["celery"] = (celery_settings, init_metastore(celery_settings))
-        parse_dags(*stores["celery"])
+        refresh_dag_folder(*stores["celery"])
         celery.start_workers()
     else:
         runs = [(n, e) for n in WORKLOADS for e in ("sequential", "local")] + [("chain100", "local-fresh")]
     try:
-        run_workloads(args.repeats, bag, runs, stores, figures, phases, args.quick)
+        run_workloads(args.repeats, dags, runs, stores, figures, phases, args.quick)
     finally:
         if celery is not None:
             stores["celery"][1].db.dispose()
@@ -245,7 +247,7 @@ def main() -> int:
     return 0
 
 
-def run_workloads(repeats: int, bag: Any, runs: list[tuple[str, str]], stores: dict[str, Any], figures: Figures,
+def run_workloads(repeats: int, dags: Any, runs: list[tuple[str, str]], stores: dict[str, Any], figures: Figures,
                   phases: dict[str, dict[str, list[float]]], quick: bool = False) -> None:
     from datetime import UTC, datetime
 
@@ -258,7 +260,7 @@ def run_workloads(repeats: int, bag: Any, runs: list[tuple[str, str]], stores: d
     from sparkflow.state import RunState
 
     for name, executor in runs:
-        dag = bag.dags[name if executor in ("sequential", "celery") else f"{name}_local"]
+        dag = dags[name if executor in ("sequential", "celery") else f"{name}_local"]
         settings, metastore = stores["celery" if executor == "celery" else "local"]
         items = SIZES[name] // (10 if quick and executor not in ("sequential", "celery") else 1)
         size = items if name == "mapped200" else len(dag.tasks)  # mapped200 counts its mapped instances

@@ -57,8 +57,17 @@ class Settings:
         "warning) and `backfill` asks for --yes beyond it.",
     )
     dag_parse_interval: float = _setting(
-        5.0, "Seconds between the scheduler's checks of the DAG folder for new, changed or removed files."
+        2.0, "Seconds between the DAG processor's checks of the DAG folder for new, changed or removed files "
+        "(a check of unchanged files costs one stat() each)."
     )
+    dagbag_import_timeout: float = _setting(
+        30.0, "Seconds a DAG file may take to import (Airflow's dagbag_import_timeout); a file that takes longer "
+        "becomes an import error, 'import timed out after N s'."
+    )
+    parsing_processes: int = _setting(2, "DAG files the DAG processor parses at once, each in its own process.")
+    standalone_dag_processor: bool = _setting(
+        False, "True: `sparkflow scheduler` and `standalone` start no DAG processor; run `sparkflow dag-processor` "
+        "yourself (Airflow's [scheduler] standalone_dag_processor).")
     heartbeat_interval: float = _setting(5.0, "Seconds between heartbeats of a running task.")
     heartbeat_timeout: float = _setting(60.0, "A running task silent this long is treated as dead.")
     max_map_length: int = _setting(

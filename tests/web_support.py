@@ -22,7 +22,7 @@ from pathlib import Path
 from sparkflow.cli import main
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord
-from sparkflow.scheduler.dag_processing import parse_dags
+from sparkflow.scheduler.dag_processing import refresh_dag_folder
 from sparkflow.settings import Settings
 from sparkflow.web.auth import hash_password, new_api_token
 from tests.helpers import run_dag
@@ -59,7 +59,7 @@ def make_web_env(settings: Settings, metastore: Metastore, fast_hash: bool = Tru
     dags.mkdir(parents=True, exist_ok=True)
     path = dags / "web_demo.py"
     path.write_text(textwrap.dedent(DAG_CODE))
-    parse_dags(settings, metastore)
+    refresh_dag_folder(settings, metastore)
     run = run_dag(settings, metastore, path, "web_demo", conf={"n": 3})
     tokens = {}
     for role in ROLES:

@@ -29,6 +29,7 @@ COMMANDS = {
     "backfill": "backfill_cmd:backfill",
     "config": "config_cmd:config",
     "connections": "connections_cmd:connections",
+    "dag-processor": "dag_processor_cmd:dag_processor",
     "dags": "dags_cmd:dags",
     "db": "db_cmd:db",
     "logs": "logs_cmd:logs",

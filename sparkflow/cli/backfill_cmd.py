@@ -7,7 +7,7 @@ import click
 from sparkflow.cli.env import CliEnv, confirm
 from sparkflow.metastore.records import DagRunRecord
 from sparkflow.scheduler.backfill import drive_runs, plan_backfill, start_backfill
-from sparkflow.scheduler.dag_processing import parse_dags, require_dag
+from sparkflow.scheduler.dag_processing import load_dag
 from sparkflow.state import RunState
 
 
@@ -25,7 +25,7 @@ def backfill(env: CliEnv, dag_id: str, start_date: str, end_date: str, reset_dag
     """Create and run DAG_ID's runs (run_type backfill) for each scheduled logical date from -s to -e."""
     start = env.parse_date(start_date, "--start-date")
     end = env.parse_date(end_date, "--end-date")
-    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    dag = load_dag(env.settings, env.metastore, dag_id)
     plan = plan_backfill(env.metastore, dag, start, end, env.now(), reset_dagruns, rerun_failed_tasks)
     for run in plan.untouched:
         click.echo(f"Run {run.run_id} is already {run.state.value}; --reset-dagruns"

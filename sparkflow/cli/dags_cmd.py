@@ -9,7 +9,7 @@ from sparkflow.cli.output import emit, output_option
 from sparkflow.cli.runs_cmd import follow_run, trigger_options
 from sparkflow.cli.runs_cmd import trigger as trigger_command
 from sparkflow.metastore import queries
-from sparkflow.scheduler.dag_processing import parse_dags, require_dag
+from sparkflow.scheduler.dag_processing import current_dag, load_dag, refresh_dag_folder
 from sparkflow.scheduler.runs import make_run_id, parse_run_conf, trigger_dag
 
 
@@ -22,8 +22,8 @@ def dags() -> None:
 @output_option
 @click.pass_obj
 def list_cmd(env: CliEnv, output: str) -> None:
-    """DAGs found in the DAG folder (parsed now)."""
-    parse_dags(env.settings, env.metastore)
+    """DAGs found in the DAG folder (files changed since their last parse are parsed now)."""
+    refresh_dag_folder(env.settings, env.metastore)
     rows = [
         {"dag_id": d.dag_id, "fileloc": d.fileloc, "owners": d.owners, "is_paused": d.is_paused,
          "schedule": d.schedule, "tags": list(d.tags), "description": d.description,
@@ -41,7 +41,7 @@ def list_cmd(env: CliEnv, output: str) -> None:
 @click.pass_obj
 def list_import_errors(env: CliEnv, output: str) -> None:
     """DAG files that failed to load, with the line and the reason."""
-    parse_dags(env.settings, env.metastore)
+    refresh_dag_folder(env.settings, env.metastore)
     rows = [
         {"filename": e.filename, "lineno": e.lineno, "dag_id": e.dag_id, "task_id": e.task_id,
          "error": e.message, "timestamp": e.timestamp}
@@ -56,7 +56,7 @@ def list_import_errors(env: CliEnv, output: str) -> None:
 @click.pass_obj
 def show(env: CliEnv, dag_id: str, output: str) -> None:
     """The tasks of a DAG in dependency order."""
-    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    dag = current_dag(env.settings, env.metastore, dag_id)
     rows = [
         {"task_id": t.task_id, "operator": t.task_type, "upstream": sorted(t.upstream_task_ids),
          "downstream": sorted(t.downstream_task_ids), "trigger_rule": t.trigger_rule.value, "retries": t.retries}
@@ -66,7 +66,7 @@ def show(env: CliEnv, dag_id: str, output: str) -> None:
 
 
 def _set_paused(env: CliEnv, dag_id: str, paused: bool) -> None:
-    parse_dags(env.settings, env.metastore)
+    refresh_dag_folder(env.settings, env.metastore)
     env.metastore.dags.set_paused(dag_id, paused)
     click.echo(f"Dag: {dag_id}, paused: {paused}")
 
@@ -92,10 +92,34 @@ def unpause(env: CliEnv, dag_id: str) -> None:
 @click.pass_obj
 def test(env: CliEnv, dag_id: str, logical_date: str | None, conf: str | None) -> int:
     """Run a whole DAG once in this process (sequential executor), following it live."""
-    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    dag = load_dag(env.settings, env.metastore, dag_id)
     when = env.parse_date(logical_date, "LOGICAL_DATE") if logical_date else env.now()
     run = trigger_dag(env.metastore, dag, env.now(), parse_run_conf(conf), make_run_id("test", when), when)
     return follow_run(env, dag, run, executor_name="sequential")
+
+
+@dags.command("report")
+@output_option
+@click.pass_obj
+def report(env: CliEnv, output: str) -> None:
+    """Each DAG file: its DAGs, tasks, errors, how long its last parse took and when (Airflow's `dags report`)."""
+    refresh_dag_folder(env.settings, env.metastore)
+    rows = [
+        {"file": f.fileloc, "duration": round(f.parse_duration, 3), "dag_num": len(f.dag_ids),
+         "task_num": f.task_count, "errors": f.error_count, "dags": ", ".join(f.dag_ids),
+         "last_parsed_at": f.last_parsed_at}
+        for f in sorted(queries.dag_file_stats(env.metastore.db), key=lambda f: -f.parse_duration)
+    ]
+    emit(rows, output, ["file", "duration", "dag_num", "task_num", "errors", "dags"])
+
+
+@dags.command("reserialize")
+@click.pass_obj
+def reserialize(env: CliEnv) -> None:
+    """Parse every DAG file again, changed or not (after a change to a helper module the DAG files import)."""
+    refresh = refresh_dag_folder(env.settings, env.metastore, force=True)
+    click.echo(f"Parsed {len(refresh.parsed)} file(s): {refresh.dag_count} DAG(s), {refresh.error_count} import "
+               "error(s)")
 
 
 @dags.command("trigger")

@@ -13,7 +13,7 @@ from sparkflow.cli.output import emit, output_option
 from sparkflow.definitions.dag import DAG
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import DagRunRecord
-from sparkflow.scheduler.dag_processing import parse_dags, require_dag
+from sparkflow.scheduler.dag_processing import current_dag, load_dag
 from sparkflow.scheduler.loop import drive_run
 from sparkflow.scheduler.runs import parse_run_conf, trigger_dag
 from sparkflow.state import RunState
@@ -62,7 +62,9 @@ def trigger(env: CliEnv, dag_id: str, conf: str | None, run_id: str | None, logi
     """Create a DagRun of DAG_ID (and with --wait, run it to the end here)."""
     conf_value = parse_run_conf(conf)
     when = env.parse_date(logical_date, "--logical-date") if logical_date else None
-    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    # Without --wait nothing of the DAG runs here: its serialized form is enough. With it, this process drives the
+    # run and calls the DAG's callbacks, so it imports the one DAG file (time-limited).
+    dag = load_dag(env.settings, env.metastore, dag_id) if wait else current_dag(env.settings, env.metastore, dag_id)
     run = trigger_dag(env.metastore, dag, env.now(), conf_value, run_id, when)
     click.echo(f"Created run {run.run_id} of DAG '{dag_id}' (logical date {run.logical_date.isoformat()})")
     if not wait:

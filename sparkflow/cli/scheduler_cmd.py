@@ -18,10 +18,14 @@ from sparkflow.scheduler.daemon import SchedulerDaemon
               help="Stop after this many loop iterations (default: run until SIGTERM/SIGINT).")
 @click.option("--executor", type=click.Choice(["local", "sequential", "celery"]), default=None,
               help="Executor (default: the 'executor' setting).")
+@click.option("--dag-processor/--no-dag-processor", default=None,
+              help="Start a DAG processor as a child process (default: yes, unless the standalone_dag_processor "
+                   "setting says a separate `sparkflow dag-processor` runs).")
 @click.pass_obj
-def scheduler(env: CliEnv, num_runs: int | None, executor: str | None) -> int:
-    """Run the scheduler: parse the DAG folder, create scheduled runs, run their tasks. Stops cleanly on
-    SIGTERM/SIGINT, leaving running tasks to finish on their own."""
+def scheduler(env: CliEnv, num_runs: int | None, executor: str | None, dag_processor: bool | None) -> int:
+    """Run the scheduler: create scheduled runs and run their tasks, planning from the serialized DAGs that its
+    DAG processor (a child process) keeps in step with the DAG folder. Stops cleanly on SIGTERM/SIGINT, leaving
+    running tasks to finish on their own."""
     if num_runs is not None and num_runs < 1:
         raise UserError(f"--num-runs {num_runs} must be at least 1; leave it out to run until stopped")
     settings = env.settings
@@ -32,4 +36,5 @@ def scheduler(env: CliEnv, num_runs: int | None, executor: str | None) -> int:
     logging.getLogger("sparkflow.scheduler").addHandler(handler)
     click.echo(f"sparkflow scheduler: DAG folder {settings.resolved_dags_folder}, metastore "
                f"{settings.display_db_url}", err=True)
-    return SchedulerDaemon(settings, metastore, executor).run(num_runs)
+    start_processor = not settings.standalone_dag_processor if dag_processor is None else dag_processor
+    return SchedulerDaemon(settings, metastore, executor, dag_processor=start_processor).run(num_runs)

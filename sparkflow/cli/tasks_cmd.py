@@ -15,7 +15,7 @@ from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
 from sparkflow.runtime.task_runner import capture_task_logging, test_task
 from sparkflow.scheduler import interventions
-from sparkflow.scheduler.dag_processing import parse_dags, require_dag
+from sparkflow.scheduler.dag_processing import current_dag, load_dag
 from sparkflow.scheduler.runs import make_run_id, parse_run_conf
 from sparkflow.state import TaskState
 
@@ -31,7 +31,7 @@ def tasks() -> None:
 @click.pass_obj
 def list_cmd(env: CliEnv, dag_id: str, output: str) -> None:
     """The task ids of a DAG."""
-    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    dag = current_dag(env.settings, env.metastore, dag_id)
     emit([{"task_id": t.task_id, "operator": t.task_type} for t in dag.topological_order()], output)
 
 
@@ -66,7 +66,7 @@ def states(env: CliEnv, dag_id: str, run_id: str, output: str) -> None:
 def test(env: CliEnv, dag_id: str, task_id: str, logical_date: str | None, conf: str | None, map_index: int) -> int:
     """Run one task now, in this process, without recording any state; its log goes to the terminal."""
     conf_value = parse_run_conf(conf)
-    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    dag = load_dag(env.settings, env.metastore, dag_id)
     dag.get_task(task_id)
     when = env.parse_date(logical_date, "LOGICAL_DATE") if logical_date else env.now()
     ms = env.metastore
@@ -139,7 +139,7 @@ def clear(env: CliEnv, dag_id: str, task_regex: str | None, start_date: str | No
     """Re-run task instances: reset them to none (keeping their tries) and re-open their runs."""
     start = env.parse_date(start_date, "--start-date") if start_date else None
     end = env.parse_date(end_date, "--end-date") if end_date else None
-    dag = require_dag(parse_dags(env.settings, env.metastore), dag_id)
+    dag = current_dag(env.settings, env.metastore, dag_id)
     selection = interventions.select_for_clear(env.metastore, dag, task_regex, start, end, only_failed, downstream,
                                                map_indexes or None)
     for ti in selection.active:

@@ -68,7 +68,7 @@ def standalone(env: CliEnv, host: str, port: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MaskingFormatter("[%(asctime)s] %(levelname)s - %(message)s"))
     logging.getLogger("sparkflow.scheduler").addHandler(handler)
-    daemon = SchedulerDaemon(settings, env.metastore)
+    daemon = SchedulerDaemon(settings, env.metastore, dag_processor=not settings.standalone_dag_processor)
     thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, name="scheduler", daemon=True)
     thread.start()
     try:

@@ -4,15 +4,18 @@ the line, and where known the DAG and the task. One broken file never hides the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.abc
 import importlib.util
 import logging
 import re
+import signal
 import sys
+import threading
 import traceback
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +58,21 @@ class DagBag:
 
 def list_dag_files(folder: Path) -> list[Path]:
     """Python files under folder that may define DAGs, honouring .sparkflowignore/.airflowignore regexps."""
+    return list(dag_file_hashes(folder))
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dag_file_hashes(folder: Path, known: dict[Path, tuple[tuple[int, int, int], str]] | None = None
+                    ) -> dict[Path, str]:
+    """The DAG files under folder (as list_dag_files) with the hash of their content.
+
+    ``known`` is a cache the caller keeps between calls (path -> ((mtime_ns, size, inode), hash)): a file whose
+    stat did not change is not read again, so checking an unchanged folder of 1,000 files costs only stat()s."""
+    if not folder.is_dir():
+        return {}
     patterns: list[re.Pattern[str]] = []
     for name in IGNORE_FILES:
         ignore = folder / name
@@ -63,16 +81,29 @@ def list_dag_files(folder: Path) -> list[Path]:
                 line = line.split("#", 1)[0].strip()
                 if line:
                     patterns.append(re.compile(line))
-    found = []
+    found: dict[Path, str] = {}
     for path in sorted(folder.rglob("*.py")):
         rel = path.relative_to(folder).as_posix()
         if any(part.startswith((".", "__")) for part in path.relative_to(folder).parts):
             continue
         if any(p.search(rel) for p in patterns):
             continue
-        head = path.read_bytes()
-        if _MIGHT_HOLD_DAG.search(head) and _MENTIONS_FRAMEWORK.search(head):
-            found.append(path)
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            cached = known.get(path) if known is not None else None
+            if cached is not None and cached[0] == stamp:
+                if cached[1]:
+                    found[path] = cached[1]
+                continue
+            data = path.read_bytes()
+        except OSError:
+            continue  # removed meanwhile
+        digest = content_hash(data) if _MIGHT_HOLD_DAG.search(data) and _MENTIONS_FRAMEWORK.search(data) else ""
+        if known is not None:
+            known[path] = (stamp, digest)
+        if digest:
+            found[path] = digest
     return found
 
 
@@ -92,8 +123,38 @@ def _error_from_exception(path: Path, exc: BaseException) -> ImportErrorInfo:
         for frame in traceback.extract_tb(exc.__traceback__):
             if frame.filename == filename:
                 lineno = frame.lineno  # the deepest line of the DAG file on the stack
-    message = f"{type(exc).__name__}: {exc}".strip()
+    if isinstance(exc, SystemExit):
+        message = f"SystemExit: the import called sys.exit({exc.code!r})"
+    elif isinstance(exc, ImportTimeout):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__}: {exc}".strip()
     return ImportErrorInfo(filename, message, lineno)
+
+
+class ImportTimeout(BaseException):
+    """A DAG file took longer than the import time-out (raised by import_time_limit in the importing thread)."""
+
+
+@contextlib.contextmanager
+def import_time_limit(seconds: float | None) -> Iterator[None]:
+    """Airflow's dagbag_import_timeout for an import in this process: SIGALRM interrupts Python code running
+    longer than ``seconds`` with ImportTimeout. Only the main thread can get signals; elsewhere (or with no
+    time-out) the import runs unlimited, so callers that must never hang import in a child process instead."""
+    if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise ImportTimeout(f"import timed out after {seconds:g} s (setting dagbag_import_timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _summarise_warnings(path: Path, caught: list[warnings.WarningMessage]) -> str | None:
@@ -119,14 +180,16 @@ def _summarise_warnings(path: Path, caught: list[warnings.WarningMessage]) -> st
 
 
 def load_dag_file(
-    path: Path, meta_path_finders: Iterable[importlib.abc.MetaPathFinder] = (), warnings_out: list[str] | None = None
+    path: Path, meta_path_finders: Iterable[importlib.abc.MetaPathFinder] = (), warnings_out: list[str] | None = None,
+    timeout: float | None = None,
 ) -> tuple[list[DAG], list[ImportErrorInfo]]:
     """Import one DAG file in isolation and return its valid DAGs and the errors found.
 
     ``meta_path_finders`` lets a caller (the Airflow compatibility layer) make extra imports resolvable while
     the file runs; the loader itself knows nothing about them. Sparkflow warnings raised while the file runs
     (arguments that cannot be honoured) are gathered into one line per file, logged, and appended to
-    ``warnings_out``; other warnings follow the process's warning filters as usual.
+    ``warnings_out``; other warnings follow the process's warning filters as usual. ``timeout``: see
+    import_time_limit.
     """
     path = path.resolve()
     name = _module_name(path)
@@ -144,7 +207,7 @@ def load_dag_file(
     sys.modules[name] = module
     caught: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, import_time_limit(timeout):
             warnings.simplefilter("always", SparkflowWarning)
             spec.loader.exec_module(module)
     except BaseException as exc:  # noqa: BLE001 - any failure of user code is an import error, even SystemExit

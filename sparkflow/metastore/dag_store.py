@@ -135,7 +135,7 @@ class DagStore:
         """A try's rendered template fields (masked by the caller), replacing the previous try's."""
         values = dict(try_number=try_number, fields=json.dumps(dict(fields)), error=error,
                       updated_at=now or datetime.now(UTC))
-        where = {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id}
+        where = {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id, "map_index": key.map_index}
         statement = S.update_where("rendered_task_fields", tuple(where), tuple(values))
         with self.db.write() as conn:
             if statement.run(conn, S.params(where, values)) == 0:

@@ -373,7 +373,7 @@ def serialized_dag_hashes(db: Database, active_only: bool = True) -> dict[str, s
     if active_only:
         query = query.join(t.dag, t.dag.c.dag_id == c.dag_id).where(t.dag.c.is_active.is_(True))
     with db.read() as conn:
-        return dict(conn.execute(query).tuples().all())
+        return {dag_id: digest for dag_id, digest in conn.execute(query)}
 
 
 def serialized_dags(db: Database, dag_ids: Iterable[str]) -> list[SerializedDagRecord]:
@@ -395,7 +395,8 @@ def rendered_fields(db: Database, key: TIKey) -> RenderedFieldsRecord | None:
     c = t.rendered_task_fields.c
     with db.read() as conn:
         row = conn.execute(select(t.rendered_task_fields).where(
-            c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id)).one_or_none()
+            c.dag_id == key.dag_id, c.run_id == key.run_id, c.task_id == key.task_id,
+            c.map_index == key.map_index)).one_or_none()
     return RenderedFieldsRecord.from_row(row) if row is not None else None
 
 

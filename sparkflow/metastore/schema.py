@@ -279,6 +279,7 @@ rendered_task_fields = Table(
     Column("dag_id", String(ID), primary_key=True),
     Column("run_id", String(ID), primary_key=True),
     Column("task_id", String(ID), primary_key=True),
+    Column("map_index", Integer, primary_key=True, default=-1, server_default="-1"),
     Column("try_number", Integer, nullable=False),
     Column("fields", Text, nullable=False),  # JSON object: field name -> rendered text
     Column("error", Text),  # why rendering failed, when it did

@@ -74,6 +74,7 @@ from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
 from sparkflow.metastore.store import Store
 from sparkflow.operators.python import PythonOperator
+from sparkflow.parse_log import output_to, parse_log_path
 from sparkflow.runtime.guards import start_own_session
 from sparkflow.runtime.task_runner import exit_code_of_try, load_task_dag, run_try
 from sparkflow.runtime.user_code import ModuleFile, UserCode, changed, files_of
@@ -247,6 +248,35 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+def imports_safely(metastore: Metastore, dag_id: str, timeout: float, log_path: Path) -> bool:
+    """Whether the DAG file of dag_id imports here without hanging, exiting or crashing: tried once per version
+    of the file in a forked child, so only a file that passed is imported by the server itself (a file that
+    calls os._exit() or crashes would end the server and every task start with it)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            os.setsid()
+            metastore.db.engine.dispose(close=False)  # never share a pooled connection with the server
+            with output_to(log_path):
+                load_task_dag(metastore, dag_id, timeout)
+            os.write(write_fd, b"ok")
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], timeout + 1.0)
+        answer = os.read(read_fd, 2) if ready else b""
+    finally:
+        os.close(read_fd)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # unless the server's reaper took it first
+    return answer == b"ok"
+
+
 class _Server:
     def __init__(self, sock: socket.socket, bound: bool = False) -> None:
         self.sock = sock
@@ -379,9 +409,15 @@ class _Server:
             return None
         if self.dags.pop(dag_id, None) is not None:
             self._new_generation()
+        timeout = self.settings.dagbag_import_timeout
+        log_path = parse_log_path(self.settings.resolved_log_folder, self.settings.resolved_dags_folder,
+                                  Path(dag_file.path))
+        if not imports_safely(self.metastore, dag_id, timeout, log_path):
+            return None  # the task's own process imports it and reports what went wrong in the try's log
         self.user_code.forget()  # this DAG's imports come from its files, not from another DAG's parse
         try:
-            dag = load_task_dag(self.metastore, dag_id)
+            with output_to(log_path):  # what the file prints is not the scheduler's output
+                dag = load_task_dag(self.metastore, dag_id, timeout)
         except Exception:  # noqa: BLE001 - the child loads it again and reports the error where users look
             return None
         modules = self.user_code.loaded()

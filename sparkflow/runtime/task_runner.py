@@ -21,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import io
+import json
 import logging
 import os
 import socket
@@ -47,10 +48,11 @@ from sparkflow.exceptions import (
     TaskTimeout,
     UserError,
 )
-from sparkflow.logs import masker, open_task_log_handler, task_log_path
+from sparkflow.logs import mask_sensitive_settings, masker, open_task_log_handler, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.parse_log import output_to, parse_log_path
 from sparkflow.runtime.context import (
     InMemoryTaskInstance,
     RuntimeTaskInstance,
@@ -84,11 +86,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def load_task_dag(metastore: Metastore, dag_id: str) -> DAG:
-    """Re-import the DAG file recorded for dag_id (a task process starts from the file, as in Airflow)."""
+def load_task_dag(metastore: Metastore, dag_id: str, timeout: float | None = None) -> DAG:
+    """Re-import the DAG file recorded for dag_id (a task process starts from the file, as in Airflow), within
+    ``timeout`` seconds (dagbag_import_timeout): a file that takes longer fails the try, naming the time-out."""
     record = queries.get_dag(metastore.db, dag_id)
     with metastore_environment(metastore):
-        dags, errors = load_dag_file(Path(record.fileloc), airflow_finders())
+        dags, errors = load_dag_file(Path(record.fileloc), airflow_finders(), timeout=timeout)
     for found in dags:
         if found.dag_id == dag_id:
             return found
@@ -137,7 +140,10 @@ def run_try(
                              key.map_index)
     with _try_log(log_path, settings.max_task_log_bytes):
         try:
-            dag = dag or load_task_dag(metastore, key.dag_id)
+            if dag is None:
+                fileloc = Path(queries.get_dag(metastore.db, key.dag_id).fileloc)
+                with output_to(parse_log_path(settings.resolved_log_folder, settings.resolved_dags_folder, fileloc)):
+                    dag = load_task_dag(metastore, key.dag_id, settings.dagbag_import_timeout)
             task = dag.get_task(key.task_id)
         except (UserError, NotFound) as exc:
             log.error("%s", exc)
@@ -151,7 +157,7 @@ def run_try(
         with heartbeat(metastore, key, try_number, settings.heartbeat_interval, switch):
             context = prepare_try(metastore, dag, task, ti, run, clock, settings.resolved_log_folder)
             with metastore_environment(metastore, context), task_clock(clock):
-                outcome = execute_task(dag, task, context, switch)
+                outcome = execute_task(dag, task, context, switch, _rendered_fields_writer(metastore, ti, clock))
             recorded = record_outcome(metastore, ti, task, context, outcome, clock())
         if owns_group():
             killed = kill_leftovers()
@@ -234,9 +240,33 @@ def prepare_try(
     return context
 
 
-def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwitch | None = None) -> TryOutcome:
+def _rendered_fields_writer(metastore: Metastore, ti: TaskInstanceRecord, clock: Callable[[], datetime]
+                            ) -> Callable[[BaseOperator, str | None], None]:
+    """Airflow's rendered task instance fields: the try stores its rendered template fields (secrets masked),
+    which the task page shows, so no page view ever renders a template (runs DAG code)."""
+
+    def store(work: BaseOperator, error: str | None) -> None:
+        fields = {name: rendered_text(getattr(work, name, None)) for name in work.template_fields}
+        try:
+            metastore.dags.store_rendered_fields(ti.key, ti.try_number, fields,
+                                                  masker.mask(error) if error else None, now=clock())
+        except Exception:  # noqa: BLE001 - the page shows less; the task runs on
+            log.exception("the rendered template fields could not be stored")
+
+    return store
+
+
+def rendered_text(value: Any) -> str:
+    """A rendered template field as the task page shows it: text, secrets masked."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str, indent=1)
+    return mask_sensitive_settings(masker.mask(text))
+
+
+def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwitch | None = None,
+                 on_rendered: Callable[[BaseOperator, str | None], None] | None = None) -> TryOutcome:
     """Execute: render and execute the task on a copy, under the guards (time limit, SIGTERM, ``switch`` armed
-    while the task's code runs); exceptions become the (unrecorded) outcome here and nowhere else."""
+    while the task's code runs); exceptions become the (unrecorded) outcome here and nowhere else.
+    ``on_rendered`` gets the rendered copy (and why rendering failed, if it did) before the task runs."""
     if isinstance(task, MappedOperator):
         try:  # the real operator of this instance, its mapped arguments resolved
             task = task.unmap(context, context["ti"].map_index)
@@ -251,7 +281,14 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwi
     try:
         with _capture_output(), time_limit(work.task_id, task.execution_timeout), sigterm_raises(switch):
             try:
-                work.render_template_fields(context, env)
+                try:
+                    work.render_template_fields(context, env)
+                except Exception as exc:
+                    if on_rendered is not None:
+                        on_rendered(work, str(exc))
+                    raise
+                if on_rendered is not None:
+                    on_rendered(work, None)
                 call_callbacks(work.on_execute_callback, context, "on_execute_callback")
                 work.pre_execute(context)
                 result = work.execute(context)

@@ -1,5 +1,7 @@
-"""The `sparkflow scheduler` daemon: keeps the DAG folder parsed, creates scheduled runs and drives every active
-run with the scheduler loop until SIGTERM/SIGINT.
+"""The `sparkflow scheduler` daemon: creates scheduled runs and drives every active run with the scheduler loop
+until SIGTERM/SIGINT, planning from the serialized DAGs in the metastore (it imports no DAG file). It starts a DAG
+processor as its child process (dag_processor.py), which keeps those serialized DAGs in step with the DAG folder,
+unless told not to (a separate `sparkflow dag-processor` does it).
 
 Crash safety: every state lives in the metastore, so a restart after ``kill -9`` only has to look at what was in
 flight. At start-up, queued tasks nobody launched go back to scheduled (SchedulerLoop.adopt_orphans); running
@@ -10,6 +12,7 @@ in their own sessions, so they outlive a scheduler that dies or stops.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -19,13 +22,14 @@ from datetime import datetime, timedelta
 from types import FrameType
 
 from sparkflow.definitions.dag import DAG
-from sparkflow.definitions.loader import list_dag_files
+from sparkflow.definitions.serialization import deserialize_dag
 from sparkflow.executors.factory import make_executor
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord
+from sparkflow.runtime.callback_process import CallbackProcesses
 from sparkflow.scheduler.asset_runs import create_asset_triggered_runs
-from sparkflow.scheduler.dag_processing import parse_dags
+from sparkflow.scheduler.dag_processor import DagProcessorChild
 from sparkflow.scheduler.loop import SchedulerLoop, utcnow
 from sparkflow.scheduler.runs import create_scheduled_runs
 from sparkflow.settings import Settings
@@ -33,50 +37,56 @@ from sparkflow.settings import Settings
 log = logging.getLogger("sparkflow.scheduler")
 # Scheduled runs are looked for at most this often (their times are minutes apart, the loop's are milliseconds).
 SCHEDULE_EVERY = timedelta(seconds=1)
+# The serialized DAGs' hashes are read this often: a changed DAG file is planned from within about a second of
+# its parse (one query of ~1,000 short rows when nothing changed).
+REFRESH_EVERY = 1.0
 
 
 class SchedulerDaemon:
     def __init__(
         self, settings: Settings, metastore: Metastore, executor_name: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utcnow, dag_processor: bool = False,
     ) -> None:
         self.settings = settings
         self.ms = metastore
         self.clock = clock
-        self.dags: dict[str, DAG] = {}
-        self.executor = make_executor(settings, metastore, self.get_dag, executor_name, clock=clock)
+        self.dags: dict[str, DAG] = {}  # serialized DAGs, by dag_id
+        self._hashes: dict[str, str] | None = None
+        # A serialized DAG cannot run a task: every task process (the sequential executor's too) imports its file.
+        self.executor = make_executor(settings, metastore, lambda dag_id: None, executor_name, clock=clock)
+        self.callbacks = CallbackProcesses()
         self.loop = SchedulerLoop(metastore, self.executor, self.get_dag, clock=clock,
                                   heartbeat_timeout=settings.heartbeat_timeout, log_folder=settings.resolved_log_folder,
                                   max_map_length=settings.max_map_length,
-                                  callback_time_limit=settings.callback_time_limit)
+                                  callback_time_limit=settings.callback_time_limit, callback_sink=self.callbacks)
+        self.processor = DagProcessorChild() if dag_processor else None
         self.stop_requested = threading.Event()
-        self._files_seen: dict[str, tuple[float, int]] | None = None
-        self._next_parse = 0.0
+        self._next_refresh = 0.0
         self._next_schedule: datetime | None = None
 
     def get_dag(self, dag_id: str) -> DAG | None:
         return self.dags.get(dag_id)
 
-    # -- the DAG folder -------------------------------------------------------------------------------------
+    # -- the serialized DAGs --------------------------------------------------------------------------------
     def refresh_dags(self, force: bool = False) -> bool:
-        """Re-parse the DAG folder when a file was added, changed or removed (or when forced). Import errors are
-        replaced by those of this parse, so they stay current."""
-        folder = self.settings.resolved_dags_folder
-        files: dict[str, tuple[float, int]] = {}
-        if folder.is_dir():
-            for path in list_dag_files(folder):
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                files[str(path)] = (st.st_mtime, st.st_size)
-        if not force and files == self._files_seen:
+        """Read the serialized DAGs that changed since the last look (one query of their hashes when none did).
+        DAGs that went inactive (their file was deleted) are dropped."""
+        hashes = queries.serialized_dag_hashes(self.ms.db)
+        if not force and hashes == self._hashes:
             return False
-        bag = parse_dags(self.settings, self.ms)
-        self.dags = dict(bag.dags)
-        self._files_seen = files
+        changed = [d for d, h in hashes.items() if force or self._hashes is None or self._hashes.get(d) != h]
+        for record in queries.serialized_dags(self.ms.db, changed):
+            try:
+                self.dags[record.dag_id] = deserialize_dag(json.loads(record.data), record.dag_hash)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("DAG '%s': its serialized form cannot be read (%s); it is not scheduled until it is "
+                            "parsed again", record.dag_id, exc)
+                self.dags.pop(record.dag_id, None)
+        for gone in set(self.dags) - set(hashes):
+            del self.dags[gone]
+        self._hashes = hashes
         self._next_schedule = None  # new or changed DAGs may be due now
-        log.info("parsed %s: %d DAG(s), %d import error(s)", folder, len(bag.dags), len(bag.import_errors))
+        log.info("%d DAG(s) read from the metastore (%d changed)", len(self.dags), len(changed))
         return True
 
     # -- scheduled runs -------------------------------------------------------------------------------------
@@ -106,10 +116,14 @@ class SchedulerDaemon:
         self.stop_requested.set()
 
     def step(self) -> bool:
-        """One iteration: re-parse if due, create due runs, tick the loop. Returns whether anything changed."""
+        """One iteration: re-read changed serialized DAGs if due, create due runs, tick the loop. Returns whether
+        anything changed."""
         self.ms.db.check_file()  # a stat: a deleted or replaced SQLite file must stop the scheduler, not strand runs
-        if time.monotonic() >= self._next_parse:
-            self._next_parse = time.monotonic() + self.settings.dag_parse_interval
+        if time.monotonic() >= self._next_refresh:
+            self._next_refresh = time.monotonic() + REFRESH_EVERY
+            if self.processor is not None:
+                self.processor.ensure_running()
+            self.callbacks.reap()
             self.refresh_dags()
         now = self.clock()
         changed = False
@@ -127,8 +141,10 @@ class SchedulerDaemon:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         self.executor.start()
+        if self.processor is not None:
+            self.processor.ensure_running()
         self.refresh_dags(force=True)
-        self._next_parse = time.monotonic() + self.settings.dag_parse_interval
+        self._next_refresh = time.monotonic() + REFRESH_EVERY
         # Another scheduler may share a PostgreSQL metastore (high availability): its queued tasks are not orphans,
         # so there only those queued longer than the heartbeat timeout are adopted (as in every loop iteration).
         shared = self.ms.db.dialect != "sqlite"
@@ -150,6 +166,8 @@ class SchedulerDaemon:
                     self.stop_requested.wait(self.settings.scheduler_loop_interval)
         self.executor.sync()  # launch what the last iteration queued; from here its runners are on their own
         self.loop.callbacks.drain(self.settings.callback_time_limit)  # a DAG callback of the last iteration
+        if self.processor is not None:
+            self.processor.stop()
         left = len(self.executor.running())
         log.info("scheduler stopped; %d task(s) left running to their runners", left)
         return 0

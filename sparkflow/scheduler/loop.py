@@ -16,6 +16,7 @@ from typing import Any
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.expand_input import MAX_MAP_LENGTH
+from sparkflow.definitions.serialization import is_serialized
 from sparkflow.executors.base import Executor, ExecutorEvent, Workload, task_process_gone
 from sparkflow.executors.factory import make_executor
 from sparkflow.metastore import queries
@@ -76,8 +77,11 @@ class SchedulerLoop:
         log_folder: Path | None = None,
         max_map_length: int = MAX_MAP_LENGTH,
         callback_time_limit: float = 60.0,
+        callback_sink: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.ms = metastore
+        # Serialized DAGs hold no callbacks: their callbacks are requested from this sink (a callback process).
+        self.callback_sink = callback_sink
         self.executor = executor
         self.get_dag = get_dag
         self.clock = clock
@@ -330,9 +334,13 @@ class SchedulerLoop:
     # -- failures the task could not report itself -------------------------------------------------------------
     def _handle_event(self, event: ExecutorEvent) -> bool:
         """Act on a workload that ended; True when that may let more work start (not yet planned for)."""
-        if event.exit_code == 0:
-            return True
         ti = queries.get_task_instance(self.ms.db, event.workload.key)
+        if event.exit_code == 0:
+            if ti.try_number == event.workload.try_number and ti.state is TaskState.QUEUED:
+                # Ended well without starting its try: its DAG file called exit() while the process imported it.
+                return self._fail_lost(ti, "the task process exited (code 0) before the try started; does its "
+                                           "DAG file call exit() at import?")
+            return True
         if ti.try_number != event.workload.try_number or ti.state not in (TaskState.QUEUED, TaskState.RUNNING):
             return True  # the runner recorded an outcome before dying, or the task moved on
         return self._fail_lost(ti, event.reason or f"task process exited with code {event.exit_code}")
@@ -381,7 +389,13 @@ class SchedulerLoop:
         lost = fail_lost_try(self.ms, dag, ti, reason, self.clock(), self.log_folder, ACTOR)
         if lost is None:
             return False
-        if dag is not None and self.log_folder is not None:  # every loop but some tests' has a log folder
+        if dag is not None and is_serialized(dag):
+            task = dag.task_dict.get(ti.task_id)
+            name = "on_failure_callback" if lost.state is TaskState.FAILED else "on_retry_callback"
+            if getattr(task, "has_callback", {}).get(name) and self.callback_sink is not None:
+                self.callback_sink({"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
+                                    "map_index": ti.map_index, "state": lost.state.value, "reason": reason})
+        elif dag is not None and self.log_folder is not None:  # every loop but some tests' has a log folder
             log_folder, clock = self.log_folder, self.clock
             self.callbacks.submit(f"{ti.key}: the {lost.state.value} callback of a lost try",
                                   lambda: call_lost_try_callback(self.ms, dag, lost, log_folder, clock))
@@ -408,6 +422,11 @@ class SchedulerLoop:
         return finished
 
     def _run_callback(self, dag: DAG, run: DagRunRecord, reason: str | None = None) -> None:
+        if is_serialized(dag):
+            name = "on_success_callback" if run.state is RunState.SUCCESS else "on_failure_callback"
+            if name in getattr(dag, "serialized_callbacks", ()) and self.callback_sink is not None:
+                self.callback_sink({"dag_id": dag.dag_id, "run_id": run.run_id, "reason": reason or run.state.value})
+            return
         callback = dag.on_success_callback if run.state is RunState.SUCCESS else dag.on_failure_callback
         if callback is None:
             return

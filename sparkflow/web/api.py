@@ -89,6 +89,16 @@ def list_dags(request: Request, user: User, limit: Limit = 100, offset: Offset =
     return {"dags": [dag_json(d) for d in dags[offset:offset + limit]], "total_entries": len(dags)}
 
 
+@router.get("/importErrors", summary="List DAG files that failed to import")
+def list_import_errors(request: Request, user: User, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    """Airflow's import errors: each file that failed to import (or timed out, exited, crashed) and why."""
+    errors = queries.list_import_errors(request.app.state.metastore.db)
+    return {"import_errors": [
+        {"import_error_id": e.id, "filename": e.filename, "lineno": e.lineno, "dag_id": e.dag_id,
+         "task_id": e.task_id, "stack_trace": e.message, "timestamp": _iso(e.timestamp)}
+        for e in errors[offset:offset + limit]], "total_entries": len(errors)}
+
+
 @router.get("/dags/{dag_id}", summary="Get a DAG")
 def get_dag(request: Request, user: User, dag_id: str) -> dict[str, Any]:
     return dag_json(queries.get_dag(request.app.state.metastore.db, dag_id))

@@ -4,23 +4,21 @@ scheduler's library functions (trigger_dag, select_for_clear/clear, mark) or the
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sparkflow.compat.airflow import airflow_finders
 from sparkflow.connections import MASK, Connection, from_fields
 from sparkflow.definitions.dag import DAG
-from sparkflow.definitions.loader import collect_dags
 from sparkflow.definitions.schedule import DataInterval
-from sparkflow.definitions.templating import TemplateEnvironment
+from sparkflow.definitions.serialization import deserialize_dag
 from sparkflow.exceptions import NotFound, UserError
 from sparkflow.logs import (
     LOG_CHUNK_BYTES,
@@ -34,12 +32,15 @@ from sparkflow.logs import (
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRecord, DagRunRecord, TaskInstanceRecord, TIKey
-from sparkflow.runtime.context import RuntimeTaskInstance, build_context, metastore_environment
 from sparkflow.scheduler import interventions
 from sparkflow.scheduler.interventions import MarkResult
 from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.settings import Settings
 from sparkflow.state import TASK_ACTIVE, TaskState
+
+# How stale the web's view of which DAGs changed may be: a re-parsed DAG shows within this many seconds.
+HASHES_MAX_AGE = 1.0
+NEXT_RUN_MAX_AGE = 30.0
 
 
 def utcnow() -> datetime:
@@ -47,35 +48,61 @@ def utcnow() -> datetime:
 
 
 class WebDags:
-    """DAG objects for the web: each DAG file is imported once and again only when it changes (mtime, size)."""
+    """DAGs for the web, from the metastore's serialized DAGs only: no request imports a DAG file or runs DAG code.
+    Each is deserialized once and again only when its hash changes; the hashes are read at most once a second."""
 
     def __init__(self, settings: Settings, metastore: Metastore) -> None:
         self.settings = settings
         self.metastore = metastore
         self._lock = threading.Lock()
-        self._files: dict[str, tuple[tuple[float, int], dict[str, DAG]]] = {}
+        self._dags: dict[str, tuple[str, DAG]] = {}  # dag_id -> (hash, DAG)
+        self._hashes: dict[str, str] = {}
+        self._hashes_read = -math.inf
+        self._next_runs: dict[str, tuple[tuple[str | None, int | None], float, datetime | None]] = {}
 
     def get(self, record: DagRecord) -> DAG | None:
-        path = Path(record.fileloc)
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        stamp = (st.st_mtime, st.st_size)
         with self._lock:
-            cached = self._files.get(record.fileloc)
-            if cached is None or cached[0] != stamp:
-                with metastore_environment(self.metastore):
-                    bag = collect_dags(path.parent, airflow_finders(), only_file=path)
-                cached = (stamp, dict(bag.dags))
-                self._files[record.fileloc] = cached
-        return cached[1].get(record.dag_id)
+            if time.monotonic() - self._hashes_read > HASHES_MAX_AGE:
+                self._hashes = queries.serialized_dag_hashes(self.metastore.db, active_only=False)
+                self._hashes_read = time.monotonic()
+            digest = self._hashes.get(record.dag_id)
+            if digest is None:
+                return None
+            cached = self._dags.get(record.dag_id)
+            if cached is None or cached[0] != digest:
+                found = queries.serialized_dags(self.metastore.db, [record.dag_id])
+                if not found:
+                    return None
+                try:
+                    dag = deserialize_dag(json.loads(found[0].data), found[0].dag_hash)
+                except (ValueError, KeyError, TypeError):  # written by a newer sparkflow: shown as not loadable
+                    return None
+                cached = (found[0].dag_hash, dag)
+                self._dags[record.dag_id] = cached
+        return cached[1]
+
+    def next_run_end(self, record: DagRecord, now: datetime) -> datetime | None:
+        """When the DAG's next scheduled run is due, for listings: computed (cron arithmetic, ~1-3 ms) at most
+        every NEXT_RUN_MAX_AGE seconds per DAG, and again whenever the DAG changed or got a new scheduled run."""
+        dag = self.get(record)
+        if dag is None:
+            return None
+        last = queries.latest_run(self.metastore.db, dag.dag_id, ["scheduled"])
+        key = (getattr(dag, "serialized_hash", None), last.id if last is not None else None)
+        cached = self._next_runs.get(record.dag_id)
+        if cached is not None and cached[0] == key and time.monotonic() - cached[1] < NEXT_RUN_MAX_AGE:
+            return cached[2]
+        interval = next_run(dag, self.metastore, now)
+        value = interval.end if interval else None
+        self._next_runs[record.dag_id] = (key, time.monotonic(), value)
+        return value
 
     def require(self, dag_id: str) -> tuple[DagRecord, DAG]:
         record = queries.get_dag(self.metastore.db, dag_id)
         dag = self.get(record)
         if dag is None:
-            raise NotFound(f"DAG '{dag_id}' cannot be loaded from {record.fileloc}; see the import errors")
+            raise NotFound(f"DAG '{dag_id}' has no parsed form in the metastore ({record.fileloc}); see the import "
+                           "errors")
         return record, dag
 
 
@@ -218,31 +245,20 @@ def read_task_log(settings: Settings, metastore: Metastore, ti: TaskInstanceReco
 
 
 # -- rendered template fields ---------------------------------------------------------------------------------
-def rendered_fields(settings: Settings, metastore: Metastore, dag: DAG, ti: TaskInstanceRecord
-                    ) -> tuple[dict[str, str], str | None]:
-    """Template fields of the task rendered for this run, secrets masked; (fields, error)."""
-    task = dag.task_dict.get(ti.task_id)
+def rendered_fields(metastore: Metastore, dag: DAG | None, ti: TaskInstanceRecord) -> tuple[dict[str, str], str | None]:
+    """The task's template fields as its try rendered them (stored by the task process, secrets masked), or, before
+    any try rendered them, as written in the DAG file; (fields, note). Nothing is rendered here: rendering runs
+    DAG code (macros, filters, templates that call methods), which a page view must never do."""
+    stored = queries.rendered_fields(metastore.db, ti.key)
+    if stored is not None:
+        return stored.fields, (f"Could not render: {stored.error}" if stored.error else None)
+    task = dag.task_dict.get(ti.task_id) if dag is not None else None
     if task is None:
-        return {}, f"task '{ti.task_id}' is no longer in the DAG"
-    run = queries.get_run(metastore.db, ti.dag_id, ti.run_id)
-    work = copy.copy(task)
-    handle = RuntimeTaskInstance(metastore, ti, run, dag, settings.resolved_log_folder, utcnow)
-    context = build_context(dag, work, run, handle)
-    searchpath = [str(Path(dag.fileloc).parent)] if dag.fileloc else []
-    env = TemplateEnvironment(dag.render_template_as_native_obj, searchpath + dag.template_searchpath,
-                              dag.user_defined_macros, dag.user_defined_filters)
-    error = None
-    try:
-        with metastore_environment(metastore, context):
-            work.render_template_fields(context, env)
-    except Exception as exc:  # user templates: show why, never break the page
-        error = masker.mask(str(exc))
-    fields = {}
-    for name in task.template_fields:
-        value = getattr(work, name, None)
-        text = value if isinstance(value, str) else json.dumps(value, default=str, indent=1)
-        fields[name] = mask_sensitive_settings(masker.mask(text))
-    return fields, error
+        return {}, f"task '{ti.task_id}' is not in the DAG's parsed form"
+    values = getattr(task, "template_values", {})
+    fields = {name: mask_sensitive_settings(masker.mask(v if isinstance(v, str) else json.dumps(v, indent=1)))
+              for name, v in values.items()}
+    return fields, "Not rendered yet (no try has started): the fields as written in the DAG file" if fields else None
 
 
 # -- connections ----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sparkflow.exceptions import NotFound, UserError
@@ -128,20 +128,27 @@ def logout(request: Request, user: User, csrf_token: Csrf = None) -> Response:
     return response
 
 
+# Airflow's [webserver] page_size: the list page stays fast with thousands of DAGs.
+DAGS_PER_PAGE = 100
+
+
 # -- DAG list -------------------------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def dag_list(request: Request, user: User) -> Response:
+def dag_list(request: Request, user: User, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> Response:
     ms = request.app.state.metastore
     now = _now()
     rows = []
-    for record in queries.list_dags(ms.db):
+    records = queries.list_dags(ms.db)
+    pages = max(1, -(-len(records) // DAGS_PER_PAGE))
+    page = min(page, pages)
+    for record in records[(page - 1) * DAGS_PER_PAGE:page * DAGS_PER_PAGE]:
         runs = queries.list_runs(ms.db, record.dag_id, limit=10)
-        dag = request.app.state.dags.get(record)
-        interval = service.next_run(dag, ms, now) if dag is not None and record.schedule else None
+        next_run = request.app.state.dags.next_run_end(record, now) if record.schedule else None
         rows.append({"dag": record, "runs": list(reversed(runs)), "schedule": schedule_words(record.schedule),
-                     "next_run": interval.end if interval else None, "loaded": dag is not None})
+                     "next_run": next_run})
     errors = queries.list_import_errors(ms.db)
-    return render(request, "dags.html", {"rows": rows, "import_errors": errors}, user)
+    return render(request, "dags.html", {"rows": rows, "import_errors": errors, "page": page, "pages": pages,
+                                         "total": len(records)}, user)
 
 
 @router.post("/dags/{dag_id}/paused")
@@ -274,8 +281,7 @@ def task_instance_page(request: Request, user: User, ti_id: TiId, try_number: in
         raise NotFound(f"task '{ti.task_id}' of run '{ti.run_id}' has no try {try_number}")
     record = queries.get_dag(ms.db, ti.dag_id)
     dag = request.app.state.dags.get(record)
-    fields, render_error = (service.rendered_fields(settings, ms, dag, ti) if dag is not None
-                            else ({}, "the DAG cannot be loaded"))
+    fields, render_error = service.rendered_fields(ms, dag, ti)
     this_try = next((t for t in tries if t.try_number == shown_try), None)
     history_url = None
     try_running = shown_try == ti.try_number and ti.state in TASK_ACTIVE  # the Spark UI serves it until the end

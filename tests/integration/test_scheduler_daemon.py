@@ -19,7 +19,7 @@ import pytest
 
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import init_metastore
-from sparkflow.scheduler.dag_processing import parse_dags
+from sparkflow.scheduler.dag_processing import refresh_dag_folder, serialized_dag
 from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.settings import load_settings
 from sparkflow.state import RunState, TaskState
@@ -76,8 +76,8 @@ def test_kill_9_at_several_points_then_restart_runs_every_task_exactly_once(daem
     (tmp_path / "dags" / "crashy.py").write_text(textwrap.dedent(DAG_FILE.format(out=out)))
     settings = load_settings(daemon_env)
     metastore = init_metastore(settings)
-    bag = parse_dags(settings, metastore)
-    run = trigger_dag(metastore, bag.dags["crashy"], datetime.now(UTC))
+    refresh_dag_folder(settings, metastore)
+    run = trigger_dag(metastore, serialized_dag(metastore, "crashy"), datetime.now(UTC))
     db = metastore.db
 
     def task_states() -> dict[str, TaskState]:
@@ -174,13 +174,12 @@ def test_warm_task_processes_run_current_user_code_and_only_their_own_dags(daemo
             imports="from common import NAME", owner=team, out=out, dag_id=f"team_{team}", value="NAME")))
     settings = load_settings(daemon_env)
     metastore = init_metastore(settings)
-    bag = parse_dags(settings, metastore)
-    assert not bag.import_errors, bag.import_errors
+    assert not refresh_dag_folder(settings, metastore).error_count
     log = tmp_path / "scheduler.log"
     proc = start_scheduler(daemon_env, log)
 
     def run(dag_id: str) -> list[str]:
-        started = trigger_dag(metastore, bag.dags[dag_id], datetime.now(UTC))
+        started = trigger_dag(metastore, serialized_dag(metastore, dag_id), datetime.now(UTC))
         wait_for(lambda: queries.get_run(metastore.db, dag_id, started.run_id).state is RunState.SUCCESS, 30,
                  f"a run of {dag_id}")
         return out.read_text().splitlines()[-1].split()

@@ -104,10 +104,10 @@ def test_assets_page_and_api(settings, metastore, write_dag) -> None:
     env = make_web_env(settings, metastore)
     write_dag("producer", CHAIN["producer"])
     write_dag("middle", CHAIN["middle"])
-    from sparkflow.scheduler.dag_processing import parse_dags
+    from sparkflow.scheduler.dag_processing import refresh_dag_folder
     from tests.helpers import run_dag
 
-    parse_dags(settings, metastore)  # the consumer's schedule is on record too
+    refresh_dag_folder(settings, metastore)  # the consumer's schedule is on record too
     run = run_dag(settings, metastore, settings.resolved_dags_folder / "producer.py", "producer")
     assert run.state is RunState.SUCCESS
     with TestClient(create_app(settings, metastore, secret_key="test-key")) as client:

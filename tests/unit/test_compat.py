@@ -32,10 +32,9 @@ from sparkflow.operators.python import PythonOperator
 from sparkflow.operators.spark_submit import SparkSubmitOperator
 from sparkflow.runtime.context import metastore_environment
 from sparkflow.runtime.task_runner import load_task_dag
-from sparkflow.scheduler.dag_processing import parse_dags
 from sparkflow.settings import Settings, load_settings
 from sparkflow.state import RunState
-from tests.helpers import run_dag, states
+from tests.helpers import parse_folder, run_dag, states
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "airflow_dags"
 
@@ -55,7 +54,7 @@ def dag_file_module(stem: str) -> object:
 
 
 def run(settings: Settings, metastore: Metastore, folder: Path, dag_id: str, name: str | None = None):
-    with metastore_environment(metastore):  # DAG files read Variables at the top level, as parse_dags allows
+    with metastore_environment(metastore):  # DAG files read Variables at the top level, as the DAG processor allows
         return run_dag(settings, metastore, folder / f"{name or dag_id}.py", dag_id,
                        meta_path_finders=airflow_finders())
 
@@ -66,7 +65,7 @@ def run(settings: Settings, metastore: Metastore, folder: Path, dag_id: str, nam
 def test_the_fixture_folder_loads_with_only_the_unsupported_file_failing(
     settings: Settings, metastore: Metastore, dags_folder: Path
 ) -> None:
-    bag = parse_dags(settings, metastore)
+    bag = parse_folder(settings, metastore)
     assert sorted(bag.dags) == [
         "branching", "classic_etl", "legacy_arguments", "sdk_style", "sensors_dag", "spark_etl", "taskflow_xcom",
         "variables_dag",
@@ -80,7 +79,7 @@ def test_the_fixture_folder_loads_with_only_the_unsupported_file_failing(
 
 
 def test_task_ids_and_dependencies_are_airflows(settings: Settings, metastore: Metastore, dags_folder: Path) -> None:
-    bag = parse_dags(settings, metastore)
+    bag = parse_folder(settings, metastore)
 
     def edges(dag_id: str) -> set[tuple[str, str]]:
         return {(up, t.task_id) for t in bag.dags[dag_id].tasks for up in t.upstream_task_ids}
@@ -106,7 +105,7 @@ def test_task_ids_and_dependencies_are_airflows(settings: Settings, metastore: M
 
 
 def test_operators_are_sparkflows_own_classes(settings: Settings, metastore: Metastore, dags_folder: Path) -> None:
-    bag = parse_dags(settings, metastore)
+    bag = parse_folder(settings, metastore)
     classic = bag.dags["classic_etl"]
     assert isinstance(classic.get_task("load"), BashOperator)
     assert isinstance(classic.get_task("extract"), PythonOperator)
@@ -117,7 +116,7 @@ def test_operators_are_sparkflows_own_classes(settings: Settings, metastore: Met
 def test_unsupported_arguments_give_one_warning_per_file_naming_them(
     settings: Settings, metastore: Metastore, dags_folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bag = parse_dags(settings, metastore)
+    bag = parse_folder(settings, metastore)
     assert "legacy_arguments" in bag.dags
     (warning,) = bag.warnings
     assert warning.startswith(str(dags_folder / "legacy_arguments.py"))
@@ -194,7 +193,7 @@ def test_timetable_and_trigger_rule_aliases(tmp_path: Path) -> None:
 
 
 def test_task_process_reloads_an_airflow_dag(settings: Settings, metastore: Metastore, dags_folder: Path) -> None:
-    parse_dags(settings, metastore)
+    parse_folder(settings, metastore)
     dag = load_task_dag(metastore, "spark_etl")
     assert dag.get_task("spark_jobs.count_trips").application == "/jobs/spark/count_trips.py"
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sparkflow.cli import main
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
-from sparkflow.scheduler.dag_processing import parse_dags
+from sparkflow.scheduler.dag_processing import refresh_dag_folder
 from sparkflow.web.app import create_app
 from tests.helpers import run_dag
 from tests.web_support import PASSWORD, WebEnv, csrf_from, make_web_env
@@ -41,7 +41,7 @@ def env(settings, metastore) -> WebEnv:  # type: ignore[no-untyped-def]
     web = make_web_env(settings, metastore)
     path = settings.resolved_dags_folder / "fan.py"
     path.write_text(textwrap.dedent(MAPPED_DAG))
-    parse_dags(settings, metastore)
+    refresh_dag_folder(settings, metastore)
     web.run = run_dag(settings, metastore, path, "fan")
     return web
 

@@ -13,6 +13,7 @@ import pytest
 from sparkflow.cli import main
 from sparkflow.metastore import queries
 from sparkflow.scheduler.daemon import SchedulerDaemon
+from sparkflow.scheduler.dag_processing import refresh_dag_folder
 from sparkflow.state import RunState
 from tests.helpers import Clock
 
@@ -31,7 +32,9 @@ def utc(*args: int) -> datetime:
 
 
 def daemon_for(settings, metastore, clock: Clock, **overrides) -> SchedulerDaemon:
-    daemon = SchedulerDaemon(dataclasses.replace(settings, **overrides), metastore, "sequential", clock=clock)
+    settings = dataclasses.replace(settings, **overrides)
+    refresh_dag_folder(settings, metastore)  # the DAG processor's work, done here once
+    daemon = SchedulerDaemon(settings, metastore, "sequential", clock=clock)
     daemon.refresh_dags(force=True)
     return daemon
 
@@ -116,13 +119,15 @@ def test_paused_dag_gets_no_runs_and_new_files_are_picked_up(settings, metastore
     metastore.dags.set_paused("daily", True)
     assert daemon.schedule_runs(clock.now) == []
     write_dag("broken", "from sparkflow import DAG\nwith DAG('broken') as dag:\n    raise ValueError('boom')\n")
-    assert daemon.refresh_dags()  # the folder changed: parsed again without a restart
-    assert not daemon.refresh_dags()
+    assert not refresh_dag_folder(settings, metastore).parsed[0].dags  # the broken file: an import error
+    assert not daemon.refresh_dags()  # nothing new to plan from
+    assert not refresh_dag_folder(settings, metastore).changed  # unchanged files are not parsed again
     assert [e.dag_id or "" for e in queries.list_import_errors(metastore.db)] != []
     (settings.resolved_dags_folder / "broken.py").write_text(
         "from sparkflow import DAG, EmptyOperator\nwith DAG('broken') as dag:\n    EmptyOperator(task_id='ok')\n"
     )
-    assert daemon.refresh_dags()
+    assert refresh_dag_folder(settings, metastore).changed
+    assert daemon.refresh_dags()  # the daemon reads the new serialized DAG without a restart
     assert queries.list_import_errors(metastore.db) == []
     assert set(daemon.dags) == {"daily", "broken"}
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
+from sparkflow.scheduler.dag_processing import refresh_dag_folder
 from sparkflow.web.app import create_app
 from tests.web_support import PASSWORD, WebEnv, csrf_from, make_web_env
 
@@ -57,6 +58,16 @@ def test_list_dags_airflow_shape(client: TestClient, env: WebEnv) -> None:
     assert dag["dag_id"] == "web_demo" and dag["is_paused"] is False and dag["tags"] == [{"name": "demo"}]
     assert client.get("/api/v1/dags?limit=0", headers=env.auth("viewer")).status_code == 400
     assert client.get("/api/v1/dags/nope", headers=env.auth("viewer")).status_code == 404
+
+
+def test_import_errors(client: TestClient, env: WebEnv) -> None:
+    broken = env.settings.resolved_dags_folder / "broken.py"
+    broken.write_text("from sparkflow import DAG\nraise ValueError('boom')\n")
+    refresh_dag_folder(env.settings, env.metastore)
+    body = client.get("/api/v1/importErrors", headers=env.auth("viewer")).json()
+    assert body["total_entries"] == 1
+    (error,) = body["import_errors"]
+    assert error["filename"].endswith("broken.py") and error["lineno"] == 2 and "boom" in error["stack_trace"]
 
 
 def test_pause_by_role(client: TestClient, env: WebEnv) -> None:

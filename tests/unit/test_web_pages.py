@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
-from sparkflow.scheduler.dag_processing import parse_dags
+from sparkflow.scheduler.dag_processing import refresh_dag_folder
 from sparkflow.state import TaskState
 from sparkflow.web import service
 from sparkflow.web.app import create_app
 from sparkflow.web.service import WebDags
+from tests.helpers import run_dag
 from tests.web_support import PASSWORD, WebEnv, csrf_from, make_web_env
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
@@ -106,7 +107,7 @@ def test_logout(op: TestClient) -> None:
 def test_dag_list(viewer: TestClient, env: WebEnv) -> None:
     broken = env.settings.resolved_dags_folder / "broken.py"
     broken.write_text("from sparkflow import DAG\nraise ValueError('boom')\n")
-    parse_dags(env.settings, env.metastore)
+    refresh_dag_folder(env.settings, env.metastore)
     html = viewer.get("/").text
     assert 'data-dag-id="web_demo"' in html
     assert "every day at 00:00 UTC" in html
@@ -273,3 +274,36 @@ def test_connections_pages_keep_secrets_write_only(op: TestClient, viewer: TestC
     r = op.post("/connections/warehouse/delete", data={"csrf_token": token})
     assert "Deleted connection warehouse" in r.text
     assert op.post("/connections/warehouse/delete", data={"csrf_token": token}).status_code == 404
+
+
+def test_opening_a_task_page_runs_no_dag_code_and_writes_nothing(viewer: TestClient, env: WebEnv) -> None:
+    """The page shows the fields the task process rendered and stored; it renders nothing itself, so a template
+    with a side effect (here an XCom push) runs once, in the task, and never again when someone looks."""
+    path = env.settings.resolved_dags_folder / "watched.py"
+    path.write_text(
+        "from datetime import datetime\nfrom sparkflow import DAG, BashOperator\n"
+        "with DAG('watched', start_date=datetime(2024, 1, 1), schedule=None) as dag:\n"
+        "    BashOperator(task_id='look',\n"
+        "                 bash_command=\"{{ ti.xcom_push(key='viewed', value=1) or '' }}echo {{ ds }}\")\n")
+    run = run_dag(env.settings, env.metastore, path, "watched")
+    refresh_dag_folder(env.settings, env.metastore)
+    db = env.metastore.db
+    ti = queries.task_instances(db, "watched", run.run_id)[0]
+
+    def written() -> tuple[object, ...]:
+        return (queries.list_xcoms(db, "watched", run.run_id), queries.state_events(db, "watched", run.run_id),
+                queries.rendered_fields(db, ti.key))
+
+    before = written()
+    assert [x.key for x in before[0]].count("viewed") == 1  # pushed once, by the task's own rendering
+    html = viewer.get(f"/ti/{ti.id}").text
+    assert re.search(r"echo \d{4}-\d\d-\d\d", html), "the stored rendered field"
+    assert written() == before
+
+
+def test_a_task_that_never_ran_shows_its_fields_as_written(viewer: TestClient, env: WebEnv) -> None:
+    db = env.metastore.db
+    run = service.trigger(WebDags(env.settings, env.metastore), "web_demo", None, "fresh", None, "test")
+    ti = queries.task_instances(db, "web_demo", run.run_id)[0]
+    html = viewer.get(f"/ti/{ti.id}").text
+    assert "Not rendered yet" in html
