@@ -248,6 +248,16 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def imports_safely(metastore: Metastore, dag_id: str, timeout: float, log_path: Path) -> bool:
     """Whether the DAG file of dag_id imports here without hanging, exiting or crashing: tried once per version
     of the file in a forked child, so only a file that passed is imported by the server itself (a file that
@@ -291,6 +301,13 @@ class _Server:
         except SparkflowError as exc:
             self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
         self.warmed = False
+        # A DAG file the processor parsed cleanly is imported here at once. One that turns bad afterwards (calls
+        # os._exit() or crashes only now) would end this server mid-import: the guard file it leaves behind makes
+        # every later server try each file in a forked probe first (imports_safely).
+        guards = self.settings.resolved_log_folder / "dag_processor"
+        self.guard = guards / f".fork-server-importing.{os.getpid()}"
+        self.careful = any(not _alive(int(g.name.rsplit(".", 1)[1])) for g in guards.glob(".fork-server-importing.*")
+                           if g.name.rsplit(".", 1)[1].isdigit())
         self.warm_up_due = False  # a try has ended and warm_up() has not run: it runs once the server is idle
         self.workers: dict[int, _Worker] = {}  # pid -> every worker not yet reaped
         self.idle: list[_Worker] = []  # free workers of this generation, the last freed at the end
@@ -412,14 +429,18 @@ class _Server:
         timeout = self.settings.dagbag_import_timeout
         log_path = parse_log_path(self.settings.resolved_log_folder, self.settings.resolved_dags_folder,
                                   Path(dag_file.path))
-        if not imports_safely(self.metastore, dag_id, timeout, log_path):
+        if self.careful and not imports_safely(self.metastore, dag_id, timeout, log_path):
             return None  # the task's own process imports it and reports what went wrong in the try's log
         self.user_code.forget()  # this DAG's imports come from its files, not from another DAG's parse
+        self.guard.parent.mkdir(parents=True, exist_ok=True)
+        self.guard.write_text(f"{dag_file.path}\n")
         try:
             with output_to(log_path):  # what the file prints is not the scheduler's output
                 dag = load_task_dag(self.metastore, dag_id, timeout)
         except Exception:  # noqa: BLE001 - the child loads it again and reports the error where users look
             return None
+        finally:
+            self.guard.unlink(missing_ok=True)
         modules = self.user_code.loaded()
         parsed = _Parsed(dag_file, dag, modules, files_of(modules))
         if changed(parsed.files) or not dag_file.current():
