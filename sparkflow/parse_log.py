@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from sparkflow.files import open_private
+
 
 def parse_log_path(log_folder: Path, dags_folder: Path, path: Path) -> Path:
     """The parse log of one DAG file: named after its path in the DAG folder."""
@@ -23,11 +25,11 @@ def parse_log_path(log_folder: Path, dags_folder: Path, path: Path) -> Path:
 @contextlib.contextmanager
 def output_to(log_path: Path) -> Iterator[None]:
     """Send what this process prints (Python's streams and file descriptors 1 and 2) to log_path meanwhile."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
-    with open(log_path, "w", encoding="utf-8", errors="replace") as sink:
+    fd = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as sink:
         saved = []
         for fd in (1, 2):
             with contextlib.suppress(OSError):

@@ -66,7 +66,7 @@ from sqlalchemy import Connection
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.exceptions import SparkflowError
-from sparkflow.files import open_private
+from sparkflow.files import open_private, touch_private
 from sparkflow.logs import configure_sparkflow_log, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
@@ -432,8 +432,7 @@ class _Server:
         if self.careful and not imports_safely(self.metastore, dag_id, timeout, log_path):
             return None  # the task's own process imports it and reports what went wrong in the try's log
         self.user_code.forget()  # this DAG's imports come from its files, not from another DAG's parse
-        self.guard.parent.mkdir(parents=True, exist_ok=True)
-        self.guard.write_text(f"{dag_file.path}\n")
+        touch_private(self.guard)
         try:
             with output_to(log_path):  # what the file prints is not the scheduler's output
                 dag = load_task_dag(self.metastore, dag_id, timeout)

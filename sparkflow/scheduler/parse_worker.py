@@ -32,6 +32,7 @@ from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions import serialization
 from sparkflow.definitions.baseoperator import warm_operator_classes
 from sparkflow.definitions.loader import ImportErrorInfo, load_dag_file
+from sparkflow.files import private_dir
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.parse_log import parse_log_path
 from sparkflow.runtime.context import metastore_environment
@@ -119,7 +120,7 @@ def warm_up() -> None:
 
 
 def _start(path: Path, digest: str, metastore: Metastore, timeout: float, log_path: Path) -> _Job:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_path.parent)
     read_fd, write_fd = os.pipe()
     started = time.monotonic()
     pid = os.fork()
