@@ -128,9 +128,10 @@ SUNDAY  # unused variable (sparkflow/operators/weekday.py)
 # delete the code if it stays unused.
 FAILED_STATES  # unused variable (sparkflow/spark/yarn.py:21)
 _.from_dict  # unused method (sparkflow/spark/tracking.py:183)
-_.store_rendered_fields  # unused method (sparkflow/metastore/dag_store.py:131)
-dag_file_stats  # unused function (sparkflow/metastore/queries.py:366)
 mapped_instances  # unused function (sparkflow/metastore/queries.py:106)
-serialized_dag_hashes  # unused function (sparkflow/metastore/queries.py:346)
 find_user_by_token  # unused function (sparkflow/metastore/queries.py:451)
 is_sensitive_key  # unused variable (sparkflow/connections.py:29)
+
+# The in-process import of a whole DAG folder: sparkflow itself parses in time-limited child processes
+# (scheduler/parse_worker.py); tests and tools that look at the DAG objects themselves use this.
+collect_dags  # unused function (sparkflow/definitions/loader.py:257)
