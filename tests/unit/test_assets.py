@@ -12,6 +12,7 @@ from sparkflow.cli import main
 from sparkflow.definitions.serialization import deserialize_dag, serialize_dag
 from sparkflow.metastore import queries
 from sparkflow.scheduler.daemon import SchedulerDaemon
+from sparkflow.scheduler.dag_processing import refresh_dag_folder
 from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.state import RunState
 from tests.helpers import NOW, Clock
@@ -62,6 +63,7 @@ def test_an_asset_chain_of_three_dags_runs_through_the_daemon(settings, metastor
     for name, code in CHAIN.items():
         write_dag(name, code)
     clock = Clock(NOW)
+    refresh_dag_folder(settings, metastore)  # the DAG processor's work, done here once
     daemon = SchedulerDaemon(dataclasses.replace(settings, dag_parse_interval=0.0), metastore, "sequential",
                              clock=clock)
     daemon.refresh_dags(force=True)
