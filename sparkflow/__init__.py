@@ -65,6 +65,8 @@ _EXPORTS = {
     "TimeSensorAsync": "sparkflow.operators.sensors",
     "TimeDeltaSensorAsync": "sparkflow.operators.sensors",
     "DateTimeSensorAsync": "sparkflow.operators.sensors",
+    "PySparkOperator": "sparkflow.operators.pyspark",
+    "SparkPipelinesOperator": "sparkflow.operators.spark_pipelines",
 }
 
 __all__ = [
@@ -97,10 +99,12 @@ __all__ = [
     "LatestOnlyOperator",
     "PokeReturnValue",
     "PythonOperator",
+    "PySparkOperator",
     "PythonSensor",
     "PythonVirtualenvOperator",
     "ShortCircuitOperator",
     "SkipTask",
+    "SparkPipelinesOperator",
     "SparkSubmitOperator",
     "TaskGroup",
     "TimeDeltaSensor",
@@ -149,6 +153,7 @@ if TYPE_CHECKING:
     from sparkflow.operators.branch_datetime import BranchDateTimeOperator
     from sparkflow.operators.empty import EmptyOperator
     from sparkflow.operators.latest_only import LatestOnlyOperator
+    from sparkflow.operators.pyspark import PySparkOperator
     from sparkflow.operators.python import (
         BranchPythonOperator,
         PythonOperator,
@@ -177,6 +182,7 @@ if TYPE_CHECKING:
         TimeSensor,
         TimeSensorAsync,
     )
+    from sparkflow.operators.spark_pipelines import SparkPipelinesOperator
     from sparkflow.operators.spark_submit import SparkSubmitOperator
     from sparkflow.operators.trigger_dagrun import TriggerDagRunOperator
     from sparkflow.operators.weekday import BranchDayOfWeekOperator, DayOfWeekSensor, WeekDay

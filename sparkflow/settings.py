@@ -47,6 +47,10 @@ class Settings:
         1024, "Local executor: a warm worker process larger than this (resident MB) after a try is replaced."
     )
     log_folder: Path | None = _setting(None, "Task and sparkflow logs. Default: $SPARKFLOW_HOME/logs.")
+    spark_connect_dir: Path | None = _setting(
+        None, "Records, logs and leases of the managed Spark Connect servers on this host (one folder per "
+        "connection). Default: $SPARKFLOW_HOME/spark-connect."
+    )
     fernet_key: str | None = _setting(
         None, "Key encrypting connection secrets. Default: read from $SPARKFLOW_HOME/fernet.key.", secret=True
     )
@@ -139,6 +143,10 @@ class Settings:
     @functools.cached_property
     def resolved_log_folder(self) -> Path:
         return (self.log_folder or self.resolved_home / "logs").expanduser().resolve()
+
+    @property
+    def resolved_spark_connect_dir(self) -> Path:
+        return (self.spark_connect_dir or self.resolved_home / "spark-connect").expanduser().resolve()
 
     @property
     def resolved_db_url(self) -> str:

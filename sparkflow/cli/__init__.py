@@ -36,6 +36,7 @@ COMMANDS = {
     "pools": "pools_cmd:pools",
     "runs": "runs_cmd:runs",
     "scheduler": "scheduler_cmd:scheduler",
+    "spark-connect": "spark_connect_cmd:spark_connect",
     "standalone": "web_cmd:standalone",
     "tasks": "tasks_cmd:tasks",
     "trigger": "runs_cmd:trigger",

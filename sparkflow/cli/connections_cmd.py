@@ -14,6 +14,8 @@ from sparkflow.cli.output import emit, output_option
 from sparkflow.connections import Connection, dump_connections, from_fields, load_connections_file, parse_uri
 from sparkflow.exceptions import NotFound, UserError
 from sparkflow.metastore import queries
+from sparkflow.spark.connect_config import CONN_TYPE as SPARK_CONNECT
+from sparkflow.spark.connect_config import check_spark_connect
 
 
 @click.group("connections")
@@ -50,8 +52,16 @@ def add(env: CliEnv, conn_id: str, conn_uri: str | None, conn_type: str | None, 
         if not conn_type:
             raise UserError(f"connection '{conn_id}': --conn-type is required without --conn-uri (e.g. spark)")
         conn = from_fields(conn_id, {"conn_type": conn_type, "description": conn_description, **fields})
+    _check_types([conn])
     env.metastore.connections.add_connections([conn], overwrite=overwrite)
     click.echo(f"Successfully added `conn_id`={conn_id} : {_safe_uri(conn)}")
+
+
+def _check_types(conns: list[Connection]) -> None:
+    """Fields whose meaning depends on the type: a bad spark_connect address or managed extra fails here."""
+    for conn in conns:
+        if conn.conn_type == SPARK_CONNECT:
+            check_spark_connect(conn)
 
 
 def _safe_uri(conn: Connection) -> str:
@@ -98,6 +108,7 @@ def delete(env: CliEnv, conn_id: str) -> None:
 def import_cmd(env: CliEnv, file: Path, overwrite: bool) -> None:
     """Import a YAML or JSON file of connections: all of them, or none if any entry is bad."""
     conns = load_connections_file(file)
+    _check_types(conns)
     env.metastore.connections.add_connections(conns, overwrite=overwrite)
     click.echo(f"Imported {len(conns)} connection(s) from {file}: {', '.join(c.conn_id for c in conns)}")
 

@@ -312,6 +312,7 @@ _LAZY_DECORATORS = {
     "external_python": f"{_VENV}:DecoratedExternalPythonOperator",
     "branch_virtualenv": f"{_VENV}:DecoratedBranchVirtualenvOperator",
     "branch_external_python": f"{_VENV}:DecoratedBranchExternalPythonOperator",
+    "pyspark": "sparkflow.operators.pyspark:PySparkDecoratedOperator",
 }
 
 

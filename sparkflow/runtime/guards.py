@@ -113,12 +113,20 @@ def time_limit(task_id: str, limit: timedelta | None) -> Iterator[None]:
         raise TaskTimeout(f"task '{task_id}' exceeded its execution_timeout of {limit}")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit.total_seconds())
+    # Again every second until the try ends: a TaskTimeout raised while the interpreter runs code whose exceptions
+    # it discards (a __del__ or a callback, as in the gRPC client of Spark Connect) would let the try run on.
+    signal.setitimer(signal.ITIMER_REAL, limit.total_seconds(), 1.0)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def stop_time_limit() -> None:
+    """Stop time_limit's repeating alarm once its TaskTimeout has been caught (before on_kill() runs)."""
+    if in_main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 @contextlib.contextmanager

@@ -67,6 +67,7 @@ from sparkflow.runtime.guards import (
     heartbeat,
     owns_group,
     sigterm_raises,
+    stop_time_limit,
     time_limit,
 )
 from sparkflow.runtime.leftovers import describe, kill_leftovers
@@ -293,6 +294,7 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwi
                 work.pre_execute(context)
                 result = work.execute(context)
             except (TaskTimeout, TaskKilled):
+                stop_time_limit()  # the repeating time-out alarm must not cut on_kill() short either
                 work.on_kill()  # still inside sigterm_raises: a second SIGTERM cannot cut the kill short
                 raise
             if result is not None and work.do_xcom_push:

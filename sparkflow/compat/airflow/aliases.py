@@ -64,6 +64,15 @@ _SPARK_JDBC_OP = {"SparkJDBCOperator": "op:sparkflow.operators.spark_jdbc:SparkJ
 _SPARK_SUBMIT_HOOK = {"SparkSubmitHook": "sparkflow.compat.airflow.spark:SparkSubmitHook"}
 _SPARK_SQL_HOOK = {"SparkSqlHook": "sparkflow.operators.spark_sql:SparkSqlHook"}
 _SPARK_JDBC_HOOK = {"SparkJDBCHook": "sparkflow.compat.airflow.spark:SparkJDBCHook"}
+_PYSPARK = "sparkflow.operators.pyspark"
+_SPARK_PYSPARK_OP = {"PySparkOperator": f"op:{_PYSPARK}:PySparkOperator",
+                     "SPARK_CONTEXT_KEYS": f"{_PYSPARK}:SPARK_CONTEXT_KEYS"}
+_SPARK_CONNECT_HOOK = {"SparkConnectHook": "sparkflow.compat.airflow.spark_connect:SparkConnectHook"}
+_PYSPARK_DECORATOR = {"pyspark_task": "sparkflow.compat.airflow.spark_connect:pyspark_task"}
+_PIPELINES = "sparkflow.operators.spark_pipelines"
+_SPARK_PIPELINES_OP = {"SparkPipelinesOperator": f"op:{_PIPELINES}:SparkPipelinesOperator"}
+_SPARK_PIPELINES_HOOK = {"SparkPipelinesHook": "sparkflow.compat.airflow.spark_pipelines:SparkPipelinesHook",
+                         "SparkPipelinesException": f"{_PIPELINES}:SparkPipelinesException"}
 _EXCEPTIONS = {
     "AirflowException": "sparkflow.exceptions:AirflowException",
     "AirflowSkipException": "sparkflow.exceptions:SkipTask",
@@ -221,6 +230,11 @@ ALIASES: dict[str, dict[str, str]] = {
         "DagRunState": "sparkflow.state:RunState",
         "timezone": "airflow.utils:timezone",
     },
+    "airflow.providers.apache.spark.operators.spark_pyspark": _SPARK_PYSPARK_OP,
+    "airflow.providers.apache.spark.hooks.spark_connect": _SPARK_CONNECT_HOOK,
+    "airflow.providers.apache.spark.decorators.pyspark": _PYSPARK_DECORATOR,
+    "airflow.providers.apache.spark.operators.spark_pipelines": _SPARK_PIPELINES_OP,
+    "airflow.providers.apache.spark.hooks.spark_pipelines": _SPARK_PIPELINES_HOOK,
 }
 
 

@@ -190,7 +190,7 @@ class _AirflowTaskDecorator:
     """``@task`` and its variants with Airflow's task arguments; unknown variants name themselves."""
 
     _VARIANTS = ("python", "branch", "short_circuit", "bash", "sensor", "virtualenv", "external_python",
-                 "branch_virtualenv", "branch_external_python")
+                 "branch_virtualenv", "branch_external_python", "pyspark")
 
     def __call__(self, python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         return self._variant("python")(python_callable, **kwargs)

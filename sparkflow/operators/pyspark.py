@@ -1,0 +1,299 @@
+"""PySparkOperator and ``@task.pyspark`` (the Airflow provider's interface): a Python callable that gets a Spark
+session.
+
+- A ``spark_connect`` connection: the try gets a Spark Connect session of its own (``sc`` is None; no JVM in the
+  task process), tagged with the try's identity. With ``managed`` extras sparkflow finds, starts, leases and, when
+  it died during the try, restarts the server (connect_server) and runs the callable again in a new session once.
+  Live progress and metrics of the try come from the server's REST API, filtered by the session
+  (connect_tracking). An exception, time-out or kill interrupts the try's operations (``interruptTag``) and the
+  session is released, so temporary views, SQL conf and UDFs never outlive the try.
+- A ``spark`` connection (local or standalone master) or none: a classic SparkSession (and ``sc``) in the task
+  process, with the try's own event log for metrics and progress, as for spark-submit tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from sparkflow.connections import Connection
+from sparkflow.definitions.context import Context, TaskInstanceHandle, lookup_connection
+from sparkflow.exceptions import TaskTimeout
+from sparkflow.logs import masker
+from sparkflow.operators.python import DecoratedPythonOperator, PythonOperator, call_python
+from sparkflow.settings import load_settings
+from sparkflow.spark.connect_config import CONN_TYPE, ConnectTarget, resolve_connect
+from sparkflow.spark.connect_server import (
+    ServerDirectory,
+    ServerRecord,
+    acquire_server,
+    health_problem,
+)
+from sparkflow.spark.connect_tracking import SessionTracker, session_marker
+from sparkflow.spark.eventlog import EVENT_LOG_CONF, EventLogTail, read_metrics
+from sparkflow.spark.spec import master_url
+from sparkflow.spark.tracking import DriverProgressPoller, SparkProgress
+
+SPARK_CONTEXT_KEYS = ("spark", "sc")
+# A dead server must fail the call in seconds, not after pyspark's default retries (15, backing off to a minute).
+CLIENT_MAX_RETRIES = 3
+CLIENT_MAX_BACKOFF_MS = 1000
+
+
+def servers_root() -> Path:
+    """Where managed Spark Connect servers are recorded (setting spark_connect_dir), read when a try needs one."""
+    return load_settings().resolved_spark_connect_dir
+
+
+def try_tag(ti: TaskInstanceHandle) -> str:
+    """The tag of one try's Spark Connect operations (no commas: Spark refuses them in tags)."""
+    return f"sparkflow:{ti.dag_id}:{ti.task_id}:{ti.run_id}:try{ti.try_number}".replace(",", "_")
+
+
+class PySparkOperator(PythonOperator):
+    template_fields = ("conn_id", "config_kwargs", *PythonOperator.template_fields)  # type: ignore[assignment]
+    ui_color = "#fdb55c"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        conn_id: str | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        status_poll_interval: float = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(python_callable=python_callable, **kwargs)
+        self.conn_id = conn_id
+        self.config_kwargs = dict(config_kwargs or {})
+        self.status_poll_interval = status_poll_interval
+        if conn_id is not None and (not isinstance(conn_id, str) or not conn_id):
+            raise self._error(f"conn_id must name a spark or spark_connect connection, got {conn_id!r}")
+        if config_kwargs is not None and not isinstance(config_kwargs, Mapping):
+            raise self._error(f"config_kwargs must be a dict of Spark properties, got {type(config_kwargs).__name__}")
+        self._interrupt: Callable[[], None] | None = None
+
+    # -- calling the user's function -------------------------------------------------------------------------
+
+    def _call(self, context: Context, spark: Any, sc: Any) -> Any:
+        """Call with ``spark``/``sc`` by name (when the signature asks), op_args bound to the other parameters,
+        op_kwargs and the context entries the signature names (PythonOperator's rule)."""
+        args, kwargs = bind_around_spark(self.python_callable, self.op_args)
+        result = call_python(self.python_callable, args, {**kwargs, **self.op_kwargs}, self.templates_dict,
+                             {**context, "spark": spark, "sc": sc})
+        if self.show_return_value_in_logs:
+            self.log.info("Done. Returned value was: %s", result)
+        return result
+
+    def execute(self, context: Context) -> Any:
+        conn = lookup_connection(self.conn_id) if self.conn_id else None
+        if conn is not None:
+            masker.add(*conn.secrets())
+        if conn is not None and conn.conn_type == CONN_TYPE:
+            return self._run_connect(resolve_connect(conn), context)
+        return self._run_classic(conn, context)
+
+    def on_kill(self) -> None:
+        if self._interrupt is not None:
+            self._interrupt()
+
+    # -- Spark Connect ----------------------------------------------------------------------------------------
+
+    def _run_connect(self, target: ConnectTarget, context: Context) -> Any:
+        ti = context["ti"]
+        if target.managed is None:
+            return self._in_connect_session(target, None, context)
+        directory = ServerDirectory(servers_root(), target.conn_id)
+        holder = f"{ti.dag_id}.{ti.task_id} {ti.run_id} try {ti.try_number}"
+        owner = f"{getpass.getuser()}@{socket.gethostname()} ({holder})"
+        for attempt in (1, 2):
+            record, _, lease = acquire_server(directory, target.managed, owner, holder, self.log)
+            try:
+                return self._in_connect_session(target, record, context)
+            except TaskTimeout:
+                raise
+            except Exception as exc:
+                problem = health_problem(record) or (
+                    "it was replaced" if directory.read_record() not in (None, record) else None)
+                if attempt == 2 or problem is None:
+                    raise
+                self.log.warning(
+                    "The Spark Connect server of '%s' failed during this try (%s; the call raised %s); restarting "
+                    "it and running the callable again in a new session", target.conn_id, problem,
+                    type(exc).__name__)
+            finally:
+                lease.unlink(missing_ok=True)
+        raise AssertionError("unreachable")
+
+    def _in_connect_session(self, target: ConnectTarget, server: ServerRecord | None, context: Context) -> Any:
+        from pyspark.sql import SparkSession  # the Connect client (grpc, pyarrow, pandas): only in such tasks
+
+        ti = context["ti"]
+        builder = SparkSession.builder.remote(target.url)
+        for key, value in {**target.session_conf, **self.config_kwargs}.items():
+            builder = builder.config(str(key), str(value))
+        spark = builder.create()  # never getOrCreate: a warm worker's previous session must not be reused
+        bound_client_retries(spark)
+        tag = try_tag(ti)
+        spark.addTag(tag)
+        session_id = str(spark.session_id)  # type: ignore[attr-defined]  # a Connect session's
+        self.log.info("Spark Connect session %s on %s, operations tagged %r", session_id,
+                      server.address if server else target.url.split("/;")[0], tag)
+
+        def interrupt() -> None:
+            try:
+                ids = spark.interruptTag(tag)
+                if ids:
+                    self.log.warning("Interrupted %s Spark Connect operation(s) of this try (tag %r)", len(ids), tag)
+            except Exception as exc:  # the server may be gone: nothing left to interrupt there
+                self.log.warning("Could not interrupt this try's Spark Connect operations: %s", exc)
+
+        tracker = self._track_session(ti, server, session_id)
+        self._interrupt = interrupt
+        started = time.monotonic()
+        try:
+            return self._call(context, spark, None)
+        except BaseException:
+            with signals_held():
+                interrupt()
+            raise
+        finally:
+            with signals_held():
+                self._interrupt = None
+                if tracker is not None:
+                    self._record_final(ti, tracker, int((time.monotonic() - started) * 1000))
+                try:
+                    spark.stop()  # releases the server-side session: its views, conf and UDFs go with it
+                except Exception as exc:
+                    self.log.warning("Releasing the Spark Connect session failed: %s", exc)
+
+    def _track_session(self, ti: TaskInstanceHandle, server: ServerRecord | None,
+                       session_id: str) -> SessionTracker | None:
+        if server is None or server.app_id is None:
+            return None  # an unmanaged server: its UI is not known here
+        ti.record_external_ids(spark_app_id=server.app_id, spark_ui_url=server.ui_url)
+        tracker = SessionTracker(server.ui_url, server.app_id, session_marker(session_id),
+                                 float(self.status_poll_interval),
+                                 lambda progress: self._on_progress(ti, progress), self.log)
+        tracker.start()
+        return tracker
+
+    def _on_progress(self, ti: TaskInstanceHandle, progress: SparkProgress) -> None:
+        ti.record_spark_progress(progress.to_dict())
+        self.log.info("Spark progress %s", progress.describe())
+
+    def _record_final(self, ti: TaskInstanceHandle, tracker: SessionTracker, duration_ms: int) -> None:
+        final = tracker.final(duration_ms)
+        if final is None:
+            return
+        progress, metrics = final
+        ti.record_spark_progress(progress.to_dict())
+        ti.record_spark_metrics(metrics.to_dict())
+        self.log.info("Spark metrics of this session: %s jobs, %s stages, %s tasks (%s failed), input %s B, "
+                      "shuffle read %s B / write %s B, duration %s ms", metrics.jobs, metrics.stages, metrics.tasks,
+                      metrics.tasks_failed, metrics.input_bytes, metrics.shuffle_read_bytes,
+                      metrics.shuffle_write_bytes, metrics.duration_ms)
+
+    # -- classic SparkSession ---------------------------------------------------------------------------------
+
+    def _run_classic(self, conn: Connection | None, context: Context) -> Any:
+        from pyspark.sql import SparkSession  # starts a JVM through py4j: only in such tasks
+
+        ti = context["ti"]
+        master = master_url(conn) if conn is not None else "local[*]"
+        event_dir = ti.artifact_dir("spark-events")
+        conf = {**EVENT_LOG_CONF, "spark.eventLog.dir": event_dir.resolve().as_uri(),
+                "spark.app.name": f"{ti.dag_id}-{ti.task_id}"}
+        if conn is not None:  # the provider sets a connection's extras as Spark conf; sparkflow's own extras are not
+            conf.update({k: str(v) for k, v in conn.extra_dejson.items() if str(k).startswith("spark.")})
+        conf.update({str(k): str(v) for k, v in self.config_kwargs.items()})
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        if master.startswith("local"):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = SparkSession.builder.master(master)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        self.log.info("Starting a classic SparkSession on %s in this process", master)
+        spark = builder.getOrCreate()
+        sc = spark.sparkContext
+        ti.record_external_ids(spark_app_id=sc.applicationId, spark_ui_url=sc.uiWebUrl)
+        poller = None
+        if sc.uiWebUrl:
+            poller = DriverProgressPoller(sc.uiWebUrl, float(self.status_poll_interval),
+                                          lambda progress: self._on_progress(ti, progress), lambda _id: None,
+                                          app_id=sc.applicationId, event_log=EventLogTail(event_dir), log=self.log)
+            poller.start()
+        self._interrupt = sc.cancelAllJobs
+        try:
+            return self._call(context, spark, sc)
+        except BaseException:
+            with signals_held():
+                sc.cancelAllJobs()
+            raise
+        finally:
+            with signals_held():
+                self._interrupt = None
+                if poller is not None:
+                    poller.stop()
+                spark.stop()
+                metrics = read_metrics(event_dir)
+                if metrics is not None:
+                    ti.record_spark_metrics(metrics.to_dict())
+                    self.log.info("Spark metrics: %s jobs, %s tasks, duration %s ms", metrics.jobs, metrics.tasks,
+                                  metrics.duration_ms)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGALRM (the time-out, which repeats) and SIGTERM (a kill) back while a try interrupts and releases its
+    Spark work, so that work is not cut short; they are delivered when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def bind_around_spark(func: Callable[..., Any], op_args: Iterable[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """op_args go to the callable's positional parameters other than ``spark``/``sc`` (which come by name), so
+    ``def f(spark, path)`` called as ``f("/data")`` gets path="/data"; what is left over stays positional."""
+    args = list(op_args)
+    params = inspect.signature(func).parameters.values()
+    free = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in SPARK_CONTEXT_KEYS]
+    if not any(p.name in SPARK_CONTEXT_KEYS and p.kind is p.POSITIONAL_OR_KEYWORD for p in params):
+        return args, {}
+    bound = dict(zip(free, args, strict=False))
+    return args[len(bound):], bound
+
+
+def bound_client_retries(spark: Any) -> None:
+    """Cap the Connect client's retries of an unreachable server (see CLIENT_MAX_RETRIES)."""
+    try:
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+    except ImportError:
+        return
+    client = getattr(spark, "client", None)
+    if client is not None and hasattr(client, "set_retry_policies"):
+        client.set_retry_policies([DefaultPolicy(max_retries=CLIENT_MAX_RETRIES, max_backoff=CLIENT_MAX_BACKOFF_MS)])
+
+
+class PySparkDecoratedOperator(DecoratedPythonOperator, PySparkOperator):
+    """The operator behind ``@task.pyspark``."""
+
+
+logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j logs every gateway call at INFO into the task log

@@ -1,0 +1,45 @@
+"""Spark Declarative Pipelines commands, built by pure functions as the provider's SparkPipelinesHook builds them.
+
+- A ``spark`` connection: ``spark-pipelines run|dry-run --spec SPEC`` followed by spark-submit's common flags
+  (master, conf, executors, memory, kerberos, name, queue, deploy mode); the launcher runs the pipeline in a driver
+  of its own, which prints its ids and UI like any spark-submit application.
+- A ``spark_connect`` connection: ``python -m pyspark.pipelines.cli run|dry-run --spec SPEC`` with ``SPARK_REMOTE``
+  set to the connection's URL (the launcher would start a JVM and refuse a remote with a master, as the provider
+  notes).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import replace
+
+from sparkflow.spark.command import build_spark_submit_argv
+from sparkflow.spark.spec import SparkSubmitSpec, SparkTarget
+
+PIPELINE_COMMANDS = ("run", "dry-run")
+PIPELINES_BINARY = "spark-pipelines"
+
+
+def build_pipelines_argv(command: str, pipeline_spec: str | None, spec: SparkSubmitSpec, target: SparkTarget,
+                         binary_path: str | None = None) -> list[str]:
+    """argv for the spark-pipelines launcher against a master (``spec`` holds the spark-submit options)."""
+    common = build_spark_submit_argv(replace(spec, application="", application_args=()), target)[1:-1]
+    return [binary_path or PIPELINES_BINARY, command, *(["--spec", pipeline_spec] if pipeline_spec else []), *common]
+
+
+def build_connect_pipelines_argv(command: str, pipeline_spec: str | None, python: str = sys.executable) -> list[str]:
+    """argv for the Connect-native pipelines CLI (the server comes from SPARK_REMOTE)."""
+    return [python, "-m", "pyspark.pipelines.cli", command, *(["--spec", pipeline_spec] if pipeline_spec else [])]
+
+
+def with_user_id(url: str, user_id: str) -> str:
+    """The sc:// URL with ``user_id`` set (replacing one given), so the server tags the run's jobs with it."""
+    base, _, params = url.partition("/;")
+    kept = [p for p in params.split(";") if p and not p.startswith("user_id=")] if params else []
+    return f"{base.rstrip('/')}/;" + ";".join([f"user_id={user_id}", *kept])
+
+
+def run_user_id(dag_id: str, task_id: str, try_number: int) -> str:
+    """A Connect user id naming one try (letters, digits, '-' and '_' only: it goes into URLs and job tags)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"sparkflow-{dag_id}-{task_id}-try{try_number}")
