@@ -177,6 +177,7 @@ class PySparkOperator(PythonOperator):
                     spark.stop()  # releases the server-side session: its views, conf and UDFs go with it
                 except Exception as exc:
                     self.log.warning("Releasing the Spark Connect session failed: %s", exc)
+                join_client_threads()
 
     def _track_session(self, ti: TaskInstanceHandle, server: ServerRecord | None,
                        session_id: str) -> SessionTracker | None:
@@ -267,6 +268,19 @@ def signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def join_client_threads() -> None:
+    """End the Connect client's release thread pool once no execution uses it (the client only asks it to stop),
+    so a warm worker process is left without threads and can run the next try (and keep its imports)."""
+    try:
+        from pyspark.sql.connect.client.reattach import ExecutePlanResponseReattachableIterator as Executions
+    except ImportError:
+        return
+    pool = Executions._release_thread_pool_instance  # private, but the only handle on the pool's threads
+    Executions.shutdown_threadpool_if_idle()
+    if pool is not None and Executions._release_thread_pool_instance is None:
+        pool.shutdown(wait=True)
 
 
 def bind_around_spark(func: Callable[..., Any], op_args: Iterable[Any]) -> tuple[list[Any], dict[str, Any]]:
