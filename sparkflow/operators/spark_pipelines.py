@@ -1,8 +1,9 @@
 """SparkPipelinesOperator (the provider's name and arguments): runs a Spark Declarative Pipeline spec.
 
-On a ``spark`` connection the ``spark-pipelines`` launcher runs like a spark-submit: its own process group, every
-output line into the task log with secrets masked, ids and UI URL recorded as Spark prints them, live progress,
-metrics from the try's event log and a kill of the group (SparkRunTracker, as SparkSubmitOperator). On a
+On a ``spark`` connection the ``spark-pipelines`` launcher runs as one SparkSubmission (sparkflow.spark.submission,
+what SparkSubmitOperator runs): its own process group, every output line into the task log with secrets masked,
+ids and UI URL recorded as Spark prints them, live progress, metrics from the try's event log and a kill of the
+group. On a
 ``spark_connect`` connection the Connect-native CLI runs against the server (a managed one is found or started and
 leased for the run) under a Connect user id of the try's own, so that the server's jobs of this run, and only
 those, make its progress and metrics.
@@ -17,10 +18,9 @@ from typing import Any, ClassVar
 from sparkflow.connections import Connection
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import Context, TaskInstanceHandle, lookup_connection
-from sparkflow.exceptions import TaskFailure
+from sparkflow.exceptions import SparkSubmitFailed, TaskFailure
 from sparkflow.logs import mask_sensitive_settings, masker
 from sparkflow.operators.pyspark import servers_root
-from sparkflow.operators.spark_submit import SparkRunTracker, with_event_log
 from sparkflow.process import GroupProcess
 from sparkflow.spark.connect_config import CONN_TYPE, ConnectTarget, resolve_connect
 from sparkflow.spark.connect_server import ServerDirectory, ServerRecord, use_server
@@ -33,8 +33,9 @@ from sparkflow.spark.pipelines import (
     run_user_id,
     with_user_id,
 )
-from sparkflow.spark.spec import SparkSubmitSpec, resolve_target
-from sparkflow.spark.submit import locate_binary, submit_environment
+from sparkflow.spark.spec import SparkSubmitSpec
+from sparkflow.spark.submission import SparkSubmission
+from sparkflow.spark.submit import locate_binary
 
 
 class SparkPipelinesException(TaskFailure):
@@ -86,6 +87,7 @@ class SparkPipelinesOperator(BaseOperator):
         self.openlineage_inject_transport_info = openlineage_inject_transport_info
         self.status_poll_interval = status_poll_interval
         self._process: GroupProcess | None = None
+        self._submission: SparkSubmission | None = None
         if pipeline_command not in PIPELINE_COMMANDS:
             raise self._error(f"pipeline_command has bad value {pipeline_command!r}; use run or dry-run")
         if conf is not None and not isinstance(conf, dict):
@@ -99,29 +101,26 @@ class SparkPipelinesOperator(BaseOperator):
             return self._run_connect(resolve_connect(conn), env, context["ti"])
         return self._run_classic(conn, env, context["ti"])
 
-    def _submit_spec(self) -> SparkSubmitSpec:
-        return SparkSubmitSpec(
-            application="", conf={str(k): str(v) for k, v in (self.conf or {}).items()},
-            num_executors=self.num_executors, executor_cores=self.executor_cores,
-            executor_memory=self.executor_memory, driver_memory=self.driver_memory, keytab=self.keytab,
-            principal=self.principal, name="default-name", verbose=self.verbose, yarn_queue=self.yarn_queue,
-            deploy_mode=self.deploy_mode,
-        )
+    def _submit_spec(self, env_vars: dict[str, str]) -> SparkSubmitSpec:
+        return SparkSubmitSpec.from_values({
+            "conf": self.conf, "conn_id": self.conn_id, "num_executors": self.num_executors,
+            "executor_cores": self.executor_cores, "executor_memory": self.executor_memory,
+            "driver_memory": self.driver_memory, "keytab": self.keytab, "principal": self.principal,
+            "verbose": self.verbose, "env_vars": env_vars, "yarn_queue": self.yarn_queue,
+            "deploy_mode": self.deploy_mode, "status_poll_interval": self.status_poll_interval,
+        })
 
     def _run_classic(self, conn: Connection, env_vars: dict[str, str], ti: TaskInstanceHandle) -> Any:
-        event_dir = ti.artifact_dir("spark-events")
-        spec = with_event_log(self._submit_spec(), event_dir)
-        target = resolve_target(conn, spec)
-        argv = build_pipelines_argv(self.pipeline_command, self.pipeline_spec, spec, target,
+        submission = SparkSubmission(self._submit_spec(env_vars), conn, ti, self.log, durable=False,
+                                     program=PIPELINES_BINARY)
+        self._submission = submission
+        spec = submission.spec.with_conf(**submission.event_log_conf())  # the try's event log, for metrics
+        argv = build_pipelines_argv(self.pipeline_command, self.pipeline_spec, spec, submission.target,
                                     locate_binary(PIPELINES_BINARY))
-        env = submit_environment(target, env_vars, os.environ)
-        self.log.info("Running the pipeline on %s: %s", target.master, mask_sensitive_settings(" ".join(argv)))
-        tracker = SparkRunTracker(ti, float(self.status_poll_interval), self.log, event_dir)
-        self._process = GroupProcess(argv, env=env)
-        with tracker.following():
-            result = self._process.run(tracker.on_line)
-        self._check(result.returncode, result.last_lines)
-        return tracker.ids.get("app_id")
+        try:
+            return submission.run(argv)
+        except SparkSubmitFailed as exc:
+            raise SparkPipelinesException(f"spark-pipelines {self.pipeline_command}: {exc}") from None
 
     def _run_connect(self, target: ConnectTarget, env_vars: dict[str, str], ti: TaskInstanceHandle) -> Any:
         user = run_user_id(ti.dag_id, ti.task_id, ti.try_number)
@@ -171,5 +170,7 @@ class SparkPipelinesOperator(BaseOperator):
         self.log.info("spark-pipelines %s finished with code 0", self.pipeline_command)
 
     def on_kill(self) -> None:
+        if self._submission is not None:
+            self._submission.kill()
         if self._process is not None:
             self._process.kill()

@@ -1,8 +1,8 @@
 """Spark Declarative Pipelines commands, built by pure functions as the provider's SparkPipelinesHook builds them.
 
-- A ``spark`` connection: ``spark-pipelines run|dry-run --spec SPEC`` followed by spark-submit's common flags
-  (master, conf, executors, memory, kerberos, name, queue, deploy mode); the launcher runs the pipeline in a driver
-  of its own, which prints its ids and UI like any spark-submit application.
+- A ``spark`` connection with a local master: ``spark-pipelines run|dry-run --spec SPEC`` followed by
+  spark-submit's common flags but the master and deploy mode (see build_pipelines_argv); the launcher runs the
+  pipeline in a driver of its own, which prints its ids and UI like any spark-submit application.
 - A ``spark_connect`` connection: ``python -m pyspark.pipelines.cli run|dry-run --spec SPEC`` with ``SPARK_REMOTE``
   set to the connection's URL (the launcher would start a JVM and refuse a remote with a master, as the provider
   notes).
@@ -14,6 +14,7 @@ import re
 import sys
 from dataclasses import replace
 
+from sparkflow.exceptions import UserError
 from sparkflow.spark.command import build_spark_submit_argv
 from sparkflow.spark.spec import SparkSubmitSpec, SparkTarget
 
@@ -23,9 +24,24 @@ PIPELINES_BINARY = "spark-pipelines"
 
 def build_pipelines_argv(command: str, pipeline_spec: str | None, spec: SparkSubmitSpec, target: SparkTarget,
                          binary_path: str | None = None) -> list[str]:
-    """argv for the spark-pipelines launcher against a master (``spec`` holds the spark-submit options)."""
+    """argv for the spark-pipelines launcher (``spec`` holds the spark-submit options). The launcher of Spark 4
+    runs the pipeline on a Spark Connect server of its own in local mode and refuses ``--master`` and
+    ``--deploy-mode`` ("Remote cannot be specified with master and/or deploy mode"), so only a local master is
+    accepted, and left out; ``--name`` would reach the pipelines CLI, which refuses it."""
+    if target.cluster_manager != "local":
+        raise UserError(
+            f"spark-pipelines runs pipelines on local Spark only (it refuses master {target.master!r}); use a "
+            "spark_connect connection to run the pipeline on a server backed by that master"
+        )
     common = build_spark_submit_argv(replace(spec, application="", application_args=()), target)[1:-1]
-    return [binary_path or PIPELINES_BINARY, command, *(["--spec", pipeline_spec] if pipeline_spec else []), *common]
+    kept: list[str] = []
+    flags = iter(common)
+    for flag in flags:
+        if flag in ("--master", "--deploy-mode", "--name"):  # the spec names the pipeline
+            next(flags, None)  # and its value
+        else:
+            kept.append(flag)
+    return [binary_path or PIPELINES_BINARY, command, *(["--spec", pipeline_spec] if pipeline_spec else []), *kept]
 
 
 def build_connect_pipelines_argv(command: str, pipeline_spec: str | None, python: str = sys.executable) -> list[str]:

@@ -238,3 +238,21 @@ def test_connections_add_checks_spark_connect_fields(tmp_path: Path) -> None:
     assert unmanaged.returncode == 0
     refused = cli("spark-connect", "start", "plain")
     assert refused.returncode == 2 and "is not managed by sparkflow" in refused.stderr
+
+
+def test_pipelines_argv_for_the_launcher_and_for_spark_connect() -> None:
+    from sparkflow.exceptions import UserError
+    from sparkflow.spark.pipelines import build_connect_pipelines_argv, build_pipelines_argv, run_user_id, with_user_id
+    from sparkflow.spark.spec import SparkSubmitSpec, SparkTarget
+
+    spec = SparkSubmitSpec(conf={"spark.x": "1"}, driver_memory="1g", deploy_mode="client")
+    assert build_pipelines_argv("dry-run", "p.yml", spec, SparkTarget(master="local[2]"), "/bin/spark-pipelines") == [
+        "/bin/spark-pipelines", "dry-run", "--spec", "p.yml", "--conf", "spark.x=1", "--driver-memory", "1g"]
+    with pytest.raises(UserError, match="spark-pipelines runs pipelines on local Spark only"):
+        build_pipelines_argv("run", None, spec, SparkTarget(master="spark://h:7077"))
+    assert build_connect_pipelines_argv("run", "p.yml", "/py") == ["/py", "-m", "pyspark.pipelines.cli", "run",
+                                                                   "--spec", "p.yml"]
+    user = run_user_id("d", "t.x", 2)
+    assert user == "sparkflow-d-t-x-try2"
+    assert with_user_id("sc://h:1/", user) == "sc://h:1/;user_id=sparkflow-d-t-x-try2"
+    assert with_user_id("sc://h:1/;user_id=a;token=t", "u") == "sc://h:1/;user_id=u;token=t"
