@@ -22,6 +22,14 @@ cache_ok  # unused variable (sparkflow/metastore/schema.py:52)
 impl  # unused variable (sparkflow/metastore/schema.py:51)
 
 # Airflow's public API, called by users' DAG files (compat aliases, operator and timetable attributes).
+SparkConnectHook  # unused class (sparkflow/compat/airflow/spark_connect.py:13)
+PARAM_USE_SSL  # unused variable (sparkflow/compat/airflow/spark_connect.py:17)
+PARAM_TOKEN  # unused variable (sparkflow/compat/airflow/spark_connect.py:18)
+PARAM_USER_ID  # unused variable (sparkflow/compat/airflow/spark_connect.py:19)
+_.get_connection_url  # unused method (sparkflow/compat/airflow/spark_connect.py:29)
+pyspark_task  # unused function (sparkflow/compat/airflow/spark_connect.py:33)
+SparkPipelinesHook  # unused class (sparkflow/compat/airflow/spark_pipelines.py:16)
+PySparkDecoratedOperator  # unused class (sparkflow/operators/pyspark.py:326), loaded by name for @task.pyspark
 CronDataIntervalTimetable  # unused class (sparkflow/compat/airflow/models.py:145)
 Param  # unused class (sparkflow/compat/airflow/models.py:78)
 SparkJDBCOperator  # unused class (sparkflow/operators/spark_jdbc.py:29)

@@ -25,8 +25,6 @@ DEFAULT_PORT = 15002
 DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_STARTUP_TIMEOUT = 180.0
 MANAGED_EXTRAS = ("managed", "master", "driver_memory", "conf", "idle_timeout", "ui_port", "startup_timeout")
-CLIENT_EXTRAS = ("use_ssl",)
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
