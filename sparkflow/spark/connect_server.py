@@ -244,7 +244,9 @@ def _start(directory: ServerDirectory, spec: ManagedServerSpec, owner: str, log:
         directory.record_file.unlink()
     _info(log, "Starting a Spark Connect server for '%s' on %s:%s (master %s)", spec.conn_id, spec.bind_host,
           spec.port, spec.master)
-    env = {**os.environ, "SPARKFLOW_CONNECT_OWNER": owner}
+    # SPARKFLOW_DETACHED: the server outlives the try that starts it, so the try's clean-up of leftover
+    # processes (runtime.leftovers, a child subreaper that inherits the forked-away supervisor) spares it.
+    env = {**os.environ, "SPARKFLOW_CONNECT_OWNER": owner, "SPARKFLOW_DETACHED": "1"}
     directory.supervisor_pid_file.unlink(missing_ok=True)
     with open(directory.log_file, "ab") as out:
         # --detach: the supervisor forks away at once, so it is no child of this (task) process

@@ -256,3 +256,31 @@ def test_pipelines_argv_for_the_launcher_and_for_spark_connect() -> None:
     assert user == "sparkflow-d-t-x-try2"
     assert with_user_id("sc://h:1/", user) == "sc://h:1/;user_id=sparkflow-d-t-x-try2"
     assert with_user_id("sc://h:1/;user_id=a;token=t", "u") == "sc://h:1/;user_id=u;token=t"
+
+
+def test_a_server_started_by_a_try_is_spared_by_the_tries_leftover_clean_up(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first try that needs a managed server starts it; the try's end kills what it left, but not the server."""
+    from sparkflow.runtime import leftovers
+    from sparkflow.spark import connect_server
+
+    started: dict[str, dict[str, str]] = {}
+
+    def fake_run(argv: list[str], **kwargs: object) -> None:
+        started["env"] = kwargs["env"]  # type: ignore[assignment]
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(connect_server.subprocess, "run", fake_run)
+    spec = ManagedServerSpec(conn_id="sc", bind_host="127.0.0.1", port=1, master="local[1]")
+    directory = ServerDirectory(tmp_path, "sc")
+    directory.ensure()
+    with pytest.raises(RuntimeError, match="stop here"):
+        connect_server._start(directory, spec, "tests", None)
+    child = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+                             env=started["env"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"  # exec'd: its own environment
+        assert leftovers._detached(child.pid)
+    finally:
+        child.kill()
+        child.communicate()
