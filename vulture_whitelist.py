@@ -130,15 +130,9 @@ FRIDAY  # unused variable (sparkflow/operators/weekday.py)
 SATURDAY  # unused variable (sparkflow/operators/weekday.py)
 SUNDAY  # unused variable (sparkflow/operators/weekday.py)
 
-# NOT false positives: read paths written ahead of their first caller by work in flight (issue 16's serialized
-# DAGs and rendered fields, issue 17's mapping, issue 19's Spark tracking, issue 21's web hardening: these two are
-# used by tests only). Delete a line once its name is used, or
-# delete the code if it stays unused.
-FAILED_STATES  # unused variable (sparkflow/spark/yarn.py:21)
+# Read paths only tests use: the progress record's JSON round trip and the token lookup the CLI test checks.
 _.from_dict  # unused method (sparkflow/spark/tracking.py:183)
-mapped_instances  # unused function (sparkflow/metastore/queries.py:106)
 find_user_by_token  # unused function (sparkflow/metastore/queries.py:451)
-is_sensitive_key  # unused variable (sparkflow/connections.py:29)
 
 # The in-process import of a whole DAG folder: sparkflow itself parses in time-limited child processes
 # (scheduler/parse_worker.py); tests and tools that look at the DAG objects themselves use this.

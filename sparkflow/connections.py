@@ -19,14 +19,12 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sparkflow.exceptions import ConfigError, InvalidConnection
 from sparkflow.files import write_private
-from sparkflow.logs import MASK, is_sensitive_name, redact, secrets_in
+from sparkflow.logs import MASK, redact, secrets_in
 
 # AIRFLOW_CONN_<ID> is read too, so an existing Airflow deployment's connection settings carry over.
 ENV_PREFIXES = ("SPARKFLOW_CONN_", "AIRFLOW_CONN_")
 CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 FIELDS = ("conn_type", "host", "port", "login", "password", "schema", "extra", "description")
-# Extra keys whose values are secrets, at any depth: the masker's list (Airflow's, + sensitive_var_conn_names).
-is_sensitive_key = is_sensitive_name
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from sparkflow.exceptions import SparkSubmitFailed
 from sparkflow.spark.tracking import Unavailable, request_json
 
 ACTIVE_STATES = frozenset({"NEW", "NEW_SAVING", "SUBMITTED", "ACCEPTED", "RUNNING"})
-FAILED_STATES = frozenset({"FAILED", "KILLED"})
 # The provider polls the ResourceManager at most every 10 s, whatever status_poll_interval says.
 MIN_RM_POLL_SECONDS = 10.0
 CLI_TIMEOUT_SECONDS = 30.0

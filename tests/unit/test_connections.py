@@ -17,11 +17,11 @@ from sparkflow.connections import (
     dump_connections,
     format_uri,
     from_fields,
-    is_sensitive_key,
     load_connections_file,
     parse_uri,
 )
 from sparkflow.exceptions import ConfigError, InvalidConnection, NotFound, UserError
+from sparkflow.logs import is_sensitive_name
 from sparkflow.metastore import migrate, queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.engine import Database
@@ -336,7 +336,7 @@ def test_repr_never_shows_password_or_extra() -> None:
      ("queue", False)],
 )
 def test_is_sensitive_key(key: str, sensitive: bool) -> None:
-    assert is_sensitive_key(key) is sensitive
+    assert is_sensitive_name(key) is sensitive
 
 
 def test_secret_box_round_trip() -> None:
