@@ -138,8 +138,8 @@ class DagStore:
         where = {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id, "map_index": key.map_index}
         statement = S.update_where("rendered_task_fields", tuple(where), tuple(values))
         with self.db.write() as conn:
-            if statement.run(conn, S.params(where, values)) == 0:
-                conn.execute(insert(t.rendered_task_fields).values(**where, **values))
+            if statement.run(conn, S.params(where, values)) == 0:  # a try's first write: prepared, like the update
+                S.insert_rows(conn, "rendered_task_fields", [{**where, **values}])
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         with self.db.write() as conn:
