@@ -593,12 +593,18 @@ class _Server:
         if self.setup_error is not None:
             print(f"sparkflow task runner: {self.setup_error}", file=sys.stderr)
             return 1, False
-        code, outcome = exit_code_of_try(self.settings, self.metastore, key, try_number, dag)
-        reusable = outcome is not None and outcome.process_reusable
-        if code == 0:  # the outcome is recorded: the scheduler may act on it before this process is free
+        told = False
+
+        def tell_done() -> None:  # the outcome is recorded: the scheduler may act on it before this process is free
+            nonlocal told
+            told = True
             with contextlib.suppress(OSError):
                 os.write(self.done_w, f"done {request['id']}\n".encode())
-        return code, reusable
+
+        code, outcome = exit_code_of_try(self.settings, self.metastore, key, try_number, dag, on_recorded=tell_done)
+        if code == 0 and not told:  # ended before its outcome stage (not claimed, not startable): recorded too
+            tell_done()
+        return code, outcome is not None and outcome.process_reusable
 
     @staticmethod
     def _leave(code: int) -> NoReturn:

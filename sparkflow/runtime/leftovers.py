@@ -47,16 +47,17 @@ class Process:
 
 def _processes() -> dict[int, Process]:
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for entry in os.listdir("/proc"):  # plain strings and open(): this runs at the end of every try
+        if not entry.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode("utf-8", "replace")
         except OSError:
             continue  # it ended meanwhile
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
-        found[int(entry.name)] = Process(int(entry.name), int(fields[1]), int(fields[2]), name, fields[0] == "Z")
+        found[int(entry)] = Process(int(entry), int(fields[1]), int(fields[2]), name, fields[0] == "Z")
     return found
 
 

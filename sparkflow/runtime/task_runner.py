@@ -123,7 +123,7 @@ class TryOutcome:
 
 def run_try(
     settings: Settings, metastore: Metastore, key: TIKey, try_number: int, dag: DAG | None = None,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Callable[[], datetime] = utcnow, on_recorded: Callable[[], None] | None = None,
 ) -> TryOutcome:
     """The queued try ``try_number`` of ``key``, through its stages: claim -> prepare -> execute -> record ->
     clean up. Runs in the task process (a fork-server worker, a Celery task process), or in the caller's own
@@ -132,7 +132,9 @@ def run_try(
     Two write transactions: claim_try moves the try to running and returns the records the other stages use;
     record_outcome compares against that record instead of reading the row again. When the caller hands over the
     parsed DAG (the fork server), the queued check happens inside the claim; otherwise it is read first, so a try
-    that is no longer queued does not load its DAG file."""
+    that is no longer queued does not load its DAG file. ``on_recorded`` is called once the outcome is recorded,
+    before the clean-up (a fork-server worker tells the scheduler there, so the clean-up is off a chain's
+    critical path)."""
     if dag is None:
         ti = queries.get_task_instance(metastore.db, key)
         if ti.state is not TaskState.QUEUED or ti.try_number != try_number:
@@ -160,6 +162,8 @@ def run_try(
             with metastore_environment(metastore, context), task_clock(clock):
                 outcome = execute_task(dag, task, context, switch, _rendered_fields_writer(metastore, ti, clock))
             recorded = record_outcome(metastore, ti, task, context, outcome, clock())
+        if on_recorded is not None:
+            on_recorded()
         if owns_group():
             killed = kill_leftovers()
             if killed:
@@ -365,14 +369,16 @@ def record_asset_events(metastore: Metastore, ti: TaskInstanceRecord, task: Base
 
 
 def exit_code_of_try(
-    settings: Settings, metastore: Metastore | None, key: TIKey, try_number: int, dag: DAG | None = None
+    settings: Settings, metastore: Metastore | None, key: TIKey, try_number: int, dag: DAG | None = None,
+    on_recorded: Callable[[], None] | None = None,
 ) -> tuple[int, TryOutcome | None]:
     """The body of a task process (a fork-server worker, ``python -m sparkflow.runtime``): run_try, and the exit
     code that tells the executor whether the runner got to record an outcome (0), or a sparkflow error (an
     uninitialised metastore, say) stopped it first (1, the error on stderr, no outcome). Anything else
     propagates."""
     try:
-        return 0, run_try(settings, metastore or open_metastore(settings), key, try_number, dag=dag)
+        return 0, run_try(settings, metastore or open_metastore(settings), key, try_number, dag=dag,
+                          on_recorded=on_recorded)
     except SparkflowError as exc:
         print(f"sparkflow task runner: {exc}", file=sys.stderr)
         return 1, None
