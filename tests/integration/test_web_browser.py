@@ -150,7 +150,8 @@ def test_trigger_watch_grid_and_follow_the_live_log(browser, server: Server) -> 
 
     context, page = _login(browser, server, "alice")
     try:
-        expect(page.locator("#dag-list")).to_contain_text("browser_demo", timeout=30_000)
+        # The DAG processor may not have parsed the folder yet on a loaded machine: the empty list refreshes itself.
+        expect(page.locator("#dag-list")).to_contain_text("browser_demo", timeout=120_000)
         expect(page.locator('tr[data-dag-id="browser_demo"]')).to_contain_text("every day at 00:00 UTC")
         page.screenshot(path=str(server.shots / "dag_list.png"), full_page=True)
         page.click('tr[data-dag-id="browser_demo"] a.dag-link')
@@ -201,7 +202,8 @@ def test_viewer_cannot_trigger(browser, server: Server) -> None:  # type: ignore
 
     context, page = _login(browser, server, "val")
     try:
-        expect(page.locator("#dag-list")).to_contain_text("browser_demo", timeout=30_000)
+        # The DAG processor may not have parsed the folder yet on a loaded machine: the empty list refreshes itself.
+        expect(page.locator("#dag-list")).to_contain_text("browser_demo", timeout=120_000)
         expect(page.locator('tr[data-dag-id="browser_demo"] button.toggle')).to_be_disabled()
         page.goto(server.url + "/dags/browser_demo")
         expect(page.locator("h1")).to_have_text("browser_demo")

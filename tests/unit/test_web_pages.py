@@ -18,6 +18,7 @@ from sparkflow.scheduler.dag_processing import refresh_dag_folder
 from sparkflow.state import TaskState
 from sparkflow.web import service
 from sparkflow.web.app import create_app
+from sparkflow.web.auth import hash_password
 from sparkflow.web.service import WebDags
 from tests.helpers import run_dag
 from tests.web_support import PASSWORD, WebEnv, csrf_from, make_web_env
@@ -114,6 +115,17 @@ def test_dag_list(viewer: TestClient, env: WebEnv) -> None:
     assert 'class="dot" style="background:#008000"' in html  # the successful run as a green dot
     assert "1 DAG file(s) failed to import" in html and "boom" in html
     assert re.search(r'class="toggle on" disabled', html)  # viewers see the toggle but cannot use it
+
+
+def test_an_empty_dag_list_refreshes_itself_until_the_first_parse(settings, metastore) -> None:  # type: ignore[no-untyped-def]
+    metastore.users.create_user("early", hash_password(PASSWORD, n=2**10), "viewer")
+    with TestClient(create_app(settings, metastore, secret_key="test-key")) as client:
+        html = login(client, "early").get("/").text
+        assert "No DAGs yet" in html and '<meta http-equiv="refresh" content="3">' in html
+        env = make_web_env(settings, metastore)  # parses the folder: the list stops refreshing
+        html = client.get("/").text
+        assert 'data-dag-id="web_demo"' in html and 'http-equiv="refresh"' not in html
+        assert env.run.run_id
 
 
 def test_dag_page_grid_graph_gantt_history(viewer: TestClient, env: WebEnv) -> None:
