@@ -34,7 +34,7 @@ demo: $(STAMP) check-java
 	SPARKFLOW_DAGS_FOLDER="$${SPARKFLOW_DAGS_FOLDER:-$(CURDIR)/jobs}" $(BIN)/sparkflow trigger count_trips_sql --wait
 
 test: system-packages $(STAMP) check-java
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "Error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: $(STAMP)
