@@ -1,4 +1,4 @@
-"""sparkflow assets list|events."""
+"""sparkflow assets list|events|materialize."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import click
 
 from sparkflow.cli.env import CliEnv
 from sparkflow.cli.output import emit, output_option
+from sparkflow.cli.runs_cmd import follow_run
 from sparkflow.metastore import queries
+from sparkflow.scheduler.asset_runs import materialize_asset, producing_dag_id
+from sparkflow.scheduler.dag_processing import current_dag, load_dag
 
 
 @click.group("assets")
@@ -35,3 +38,16 @@ def events_cmd(env: CliEnv, uri: str | None, limit: int, output: str) -> None:
     rows = [e.as_dict() for e in queries.list_asset_events(env.metastore.db, uri, limit)]
     emit(rows, output, ["id", "uri", "source_dag_id", "source_run_id", "source_task_id", "source_map_index",
                         "timestamp", "extra"])
+
+
+@assets.command("materialize")
+@click.argument("asset")
+@click.option("--wait", "-w", is_flag=True, help="Drive the run to its end here and follow it live.")
+@click.pass_obj
+def materialize_cmd(env: CliEnv, asset: str, wait: bool) -> int:
+    """Trigger the DAG that produces ASSET (its URI or name), as Airflow 3's `airflow assets materialize`."""
+    dag_id = producing_dag_id(env.metastore, asset)
+    dag = load_dag(env.settings, env.metastore, dag_id) if wait else current_dag(env.settings, env.metastore, dag_id)
+    run = materialize_asset(env.metastore, dag, env.now())
+    click.echo(f"Created run {run.run_id} of DAG '{dag_id}' to materialize asset {asset!r}")
+    return follow_run(env, dag, run) if wait else 0

@@ -25,7 +25,7 @@ from sparkflow.definitions.location import Location, caller_location
 from sparkflow.definitions.taskgroup import TaskGroup, current_task_group
 from sparkflow.definitions.templating import RenderError, TemplateEnvironment, render_value
 from sparkflow.definitions.trigger_rule import TriggerRule
-from sparkflow.definitions.xcom_arg import XComArg, find_xcom_args, resolve_xcom_args
+from sparkflow.definitions.xcom_arg import SourceLength, XComArg, find_xcom_args, resolve_xcom_args
 from sparkflow.exceptions import DagDefinitionError
 
 if TYPE_CHECKING:
@@ -235,7 +235,15 @@ class BaseOperator(DependencyMixin):
 
     @property
     def is_mapped(self) -> bool:
-        return False
+        """A task in a mapped task group is mapped with it (a classic operator too, as in Airflow)."""
+        return self.mapped_group is not None
+
+    def map_length(self, source_length: SourceLength) -> int:
+        """How many instances a task of a mapped task group gets in a run: as many as the group."""
+        group = self.mapped_group
+        if group is None:
+            raise TypeError(f"task '{self.task_id}' is not mapped")
+        return int(group.expand_input.length(source_length))
 
     @property
     def mapped_group(self) -> TaskGroup | None:

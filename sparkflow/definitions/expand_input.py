@@ -98,3 +98,5 @@ class MappedArgument(XComArg):
 
     def __repr__(self) -> str:
         return f"MappedArgument({self.group.group_id!r}, {self.name!r})"
+
+    __str__ = __repr__  # no XCom pull template: its value comes from the group's input, per instance

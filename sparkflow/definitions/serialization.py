@@ -22,10 +22,15 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sparkflow.definitions.assets import Asset, condition_from_json, condition_to_json
+from sparkflow.definitions.assets import Asset, AssetAlias, condition_from_json, condition_to_json
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.dag import DAG
-from sparkflow.definitions.expand_input import ExpandInput, ListOfDictsExpandInput, MappedArgument
+from sparkflow.definitions.expand_input import (
+    DictOfListsExpandInput,
+    ExpandInput,
+    ListOfDictsExpandInput,
+    MappedArgument,
+)
 from sparkflow.definitions.location import Location
 from sparkflow.definitions.mappedoperator import MappedOperator
 from sparkflow.definitions.schedule import CronTimetable, DeltaTimetable, NullTimetable, OnceTimetable
@@ -237,9 +242,12 @@ def expand_spec(expand_input: ExpandInput) -> dict[str, Any]:
 def _mapping_fields(task: BaseOperator) -> dict[str, Any]:
     if isinstance(task, SerializedOperator):
         return {"mapped": task.mapped, "mapped_group": task.mapped_group_spec}
-    if not isinstance(task, MappedOperator):
-        return {"mapped": None, "mapped_group": None}
     group = task.mapped_group
+    if not isinstance(task, MappedOperator):  # a classic operator in a mapped group: mapped with the group only
+        if group is None:
+            return {"mapped": None, "mapped_group": None}
+        return {"mapped": expand_spec(DictOfListsExpandInput({})),
+                "mapped_group": {"group_id": group.group_id, "expand": expand_spec(group.expand_input)}}
     return {"mapped": expand_spec(task.expand_input),
             "mapped_group": {"group_id": group.group_id, "expand": expand_spec(group.expand_input)} if group else None}
 
@@ -270,11 +278,22 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         lineno=task.location.lineno if task.location else None,
         **_mapping_fields(task),
         is_setup=task.is_setup, is_teardown=task.is_teardown, on_failure_fail_dagrun=task.on_failure_fail_dagrun,
-        outlets=[{"uri": a.uri, "name": a.name, "group": a.group, "extra": to_json_value(a.extra)}
-                 for a in task.outlets],
+        outlets=[_outlet_to_json(a) for a in task.outlets],
     )
     data.update(getattr(task, "extra", None) or {})
     return data
+
+
+def _outlet_to_json(outlet: Asset | AssetAlias) -> dict[str, Any]:
+    if isinstance(outlet, AssetAlias):
+        return {"alias": outlet.name, "group": outlet.group}
+    return {"uri": outlet.uri, "name": outlet.name, "group": outlet.group, "extra": to_json_value(outlet.extra)}
+
+
+def _outlet_from_json(item: dict[str, Any]) -> Asset | AssetAlias:
+    if "alias" in item:
+        return AssetAlias(item["alias"], item.get("group") or "")
+    return Asset(item["uri"], name=item.get("name"), group=item.get("group") or "asset", extra=item.get("extra") or {})
 
 
 def _template_values(task: BaseOperator) -> dict[str, Any]:
@@ -408,8 +427,7 @@ def _deserialize_task(item: Mapping[str, Any], tz: tzinfo, dag: DAG) -> Serializ
         execution_timeout=item.get("execution_timeout"), start_date=_date_in(item.get("start_date"), tz),
         end_date=_date_in(item.get("end_date"), tz), params=item.get("params"), dag=dag, **plain,
     )
-    task.outlets = [Asset(o["uri"], name=o.get("name"), group=o.get("group") or "asset", extra=o.get("extra") or {})
-                    for o in item.get("outlets") or []]
+    task.outlets = [_outlet_from_json(o) for o in item.get("outlets") or []]
     task.is_setup = bool(item.get("is_setup"))
     task.is_teardown = bool(item.get("is_teardown"))
     task.on_failure_fail_dagrun = bool(item.get("on_failure_fail_dagrun"))

@@ -502,17 +502,25 @@ def get_task_instance_by_id(db: Database, ti_id: int) -> TaskInstanceRecord:
 # -- assets -----------------------------------------------------------------------------------------------------
 def list_assets(db: Database) -> list[AssetRecord]:
     """Every asset a DAG file names, with the DAGs scheduled on it, the tasks that update it and its last event."""
-    r, e = t.asset_reference.c, t.asset_event.c
+    r, e, link = t.asset_reference.c, t.asset_event.c, t.asset_alias_asset.c
     with db.read() as conn:
         assets = conn.execute(select(t.asset).order_by(t.asset.c.uri)).all()
         refs = conn.execute(select(r.uri, r.dag_id, r.task_id, r.kind).order_by(r.dag_id, r.task_id)).all()
         stats = conn.execute(select(e.uri, func.max(e.timestamp), func.count()).group_by(e.uri)).all()
+        aliases: dict[str, set[str]] = {}  # asset URI -> the aliases resolved to it
+        for alias_name, uri in conn.execute(select(link.alias_name, link.uri)):
+            aliases.setdefault(uri, set()).add(alias_name)
     last: dict[str, Any] = {row[0]: row[1] for row in stats}
     counts: dict[str, int] = {row[0]: row[2] for row in stats}
+
+    def refers(x: Any, uri: str, kind: str) -> bool:  # directly, or through an alias resolved to the asset
+        return (x.uri == uri and x.kind == kind) or (x.kind == f"alias_{kind}" and x.uri in aliases.get(uri, ()))
+
     return [AssetRecord(
         uri=a.uri, name=a.name, group=a.group_name, extra=json.loads(a.extra or "{}"),
-        consumers=tuple(sorted({x.dag_id for x in refs if x.uri == a.uri and x.kind == "schedule"})),
-        producers=tuple(f"{x.dag_id}.{x.task_id}" for x in refs if x.uri == a.uri and x.kind == "outlet"),
+        consumers=tuple(sorted({x.dag_id for x in refs if refers(x, a.uri, "schedule")})),
+        producers=tuple(f"{x.dag_id}.{x.task_id}" for x in refs if refers(x, a.uri, "outlet")),
+        producing_dags=tuple(sorted({x.dag_id for x in refs if refers(x, a.uri, "outlet")})),
         last_event_at=last.get(a.uri), events=int(counts.get(a.uri, 0)),
     ) for a in assets]
 

@@ -335,6 +335,7 @@ class AssetRecord:
     extra: dict[str, Any]
     consumers: tuple[str, ...]  # DAG ids scheduled on it
     producers: tuple[str, ...]  # "dag_id.task_id" of the tasks that update it
+    producing_dags: tuple[str, ...]  # the DAG ids of those tasks
     last_event_at: datetime | None
     events: int
 

@@ -89,7 +89,8 @@ dag_run = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("dag_id", String(ID), nullable=False),
     Column("run_id", String(ID), nullable=False),
-    Column("run_type", String(20), nullable=False),  # manual, scheduled, backfill
+    # manual, scheduled, backfill, asset_triggered, asset_materialization (Airflow's length)
+    Column("run_type", String(50), nullable=False),
     Column("logical_date", TS, nullable=False),
     Column("data_interval_start", TS),
     Column("data_interval_end", TS),
@@ -352,7 +353,8 @@ asset_reference = Table(
     Column("dag_id", String(ID), nullable=False),
     Column("task_id", String(ID)),  # the producing task (kind outlet); NULL for a schedule
     Column("uri", String(1500), nullable=False),
-    Column("kind", String(20), nullable=False),  # schedule, outlet
+    # schedule, outlet; alias_schedule, alias_outlet (uri holds the AssetAlias's name)
+    Column("kind", String(20), nullable=False),
     Index("ix_asset_reference_uri", "uri"),
 )
 
@@ -384,4 +386,15 @@ dag_run_asset_event = Table(
     metadata,
     Column("dag_run_id", Integer, ForeignKey("dag_run.id", ondelete="CASCADE"), primary_key=True),
     Column("event_id", Integer, ForeignKey("asset_event.id", ondelete="CASCADE"), primary_key=True),
+)
+
+# What each AssetAlias has resolved to: the assets tasks added events for through it (Airflow's
+# asset_alias_asset), so a DAG scheduled on the alias is scheduled on those assets.
+asset_alias_asset = Table(
+    "asset_alias_asset",
+    metadata,
+    Column("alias_name", String(1500), primary_key=True),
+    Column("uri", String(1500), primary_key=True),
+    Column("created_at", TS, nullable=False),
+    Index("ix_asset_alias_asset_uri", "uri"),
 )

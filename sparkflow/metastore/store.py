@@ -27,6 +27,7 @@ from sparkflow.definitions.schedule import DataInterval
 from sparkflow.exceptions import InvalidTransition, NotFound, UserError
 from sparkflow.metastore import schema as t
 from sparkflow.metastore import statements as S
+from sparkflow.metastore.asset_store import AssetUpdate, record_events_in
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
 from sparkflow.state import (
@@ -188,11 +189,13 @@ class Store:
         now: datetime | None = None,
         expected_try: int | None = None,
         known: TaskInstanceRecord | None = None,
+        asset_updates: Sequence[AssetUpdate] = (),
         **fields: Any,
     ) -> TaskInstanceRecord | None:
         """Compare-and-set one task instance from ``expected`` (and ``expected_try``, when given) to ``new`` with
         extra column values; returns the task instance as written, or None (and writes nothing) when the row was
-        not in ``expected``.
+        not in ``expected``. ``asset_updates``: the asset events of a success, recorded in the same transaction
+        (no success without its events, no events without the success).
 
         Entering RUNNING opens a try-history row (or re-opens it: a rescheduled sensor continues its try, keeping
         the try's first start); leaving RUNNING closes it. ``known``: the caller's own record of the row (the
@@ -201,7 +204,10 @@ class Store:
         check_transition(expected, new)
         change = TaskStateChange(key, expected, new, actor, detail, now, expected_try, fields)
         with self.db.write() as conn:
-            return self._compare_and_set(conn, [change], known=known)
+            written = self._compare_and_set(conn, [change], known=known)
+            if written is not None and asset_updates:
+                record_events_in(conn, written, asset_updates, change.now or utcnow())
+            return written
 
     def set_task_states(self, changes: Sequence[TaskStateChange]) -> list[TaskInstanceRecord | None]:
         """Several compare-and-set changes in one transaction (the scheduler loop's decisions of one iteration):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkflow.connections import Connection
+from sparkflow.definitions.assets import OutletEventAccessors
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import (
     XCOM_RETURN_KEY,
@@ -220,6 +221,7 @@ def build_context(
         "test_mode": test_mode,
         "try_number": getattr(ti, "try_number", 1),
         "task_instance_key_str": f"{dag.dag_id}__{task.task_id}__{ds.replace('-', '')}",
+        "outlet_events": OutletEventAccessors(),
         **dag.user_defined_macros,
     }
     return context

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkflow.compat.airflow import airflow_finders
+from sparkflow.definitions.assets import AssetAlias, OutletEventAccessors
 from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import XCOM_RETURN_KEY, Context, task_clock, task_environment
 from sparkflow.definitions.dag import DAG
@@ -50,6 +51,7 @@ from sparkflow.exceptions import (
 )
 from sparkflow.logs import mask_sensitive_settings, masker, open_task_log_handler, task_log_path
 from sparkflow.metastore import queries
+from sparkflow.metastore.asset_store import AssetUpdate
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
 from sparkflow.parse_log import output_to, parse_log_path
@@ -336,15 +338,17 @@ def record_outcome(
     if state is TaskState.UP_FOR_RESCHEDULE:
         fields["next_try_at"] = now + timedelta(seconds=outcome.reschedule_delay or 0)
         log.info("Rescheduling: next poke at %s (the slot is free until then)", fields["next_try_at"].isoformat())
+    updates = asset_updates(metastore, ti, task, context) if state is TaskState.SUCCESS and task.outlets else []
     moved = metastore.store.set_task_state(ti.key, TaskState.RUNNING, state, ACTOR, detail=error, now=now,
-                                           expected_try=ti.try_number, known=ti, **fields)
+                                           expected_try=ti.try_number, known=ti, asset_updates=updates, **fields)
     if not moved:
         current = queries.get_task_instance(metastore.db, ti.key).state
         log.warning("Task was set to %s from outside while running; keeping that (not %s)", current, state)
         return dataclasses.replace(outcome, state=current, recorded=False)
     log.info("Marking task as %s", state.value.upper())
-    if state is TaskState.SUCCESS and task.outlets:
-        record_asset_events(metastore, ti, task, now)
+    if updates:
+        log.info("Asset events: %s", ", ".join(u.uri + (f" (through alias {u.alias})" if u.alias else "")
+                                                for u in updates))
     callback = {
         TaskState.SUCCESS: task.on_success_callback,
         TaskState.FAILED: task.on_failure_callback,
@@ -354,18 +358,27 @@ def record_outcome(
     return dataclasses.replace(outcome, state=state, recorded=True)
 
 
-def record_asset_events(metastore: Metastore, ti: TaskInstanceRecord, task: BaseOperator, now: datetime) -> None:
-    """The task succeeded: an event for each asset it updates, its ``extra`` plus, for a Spark task, the
-    application id and the rows and bytes written by this try (from its metrics)."""
+def asset_updates(metastore: Metastore, ti: TaskInstanceRecord, task: BaseOperator, context: Context
+                  ) -> list[AssetUpdate]:
+    """The asset events of a success, recorded with it: one per asset outlet and per asset added through an alias
+    outlet (``outlet_events``); ``extra`` is the asset's, the task's (``outlet_events[asset].extra``) and, for a
+    Spark task, the application id and the rows and bytes written by this try (from its metrics)."""
     current = queries.get_task_instance(metastore.db, ti.key)
     spark: dict[str, Any] = {}
     if current.spark_app_id:
         metrics = current.spark_metrics or {}
         spark = {"spark_app_id": current.spark_app_id, "output_records": metrics.get("output_records"),
                  "output_bytes": metrics.get("output_bytes")}
-    events = [(asset.uri, {**asset.extra, **spark}) for asset in task.outlets]
-    metastore.assets.record_events(current, events, now)
-    log.info("Asset events: %s", ", ".join(uri for uri, _ in events))
+    accessors = context.get("outlet_events")
+    updates = []
+    for outlet in task.outlets:
+        accessor = accessors.get(outlet) if isinstance(accessors, OutletEventAccessors) else None
+        if isinstance(outlet, AssetAlias):
+            for asset, extra in accessor.asset_alias_events if accessor is not None else []:
+                updates.append(AssetUpdate(asset.uri, {**asset.extra, **extra, **spark}, alias=outlet.name))
+        else:
+            updates.append(AssetUpdate(outlet.uri, {**outlet.extra, **(accessor.extra if accessor else {}), **spark}))
+    return updates
 
 
 def exit_code_of_try(

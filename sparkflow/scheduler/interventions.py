@@ -32,6 +32,7 @@ class ClearSelection:
     items: list[tuple[DagRunRecord, list[str]]] = field(default_factory=list)
     active: list[TaskInstanceRecord] = field(default_factory=list)  # queued/running: left alone
     map_indexes: list[int] | None = None  # only these instances of mapped tasks (None: all)
+    chosen: list[TIKey] = field(default_factory=list)  # this DAG's task instances in items, with their map index
     # other DAGs' task instances that ExternalTaskMarkers among the chosen tasks point at (recursive clear)
     external: list[tuple[DAG, DagRunRecord, list[str]]] = field(default_factory=list)
 
@@ -41,8 +42,7 @@ class ClearSelection:
 
     def keys(self) -> list[TIKey]:
         """Every task instance the clear would reset, this DAG's and (through markers) other DAGs'."""
-        own = [TIKey(run.dag_id, run.run_id, tid) for run, ids in self.items for tid in ids]
-        return own + [TIKey(run.dag_id, run.run_id, tid) for _, run, ids in self.external for tid in ids]
+        return self.chosen + [TIKey(run.dag_id, run.run_id, tid) for _, run, ids in self.external for tid in ids]
 
 
 def select_for_clear(
@@ -83,6 +83,7 @@ def select_for_clear(
                 selection.active.append(ti)
             else:
                 chosen.append(ti.task_id)
+                selection.chosen.append(ti.key)
         if chosen:
             selection.items.append((run, chosen))
     followed = follow_markers(metastore, dag, selection.items)

@@ -302,7 +302,8 @@ def spark_metrics(request: Request, user: User, dag_id: str, dag_run_id: str, ta
 class ClearBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dry_run: bool = True
-    task_ids: list[str] | None = None
+    # Airflow's: a task id (every instance of it) or a [task_id, map_index] pair (that mapped instance only)
+    task_ids: list[str | tuple[str, int]] | None = None
     dag_run_id: str | None = None
     start_date: datetime | None = None
     end_date: datetime | None = None
@@ -319,6 +320,27 @@ class ClearBody(BaseModel):
     include_past: bool = False
 
 
+def _by_map_indexes(task_ids: list[str | tuple[str, int]] | None) -> list[tuple[list[str] | None, list[int] | None]]:
+    """Airflow's task_ids as clears to make: the plain task ids (every instance) at once, then the tasks given as
+    [task_id, map_index] pairs grouped by their set of map indexes."""
+    if task_ids is None:
+        return [(None, None)]
+    plain = [t for t in task_ids if isinstance(t, str)]
+    indexes: dict[str, set[int]] = {}
+    for item in task_ids:
+        if not isinstance(item, str):
+            if item[1] < 0:
+                raise UserError(f"task_ids item {list(item)!r}: map_index {item[1]} is not an instance; give 0 or "
+                                "more, or the task id alone for every instance")
+            indexes.setdefault(item[0], set()).add(item[1])
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for task_id, wanted in indexes.items():
+        if task_id not in plain:  # a plain id already clears every instance of it
+            groups.setdefault(tuple(sorted(wanted)), []).append(task_id)
+    clears: list[tuple[list[str] | None, list[int] | None]] = [(plain, None)] if plain or not groups else []
+    return clears + [(ids, list(wanted)) for wanted, ids in groups.items()]
+
+
 @router.post("/dags/{dag_id}/clearTaskInstances", summary="Clear (re-run) task instances")
 def clear_task_instances(request: Request, user: User, dag_id: str, body: ClearBody) -> dict[str, Any]:
     _write(request, user, "clear task instances")
@@ -331,9 +353,11 @@ def clear_task_instances(request: Request, user: User, dag_id: str, body: ClearB
         value = getattr(body, name)
         if value is not None and value.tzinfo is None:
             raise UserError(f"{name} needs a time zone, e.g. 2024-01-01T00:00:00+00:00")
-    keys = service.clear(request.app.state.dags, dag_id, body.task_ids, body.dag_run_id, body.only_failed,
-                         body.include_downstream, body.dry_run, actor=f"web:{user.username}",
-                         start=body.start_date, end=body.end_date)
+    keys = []
+    for task_ids, map_indexes in _by_map_indexes(body.task_ids):
+        keys += service.clear(request.app.state.dags, dag_id, task_ids, body.dag_run_id, body.only_failed,
+                              body.include_downstream, body.dry_run, actor=f"web:{user.username}",
+                              start=body.start_date, end=body.end_date, map_indexes=map_indexes)
     return {"task_instances": [{"dag_id": k.dag_id, "dag_run_id": k.run_id, "task_id": k.task_id,
                                 "map_index": k.map_index} for k in keys]}
 

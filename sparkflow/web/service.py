@@ -189,6 +189,7 @@ def clear(dags: WebDags, dag_id: str, task_ids: list[str] | None, run_id: str | 
                                                map_indexes)
     if run_id is not None:
         selection.items = [(r, ids) for r, ids in selection.items if r.run_id == run_id]
+        selection.chosen = [key for key in selection.chosen if key.run_id == run_id]
     if dry_run:
         return selection.keys()
     return interventions.clear(dags.metastore, dag, selection, actor=actor)

@@ -276,3 +276,32 @@ def test_max_active_tis_limits_count_mapped_instances(settings, metastore, write
     loop.tick()
     queued = sorted((w.key.run_id, w.key.map_index) for w in executor.queued)
     assert queued == [("one", 0), ("one", 1), ("two", 0)]  # two per run, three over the DAG
+
+
+def test_classic_operator_in_a_mapped_task_group_uses_the_group_arguments(settings, metastore, write_dag) -> None:
+    path = write_dag("bash_group", """
+        from datetime import datetime
+        from sparkflow import DAG, BashOperator, task, task_group
+
+        with DAG("bash_group", start_date=datetime(2024, 1, 1)) as dag:
+            @task
+            def tables():
+                return ["trips", "zones"]
+
+            @task_group
+            def load(table, cmd, day):
+                echo = BashOperator(task_id="echo", env={"TABLE": table},
+                                    bash_command="echo {{ ds }}-$TABLE-{{ params.suffix }}-" + day,
+                                    params={"suffix": "v1"})
+                direct = BashOperator(task_id="direct", bash_command=cmd)
+                echo >> direct
+
+            load.partial(day="d").expand(table=tables(), cmd=["echo a", "echo b"])
+    """)
+    run = run_dag(settings, metastore, path, "bash_group")
+    assert run.state is RunState.SUCCESS, queries.task_instances(metastore.db, "bash_group", run.run_id)
+    assert sorted(instances(metastore, run, "load.echo")) == [(i, "success") for i in range(4)]
+    ds = run.logical_date.date().isoformat()
+    assert [xcom(metastore, run, "load.echo", i) for i in range(4)] == [
+        f"{ds}-trips-v1-d", f"{ds}-trips-v1-d", f"{ds}-zones-v1-d", f"{ds}-zones-v1-d"]
+    assert [xcom(metastore, run, "load.direct", i) for i in range(4)] == ["a", "b", "a", "b"]

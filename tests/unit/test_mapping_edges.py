@@ -121,3 +121,24 @@ def test_clearing_one_instance_from_its_page_clears_only_it(client: TestClient, 
     states = {t.map_index: t.state.value for t in queries.task_instances(env.metastore.db, "fan", env.run.run_id)
               if t.task_id == "each"}
     assert states == {0: "success", 1: "success", 2: "none"}
+
+
+def test_api_clear_takes_task_id_and_map_index_pairs(client: TestClient, env: WebEnv) -> None:
+    url = "/api/v1/dags/fan/clearTaskInstances"
+    auth, run_id = env.auth("op"), env.run.run_id
+
+    def each_states() -> dict[int, str]:
+        return {t.map_index: t.state.value for t in queries.task_instances(env.metastore.db, "fan", run_id)
+                if t.task_id == "each"}
+
+    body = {"task_ids": [["each", 0], ["each", 2]], "dag_run_id": run_id}  # Airflow's [task_id, map_index] form
+    dry = client.post(url, json=body, headers=auth).json()
+    assert sorted((t["task_id"], t["map_index"]) for t in dry["task_instances"]) == [("each", 0), ("each", 2)]
+    assert each_states() == {0: "success", 1: "success", 2: "failed"}
+    done = client.post(url, json={**body, "dry_run": False}, headers=auth).json()
+    assert sorted(t["map_index"] for t in done["task_instances"]) == [0, 2]
+    assert each_states() == {0: "none", 1: "success", 2: "none"}
+    r = client.post(url, json={"task_ids": [["each", -1]], "dag_run_id": run_id}, headers=auth)
+    assert r.status_code == 400 and "map_index -1" in r.json()["detail"]
+    both = client.post(url, json={"task_ids": ["summary", ["each", 1]], "dag_run_id": run_id}, headers=auth).json()
+    assert sorted((t["task_id"], t["map_index"]) for t in both["task_instances"]) == [("each", 1), ("summary", -1)]
