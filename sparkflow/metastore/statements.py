@@ -178,6 +178,19 @@ def update_where(table: str, where: tuple[str, ...], values: tuple[str, ...],
 
 
 @functools.cache
+def update_where_between(table: str, where: tuple[str, ...], between: str, values: tuple[str, ...],
+                         returning: tuple[str, ...] = ()) -> Prepared:
+    """The same as update_where, also with ``<between> BETWEEN :w_lo AND :w_hi`` (a range of map indexes, say)."""
+    tab = t.metadata.tables[table]
+    column = tab.c[between]
+    stmt = (update(tab).where(*_where(table, where), column.between(bindparam("w_lo", type_=column.type),
+                                                                     bindparam("w_hi", type_=column.type)))
+            .values({col: bindparam(f"v_{col}", type_=tab.c[col].type) for col in values}))
+    returned = [tab.c[col] for col in returning]
+    return Prepared(stmt.returning(*returned) if returned else stmt, returned)
+
+
+@functools.cache
 def select_where(table: str, where: tuple[str, ...], columns: tuple[str, ...] = (),
                  for_update: bool = False, order_by: tuple[str, ...] = ()) -> Prepared:
     """SELECT <columns, or the whole row> FROM table WHERE <each of where> = its parameter [ORDER BY order_by]."""

@@ -229,7 +229,10 @@ class Store:
         # of the same transaction.
         events: list[tuple[int, dict[str, Any]]] = []
         with self.db.write() as conn:
-            for indexes in chains.values():
+            pending = list(chains.values())
+            if self.db.dialect == "sqlite":
+                pending = self._move_alike_instances(conn, changes, pending, done, events)
+            for indexes in pending:
                 at = 0
                 while at < len(indexes):
                     group = self._mergeable([changes[i] for i in indexes[at:]])
@@ -246,6 +249,60 @@ class Store:
                 events.sort(key=lambda e: e[0])
                 S.insert_rows(conn, "state_event", [e for _, e in events])
         return done
+
+    def _move_alike_instances(
+        self, conn: SAConnection, changes: Sequence[TaskStateChange], chains: list[list[int]],
+        done: list[TaskInstanceRecord | None], events: list[tuple[int, dict[str, Any]]],
+    ) -> list[list[int]]:
+        """SQLite: the instances of one mapped task that make the same changes (none -> scheduled -> queued for a
+        whole expansion) move with one compare-and-set UPDATE per range of map indexes instead of one per instance,
+        each still audited. Returns the chains left for one-by-one compare-and-set."""
+        alike: dict[tuple[Any, ...], list[list[int]]] = {}
+        rest = []
+        for indexes in chains:
+            chain = [changes[i] for i in indexes]
+            first = chain[0]
+            signature = None
+            if (first.key.map_index >= 0 and first.expected_try is not None and not any(map(_needs_row, chain))
+                    and len(self._mergeable(chain)) == len(chain)):
+                try:
+                    signature = (first.key.dag_id, first.key.run_id, first.key.task_id, tuple(
+                        (c.expected, c.new, c.actor, c.detail, c.now, c.expected_try,
+                         tuple(sorted(c.fields.items()))) for c in chain))
+                    hash(signature)
+                except TypeError:  # a field value that cannot be compared as a key: this one goes alone
+                    signature = None
+            if signature is None:
+                rest.append(indexes)
+            else:
+                alike.setdefault(signature, []).append(indexes)
+        for members in alike.values():
+            if len(members) < 2:
+                rest += members
+                continue
+            chain = [changes[i] for i in members[0]]
+            first, last = chain[0], chain[-1]
+            values: dict[str, Any] = {}
+            for change in chain:
+                values.update(change.fields)
+            values.update(state=last.new, updated_at=last.now or utcnow())
+            where = {"dag_id": first.key.dag_id, "run_id": first.key.run_id, "task_id": first.key.task_id,
+                     "state": first.expected, "try_number": first.expected_try}
+            by_index = {changes[m[0]].key.map_index: m for m in members}
+            statement = S.update_where_between("task_instance", tuple(where), "map_index", tuple(values), _TI_COLUMNS)
+            for lo, hi in _ranges(sorted(by_index)):
+                for row in statement.rows(conn, {**S.params(where, values), "w_lo": lo, "w_hi": hi}):
+                    written = TaskInstanceRecord.from_row(row)
+                    try_number = first.expected_try
+                    for i in by_index[written.map_index]:
+                        change = changes[i]
+                        try_number = change.fields.get("try_number", try_number)
+                        one: list[dict[str, Any]] = []
+                        self._task_event(conn, one, change.now or utcnow(), change.key, try_number, change.expected,
+                                         change.new, change.actor, change.detail)
+                        events.append((i, one[0]))
+                        done[i] = written
+        return rest
 
     def _mergeable(self, chain: list[TaskStateChange]) -> list[TaskStateChange]:
         """The longest start of ``chain`` that one UPDATE can make (none -> scheduled -> queued, say): changes
@@ -589,6 +646,17 @@ class Store:
 
 
 _ENDINGS = (TaskState.FAILED, TaskState.SUCCESS)  # the outcomes whose end date and duration are recorded
+
+
+def _ranges(indexes: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Sorted map indexes as (first, last) runs of consecutive ones."""
+    start = previous = indexes[0]
+    for index in indexes[1:]:
+        if index != previous + 1:
+            yield start, previous
+            start = index
+        previous = index
+    yield start, previous
 
 
 def _needs_row(change: TaskStateChange) -> bool:

@@ -295,6 +295,7 @@ class SchedulerLoop:
         for (dag_id, _, task_id), count in per_task.items():
             per_dag_task[(dag_id, task_id)] = per_dag_task.get((dag_id, task_id), 0) + count
         candidates.sort(key=lambda c: (-c[2].priority_weight, c[0].logical_date, c[2].id))
+        queued_at = self.clock()  # one time for the iteration: alike changes (mapped instances) make one UPDATE
         for run, dag, ti, state in candidates:
             if open_slots <= 0:
                 break
@@ -322,7 +323,6 @@ class SchedulerLoop:
                     (dag.dag_id, run.run_id, ti.task_id), 0) + 1
             # A rescheduled sensor continues its try; anything else starts the next one.
             try_number = ti.try_number if state is TaskState.UP_FOR_RESCHEDULE else ti.try_number + 1
-            queued_at = self.clock()
             change = TaskStateChange(key, state, TaskState.QUEUED, ACTOR, now=queued_at, fields=dict(
                 try_number=try_number, queued_at=queued_at, executor=self.executor.name, next_try_at=None))
             chosen.append((change, Workload(key, try_number, ti.priority_weight, ti.queue)))

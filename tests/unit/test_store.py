@@ -249,3 +249,41 @@ def test_users_need_a_valid_name_a_known_role_and_exist_for_a_token(metastore) -
     metastore.users.add_api_token("ada", "digest")
     with pytest.raises(NotFound, match="user 'bob' does not exist"):
         metastore.users.add_api_token("bob", "digest")
+
+
+def test_alike_changes_of_mapped_instances_are_one_update_each_audited(settings, metastore, write_dag) -> None:
+    path = write_dag("fan", """
+        from datetime import datetime
+        from sparkflow import DAG, task
+
+        with DAG("fan", start_date=datetime(2024, 1, 1)) as dag:
+            @task
+            def each(x):
+                return x
+
+            each.expand(x=[1, 2, 3, 4, 5])
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["fan"], NOW)
+    assert metastore.store.expand_mapped_task(TIKey("fan", run.run_id, "each"), 5, "scheduler", now=NOW)
+    keys = [TIKey("fan", run.run_id, "each", i) for i in range(5)]
+    assert metastore.store.set_task_state(keys[2], TaskState.NONE, TaskState.SKIPPED, "someone else")
+    queued = dict(try_number=1, queued_at=NOW, executor="local", next_try_at=None)
+    changes = []
+    for key in keys:
+        changes.append(TaskStateChange(key, TaskState.NONE, TaskState.SCHEDULED, "scheduler", now=NOW, expected_try=0))
+        if key.map_index != 4:  # no open slot for instance 4: scheduled only
+            changes.append(TaskStateChange(key, TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", now=NOW,
+                                           fields=queued))
+    moved = metastore.store.set_task_states(changes)
+    assert [m.state if m else None for m in moved] == [TaskState.QUEUED] * 4 + [None, None] + [TaskState.QUEUED] * 2 \
+        + [TaskState.SCHEDULED]
+    states = {ti.map_index: (ti.state, ti.try_number) for ti in queries.task_instances(metastore.db, "fan", run.run_id)}
+    assert states == {0: (TaskState.QUEUED, 1), 1: (TaskState.QUEUED, 1), 2: (TaskState.SKIPPED, 0),
+                      3: (TaskState.QUEUED, 1), 4: (TaskState.SCHEDULED, 0)}
+    events = [(e.map_index, e.try_number, e.old_state, e.new_state)
+              for e in queries.state_events(metastore.db, "fan", run.run_id) if e.actor == "scheduler"
+              and e.event == "state_change"]
+    assert events == [(0, 0, "none", "scheduled"), (0, 1, "scheduled", "queued"),
+                      (1, 0, "none", "scheduled"), (1, 1, "scheduled", "queued"),
+                      (3, 0, "none", "scheduled"), (3, 1, "scheduled", "queued"), (4, 0, "none", "scheduled")]
