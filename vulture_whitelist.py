@@ -18,6 +18,8 @@ _.process_result_value  # unused method (sparkflow/metastore/schema.py:62)
 __dir__  # unused function (sparkflow/__init__.py:85)
 _on_begin  # unused function (sparkflow/metastore/engine.py:84)
 _on_connect  # unused function (sparkflow/metastore/engine.py:74)
+_on_checkin  # unused function (sparkflow/metastore/engine.py:100)
+_on_checkout  # unused function (sparkflow/metastore/engine.py:104)
 cache_ok  # unused variable (sparkflow/metastore/schema.py:52)
 impl  # unused variable (sparkflow/metastore/schema.py:51)
 

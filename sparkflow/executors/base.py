@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,3 +74,16 @@ def task_process_gone(pid: int | None, hostname: str | None) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
+
+
+def exit_reason(code: int) -> str | None:
+    """Why a task process ended without recording an outcome, from its exit code (negative: killed by a signal)."""
+    if code == 0:
+        return None
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"task process was killed by {name}"
+    return f"task process exited with code {code}"

@@ -35,7 +35,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sparkflow.executors.base import ExecutorEvent, Workload
+from sparkflow.executors.base import ExecutorEvent, Workload, exit_reason
 from sparkflow.executors.task_processes import SharedTaskProcesses
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
@@ -270,8 +270,7 @@ class CeleryExecutor:
             if state == "SUCCESS":
                 outcome = value if isinstance(value, dict) else {}
                 code = int(outcome.get("exit_code", 1))
-                reason = None if code == 0 else (
-                    f"task process exited with code {code} on worker {outcome.get('worker', '?')}")
+                reason = None if code == 0 else f"{exit_reason(code)} on worker {outcome.get('worker', '?')}"
                 events.append(ExecutorEvent(sent.workload, code, reason))
             elif state in ("FAILURE", "REVOKED"):
                 events.append(ExecutorEvent(sent.workload, 1, f"Celery task {state.lower()}: {value!r}"))

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sparkflow.executors.base import ExecutorEvent, Workload
+from sparkflow.executors.base import ExecutorEvent, Workload, exit_reason
 from sparkflow.metastore.records import TIKey
 from sparkflow.process import KILL_GRACE_SECONDS
 from sparkflow.runtime.forkserver import encode, serve_in_fork
@@ -58,8 +58,10 @@ class LocalExecutor:
         # the one that drives this executor (executors/task_processes.py).
         self.wake_fd: int | None = None
         self._queued: list[Workload] = []
-        self._running: dict[TIKey, _Running] = {}
-        self._by_request: dict[int, TIKey] = {}
+        # Every try handed to the server whose process has not reported its exit, by request id: a message is
+        # matched to its try by that id, never by task key (an earlier try of the key may still be leaving).
+        self._requests: dict[int, _Running] = {}
+        self._latest: dict[TIKey, _Running] = {}  # each key's newest try: what pid() and kill() act on
         self._next_request = 0
         self._ended: list[ExecutorEvent] = []  # exits read from the server, handed out by the next sync()
         # Something the scheduler should act on arrived since the last sync(): an outcome recorded ("done"), or a
@@ -109,10 +111,10 @@ class LocalExecutor:
         own outcomes; the scheduler watches them like any task it does not own (pid and heartbeat). The next
         launch starts a new server."""
         log.error("the local executor's fork server (pid %s) ended unexpectedly; %d running task(s) are left to "
-                  "their runners and the heartbeat check", self._server_pid, len(self._running))
+                  "their runners and the heartbeat check", self._server_pid, len(self._requests))
         self._close_server()
-        self._running.clear()
-        self._by_request.clear()
+        self._requests.clear()
+        self._latest.clear()
 
     def _close_server(self) -> None:
         if self._sock is not None:
@@ -173,9 +175,8 @@ class LocalExecutor:
         return True
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        key = self._by_request.get(message["id"])
-        item = self._running.get(key) if key is not None else None
-        if key is None or item is None:
+        item = self._requests.get(message["id"])
+        if item is None:
             return
         item.pid = message["pid"] or None
         if message.get("done"):
@@ -186,16 +187,17 @@ class LocalExecutor:
             self._ended.append(ExecutorEvent(item.workload, 0))
         if "exit" in message:
             code = int(message["exit"])
-            del self._running[key]
-            del self._by_request[item.request_id]
+            del self._requests[item.request_id]
+            if self._latest.get(item.workload.key) is item:
+                del self._latest[item.workload.key]
             if code != 0 or not item.done:
                 self._wake = True
-                self._ended.append(ExecutorEvent(item.workload, code, _reason(code)))
+                self._ended.append(ExecutorEvent(item.workload, code, exit_reason(code)))
 
     # -- the executor protocol ----------------------------------------------------------------------------------
     def _busy(self) -> int:
         """Processes still running their task: one whose outcome is recorded no longer takes a slot."""
-        return sum(1 for item in self._running.values() if not item.done)
+        return sum(1 for item in self._requests.values() if not item.done)
 
     def open_slots(self) -> int:
         return max(self.parallelism - self._busy() - len(self._queued), 0)
@@ -223,8 +225,8 @@ class LocalExecutor:
                 if self._sock is not None:
                     self._sock.setblocking(False)
         for i, workload in enumerate(workloads):
-            self._running[workload.key] = _Running(workload, first + i)
-            self._by_request[first + i] = workload.key
+            item = _Running(workload, first + i)
+            self._requests[item.request_id] = self._latest[workload.key] = item
 
     def sync(self) -> list[ExecutorEvent]:
         while self._read(None):
@@ -239,10 +241,10 @@ class LocalExecutor:
         return events
 
     def running(self) -> set[TIKey]:
-        return set(self._running) | {w.key for w in self._queued}
+        return set(self._latest) | {w.key for w in self._queued}
 
     def in_flight(self) -> bool:
-        return bool(self._running or self._queued)
+        return bool(self._requests or self._queued)
 
     def wait(self, timeout: float) -> None:
         """Return as soon as a task's outcome is recorded or its process ends (or there is something to launch),
@@ -257,30 +259,37 @@ class LocalExecutor:
 
     def pid(self, key: TIKey, timeout: float = 5.0) -> int | None:
         """The process id of a running workload (waiting briefly for the fork to be reported)."""
+        item = self._latest.get(key)
+        return self._pid_of(item, timeout) if item is not None else None
+
+    def _pid_of(self, item: _Running, timeout: float = 5.0) -> int | None:
         deadline = time.monotonic() + timeout
-        while (item := self._running.get(key)) is not None and item.pid is None and time.monotonic() < deadline:
+        while item.request_id in self._requests and item.pid is None and time.monotonic() < deadline:
             self._read(deadline - time.monotonic())
-        item = self._running.get(key)
-        return item.pid if item is not None else None
+        return item.pid
 
     def kill(self, key: TIKey, grace: float = KILL_GRACE_SECONDS) -> bool:
         """SIGTERM the workload's process group, SIGKILL it after ``grace`` seconds if it is still there."""
-        if key not in self._running:
+        item = self._latest.get(key)
+        if item is None:
             return False
-        self._kill([key], grace)
+        self._kill([item], grace)
         return True
 
-    def _kill(self, keys: list[TIKey], grace: float) -> None:
-        pids = {key: self.pid(key) for key in keys}
-        for pid in pids.values():
+    def _kill(self, items: list[_Running], grace: float) -> None:
+        pids = [self._pid_of(item) for item in items]
+        for pid in pids:
             _signal_group(pid, signal.SIGTERM)
+
+        def left() -> bool:
+            return any(item.request_id in self._requests for item in items) and self._sock is not None
+
         deadline = time.monotonic() + grace
-        while any(key in self._running for key in keys) and time.monotonic() < deadline and self._sock is not None:
+        while left() and time.monotonic() < deadline:
             self._read(deadline - time.monotonic())
-        for key, pid in pids.items():
-            if key in self._running or pid is not None:
-                _signal_group(pid, signal.SIGKILL)  # stragglers of the group (the leader may be gone already)
-        while any(key in self._running for key in keys) and self._sock is not None:
+        for pid in pids:
+            _signal_group(pid, signal.SIGKILL)  # stragglers of the group (the leader may be gone already)
+        while left():
             self._read(1.0)
 
     def end(self, kill: bool = False, grace: float | None = None) -> None:
@@ -289,7 +298,7 @@ class LocalExecutor:
         self._queued.clear()
         deadline = None if grace is None else time.monotonic() + grace
         try:
-            while not kill and self._running and self._sock is not None:
+            while not kill and self._requests and self._sock is not None:
                 left = 1.0 if deadline is None else min(deadline - time.monotonic(), 1.0)
                 if left > 0:
                     self._read(left)
@@ -299,10 +308,10 @@ class LocalExecutor:
             kill = True
             raise
         finally:
-            if kill and self._running:
-                self._kill(list(self._running), KILL_GRACE_SECONDS)
-            self._running.clear()
-            self._by_request.clear()
+            if kill and self._requests:
+                self._kill(list(self._requests.values()), KILL_GRACE_SECONDS)
+            self._requests.clear()
+            self._latest.clear()
             self._ended.clear()
             self._close_server()
 
@@ -318,15 +327,3 @@ def _signal_group(pid: int | None, signum: int) -> None:
             os.kill(pid, signum)
     except PermissionError:
         pass
-
-
-def _reason(code: int) -> str | None:
-    if code == 0:
-        return None
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"task process was killed by {name}"
-    return f"task process exited with code {code}"

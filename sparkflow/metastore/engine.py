@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 
 from sparkflow.exceptions import ConfigError
 from sparkflow.files import touch_private
@@ -45,8 +45,6 @@ class Database:
                 st = path.stat()
                 self.sqlite_file = (path, (st.st_dev, st.st_ino))
             kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except (NoSuchModuleError, ModuleNotFoundError) as exc:
@@ -56,6 +54,8 @@ class Database:
             ) from None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout)
+        else:
+            _ping_when_idle(self.engine)
 
     def check_file(self) -> None:
         """A SQLite metastore whose file was deleted or replaced since it was opened: SQLite would go on writing to
@@ -88,6 +88,28 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# A pooled server connection idle longer than this is pinged before use (a server restart or an idle-connection
+# timeout drops it). Why not SQLAlchemy's pool_pre_ping: it pings at every checkout, one more round trip for each
+# of the several transactions of every scheduler iteration and every try.
+PING_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["sparkflow_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("sparkflow_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the pool replaces a dead connection and checks out again
+            raise DisconnectionError(str(exc)) from exc
 
 
 def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:

@@ -207,3 +207,118 @@ def test_a_worker_runs_tries_in_warm_processes_reused_and_replaced_by_the_local_
             db.dispose()
     finally:
         deployment.stop()
+
+
+def test_a_killed_try_on_a_worker_gets_a_fresh_process_and_the_next_tries_run_warm_again(
+    tmp_path: Path, pg_server, redis_server  # type: ignore[no-untyped-def]
+) -> None:
+    """One worker slot: a try killed with SIGKILL inside its warm process is reported (the task is retried), its
+    process is replaced by a fresh fork of the same fork server, and that one runs the next tries, warm again; a
+    helper module edited meanwhile is seen by the retry (a replaced process holds no stale code either)."""
+    out = tmp_path / "pids.txt"
+    deployment = Deployment(tmp_path, pg_server, redis_server)
+    try:
+        assert deployment.cli("db", "init").returncode == 0
+        (deployment.dags / "helper_value.py").write_text("VALUE = 'old'\n")
+        (deployment.dags / "killed.py").write_text(textwrap.dedent(f"""
+            import os
+            import signal
+            from datetime import datetime
+            from pathlib import Path
+            import helper_value
+            from sparkflow import DAG, PythonOperator, chain
+
+            def record(ti):
+                with open({str(out)!r}, "a") as fh:
+                    fh.write(f"{{ti.task_id}} {{ti.try_number}} {{os.getpid()}} {{os.getppid()}} "
+                             f"{{helper_value.VALUE}}\\n")
+                if ti.task_id == "victim" and ti.try_number == 1:
+                    Path({str(deployment.dags / "helper_value.py")!r}).write_text("VALUE = 'new'\\n")
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            with DAG("killed", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+                chain(*[PythonOperator(task_id=name, python_callable=record, retries=1, retry_delay=0)
+                        for name in ("a", "victim", "c", "d")])
+        """))
+        deployment.start_worker("w1", concurrency=1)
+        deployment.start_scheduler("s1")
+        assert deployment.cli("trigger", "killed", "--run-id", "killed_run").returncode == 0
+        db = Database(deployment.env["SPARKFLOW_DB_URL"])
+        try:
+            wait_for(lambda: run_state(db, "killed", "killed_run") not in (RunState.QUEUED, RunState.RUNNING), 120,
+                     "the chain", list(deployment.logs.values()))
+            assert run_state(db, "killed", "killed_run") is RunState.SUCCESS, deployment.all_logs()
+            rows = [line.split() for line in out.read_text().splitlines()]
+            assert [(task, int(try_number)) for task, try_number, *_ in rows] == [
+                ("a", 1), ("victim", 1), ("victim", 2), ("c", 1), ("d", 1)], rows
+            pid = {(task, int(n)): int(p) for task, n, p, _, _ in rows}
+            assert pid[("a", 1)] == pid[("victim", 1)]  # warm: one process ran both tries
+            assert pid[("victim", 2)] != pid[("victim", 1)]  # killed: replaced
+            assert pid[("victim", 2)] == pid[("c", 1)] == pid[("d", 1)]  # the new process is reused in turn
+            assert len({parent for *_, parent, _ in rows}) == 1  # all forked by the worker's one fork server
+            assert [value for *_, value in rows] == ["old", "old", "new", "new", "new"]
+            tries = queries.task_tries(db, TIKey("killed", "killed_run", "victim"))
+            assert [t.state for t in tries] == [TaskState.UP_FOR_RETRY, TaskState.SUCCESS], tries
+            first_log = deployment.cli("logs", "killed", "killed_run", "victim", "--try", "1").stdout
+            assert "task process was killed by SIGKILL on worker w1@" in first_log, first_log
+            assert deployment.procs["w1"].poll() is None  # the worker itself carried on
+        finally:
+            db.dispose()
+    finally:
+        deployment.stop()
+
+
+def test_kill_9_of_the_scheduler_with_tasks_in_flight_on_celery_loses_nothing_and_runs_nothing_twice(
+    tmp_path: Path, pg_server, redis_server  # type: ignore[no-untyped-def]
+) -> None:
+    """Two runs in flight (tasks waiting in the broker, running on workers, finished with results nobody read yet)
+    when the scheduler is killed with SIGKILL: a new scheduler finishes both runs, every task ran exactly once."""
+    out = tmp_path / "ran.txt"
+    # A queued task whose message was lost with the scheduler is adopted after heartbeat_timeout: keep it short.
+    deployment = Deployment(tmp_path, pg_server, redis_server, SPARKFLOW_HEARTBEAT_TIMEOUT="10")
+    try:
+        assert deployment.cli("db", "init").returncode == 0
+        (deployment.dags / "inflight.py").write_text(textwrap.dedent(f"""
+            from datetime import datetime
+            from sparkflow import DAG, BashOperator
+
+            with DAG("inflight", start_date=datetime(2024, 1, 1), schedule=None, max_active_runs=2) as dag:
+                def step(task_id, pause):
+                    command = f"sleep {{pause}}; echo {{{{{{{{ run_id }}}}}}}} {{task_id}} >> {out}"
+                    return BashOperator(task_id=task_id, bash_command=command)
+
+                step("start", 0) >> [step(f"m{{i:02d}}", 0.5) for i in range(12)] >> step("end", 0)
+        """))
+        deployment.start_worker("w1", concurrency=2)
+        deployment.start_worker("w2", concurrency=2)
+        scheduler = deployment.start_scheduler("s1")
+        for run_id in ("r1", "r2"):
+            assert deployment.cli("trigger", "inflight", "--run-id", run_id).returncode == 0
+        db = Database(deployment.env["SPARKFLOW_DB_URL"])
+        try:
+            def lines() -> list[str]:
+                return out.read_text().splitlines() if out.exists() else []
+
+            wait_for(lambda: len(lines()) >= 6, 120, "tasks under way", list(deployment.logs.values()))
+            scheduler.kill()
+            scheduler.wait(timeout=10)
+            killed_at = len(lines())
+            assert killed_at < 28, "both runs finished before the kill: the test proves nothing"
+            deployment.start_scheduler("s2")
+            for run_id in ("r1", "r2"):
+                wait_for(lambda run_id=run_id: run_state(db, "inflight", run_id) not in (RunState.QUEUED,
+                                                                                        RunState.RUNNING),
+                         180, f"run {run_id} to finish", list(deployment.logs.values()))
+                assert run_state(db, "inflight", run_id) is RunState.SUCCESS, deployment.all_logs()
+            ran = Counter(lines())
+            expected = {f"{run_id} {task}" for run_id in ("r1", "r2")
+                        for task in ["start", "end", *[f"m{i:02d}" for i in range(12)]]}
+            assert set(ran) == expected and set(ran.values()) == {1}, [t for t, n in ran.items() if n > 1]
+            for run_id in ("r1", "r2"):
+                tis = queries.task_instances(db, "inflight", run_id)
+                assert {ti.state for ti in tis} == {TaskState.SUCCESS}
+            assert "Traceback" not in deployment.logs["s2"].read_text(), deployment.logs["s2"].read_text()
+        finally:
+            db.dispose()
+    finally:
+        deployment.stop()

@@ -45,3 +45,32 @@ def test_a_sqlite_writer_waits_for_the_write_lock_and_gives_up_after_the_busy_ti
         assert sorted(r[0] for r in conn.exec_driver_sql("SELECT x FROM t")) == [1, 2]
     for db in (holder, waiter, impatient):
         db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_dropped_idle_postgres_connection_is_replaced_before_use(pg_test_database, monkeypatch) -> None:
+    """A pooled connection the server dropped while it sat idle (a restart, an idle timeout) is found by a ping at
+    checkout and replaced: the next transaction works. A connection in steady use is not pinged."""
+    from sparkflow.metastore import engine
+
+    pg_test_database.empty()
+    db = Database(pg_test_database.url)
+    try:
+        with db.read() as conn:
+            victim = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        killer = Database(pg_test_database.url)
+        with killer.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({victim})")
+        killer.dispose()
+        monkeypatch.setattr(engine, "PING_IDLE_SECONDS", 0.0)  # it has been idle long enough
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != victim
+        pings = []
+        monkeypatch.setattr(engine, "PING_IDLE_SECONDS", 3600.0)
+        monkeypatch.setattr(db.engine.dialect, "do_ping", lambda conn: pings.append(conn) or True)
+        for _ in range(3):
+            with db.read() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        assert pings == []
+    finally:
+        db.dispose()

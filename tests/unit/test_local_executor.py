@@ -494,3 +494,72 @@ def test_each_executor_stops_its_own_fork_server_promptly(settings, metastore) -
         second.end()
 
 
+
+
+class FakeForkServer:
+    """The other end of the executor's socket: reads its requests, sends the messages a fork server would. Why a
+    fake: the real server cannot be made to deliver an old try's exit at a chosen moment after a new try of the
+    same task was handed over (the Celery worker hands tries over without the scheduler's running() check)."""
+
+    def __init__(self, monkeypatch) -> None:
+        import socket
+
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.ours.setblocking(False)
+        monkeypatch.setattr(LocalExecutor, "_ensure_server", lambda executor: self._attach(executor))
+        self.buffer = b""
+
+    def _attach(self, executor: LocalExecutor):
+        executor._sock = self.ours
+        return self.ours
+
+    def request(self) -> dict:
+        import json
+
+        while b"\n" not in self.buffer:
+            self.buffer += self.theirs.recv(4096)
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def send(self, **message) -> None:
+        self.theirs.sendall(forkserver.encode(message))
+
+    def close(self) -> None:
+        self.ours.close()
+        self.theirs.close()
+
+
+def test_a_late_exit_of_an_earlier_try_is_not_applied_to_the_next_try_of_the_same_task(monkeypatch) -> None:
+    server = FakeForkServer(monkeypatch)
+    key = TIKey("dag", "run", "task")
+    executor = LocalExecutor(2)
+    try:
+        executor.queue(Workload(key, 1))
+        executor.sync()
+        first = server.request()
+        assert first["try"] == 1
+        server.send(id=first["id"], pid=101)
+        server.send(id=first["id"], pid=101, done=True)
+        executor.wait(10)  # returns once the message arrived
+        assert [(e.workload.try_number, e.exit_code) for e in executor.sync()] == [(1, 0)]
+        # Try 2 is handed over while try 1's process is still leaving.
+        executor.queue(Workload(key, 2))
+        executor.sync()
+        second = server.request()
+        assert second["try"] == 2 and second["id"] != first["id"]
+        server.send(id=second["id"], pid=202)
+        # Try 1's process now leaves: first cleanly, then (another case) killed. Neither is try 2's end.
+        server.send(id=first["id"], pid=101, exit=0)
+        executor.wait(0.5)
+        assert executor.sync() == []
+        assert executor.running() == {key} and executor.pid(key, timeout=0) == 202
+        assert executor.open_slots() == 1  # try 2 still takes its slot
+        # Try 2 dies without an outcome: its own event, with its own try number and exit code.
+        server.send(id=second["id"], pid=202, exit=-9)
+        executor.wait(10)  # returns once the message arrived
+        events = executor.sync()
+        assert [(e.workload.try_number, e.exit_code, e.reason) for e in events] == [
+            (2, -9, "task process was killed by SIGKILL")]
+        assert executor.running() == set() and not executor.in_flight()
+    finally:
+        server.close()
