@@ -307,10 +307,10 @@ class Store:
     def _mergeable(self, chain: list[TaskStateChange]) -> list[TaskStateChange]:
         """The longest start of ``chain`` that one UPDATE can make (none -> scheduled -> queued, say): changes
         that need no read of the row (no try history, no duration), each starting where the previous ended,
-        where every audit row's try number is known. Just the first change otherwise. SQLite only (PostgreSQL
-        locks the row of each change first, see set_task_states)."""
+        where every audit row's try number is known. Just the first change otherwise. On PostgreSQL the group's
+        row is locked once, for the whole group (see set_task_states)."""
         first = chain[0]
-        if self.db.dialect != "sqlite" or _needs_row(first):
+        if _needs_row(first):
             return chain[:1]
         group = [first]
         for c in chain[1:]:
