@@ -356,6 +356,11 @@ class BaseOperator(DependencyMixin):
     def on_kill(self) -> None:
         """Stop whatever the task started (a subprocess, a remote application). Called on timeout or kill."""
 
+    @classmethod
+    def warm_imports(cls) -> None:
+        """Import the modules execute() imports on first use, ahead of any try, in a process that forks task
+        processes (the fork server), so no try pays for them. Imports only: no thread, connection or file."""
+
     def pre_execute(self, context: Context) -> None:
         """Hook run just before execute()."""
 

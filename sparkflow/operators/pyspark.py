@@ -2,8 +2,9 @@
 session.
 
 - A ``spark_connect`` connection: the try gets a Spark Connect session of its own (``sc`` is None; no JVM in the
-  task process), tagged with the try's identity. With ``managed`` extras sparkflow finds, starts, leases and, when
-  it died during the try, restarts the server (connect_server) and runs the callable again in a new session once.
+  task process), tagged with the try's identity. With ``managed`` extras sparkflow finds, starts (or restarts,
+  when dead or unhealthy) and leases the server (connect_server); a server that dies during the try fails the try
+  (ConnectServerLost), and its retry, a new try, gets a new server.
   Live progress and metrics of the try come from the server's REST API, filtered by the session
   (connect_tracking). An exception, time-out or kill interrupts the try's operations (``interruptTag``) and the
   session is released, so temporary views, SQL conf and UDFs never outlive the try.
@@ -29,7 +30,7 @@ from typing import Any
 
 from sparkflow.connections import Connection
 from sparkflow.definitions.context import Context, TaskInstanceHandle, lookup_connection
-from sparkflow.exceptions import TaskTimeout
+from sparkflow.exceptions import TaskFailure, TaskTimeout
 from sparkflow.logs import masker
 from sparkflow.operators.python import DecoratedPythonOperator, PythonOperator, call_python
 from sparkflow.settings import load_settings
@@ -40,15 +41,21 @@ from sparkflow.spark.connect_server import (
     acquire_server,
     health_problem,
 )
-from sparkflow.spark.connect_tracking import SessionTracker, session_marker
+from sparkflow.spark.connect_tracking import SessionTracker, find_ui, session_marker, ui_candidates
 from sparkflow.spark.eventlog import EVENT_LOG_CONF, EventLogTail, read_metrics
 from sparkflow.spark.spec import master_url
-from sparkflow.spark.tracking import DriverProgressPoller, SparkProgress
+from sparkflow.spark.tracking import DriverProgressPoller, SparkProgress, get_json
 
 SPARK_CONTEXT_KEYS = ("spark", "sc")
 # A dead server must fail the call in seconds, not after pyspark's default retries (15, backing off to a minute).
 CLIENT_MAX_RETRIES = 3
 CLIENT_MAX_BACKOFF_MS = 1000
+UI_PROBE_SECONDS = 5.0  # an unmanaged server's UI: a closed port answers at once, a filtered one costs this
+
+
+class ConnectServerLost(TaskFailure):
+    """The managed Spark Connect server died (or was replaced) while a try used it: the try fails, its retries
+    apply."""
 
 
 def servers_root() -> Path:
@@ -108,6 +115,14 @@ class PySparkOperator(PythonOperator):
         if self._interrupt is not None:
             self._interrupt()
 
+    @classmethod
+    def warm_imports(cls) -> None:
+        """The Spark Connect client (pandas, pyarrow, grpc: seconds to import); importing starts no thread of
+        Python's or gRPC's (a channel would), so a process forked afterwards is sound."""
+        import pyspark.sql.connect.client.reattach  # noqa: F401
+        import pyspark.sql.connect.client.retries  # noqa: F401
+        import pyspark.sql.connect.session  # noqa: F401
+
     # -- Spark Connect ----------------------------------------------------------------------------------------
 
     def _run_connect(self, target: ConnectTarget, context: Context) -> Any:
@@ -117,24 +132,24 @@ class PySparkOperator(PythonOperator):
         directory = ServerDirectory(servers_root(), target.conn_id)
         holder = f"{ti.dag_id}.{ti.task_id} {ti.run_id} try {ti.try_number}"
         owner = f"{getpass.getuser()}@{socket.gethostname()} ({holder})"
-        for attempt in (1, 2):
-            record, _, lease = acquire_server(directory, target.managed, owner, holder, self.log)
-            try:
-                return self._in_connect_session(target, record, context)
-            except TaskTimeout:
+        record, _, lease = acquire_server(directory, target.managed, owner, holder, self.log)
+        try:
+            return self._in_connect_session(target, record, context)
+        except TaskTimeout:
+            raise
+        except Exception as exc:
+            problem = health_problem(record) or (
+                "it was replaced" if directory.read_record() not in (None, record) else None)
+            if problem is None:
                 raise
-            except Exception as exc:
-                problem = health_problem(record) or (
-                    "it was replaced" if directory.read_record() not in (None, record) else None)
-                if attempt == 2 or problem is None:
-                    raise
-                self.log.warning(
-                    "The Spark Connect server of '%s' failed during this try (%s; the call raised %s); restarting "
-                    "it and running the callable again in a new session", target.conn_id, problem,
-                    type(exc).__name__)
-            finally:
-                lease.unlink(missing_ok=True)
-        raise AssertionError("unreachable")
+            # The session and everything it held died with the server: this try failed (Airflow's semantics: its
+            # retries apply, and the retry, a new try, finds the server restarted by whoever needs it first).
+            raise ConnectServerLost(
+                f"the Spark Connect server of '{target.conn_id}' failed during this try ({problem}; the call raised "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); the next try of "
+                "a task on this connection restarts it") from exc
+        finally:
+            lease.unlink(missing_ok=True)
 
     def _in_connect_session(self, target: ConnectTarget, server: ServerRecord | None, context: Context) -> Any:
         from pyspark.sql import SparkSession  # the Connect client (grpc, pyarrow, pandas): only in such tasks
@@ -159,7 +174,7 @@ class PySparkOperator(PythonOperator):
             except Exception as exc:  # the server may be gone: nothing left to interrupt there
                 self.log.warning("Could not interrupt this try's Spark Connect operations: %s", exc)
 
-        tracker = self._track_session(ti, server, session_id)
+        tracker = self._track_session(ti, server, session_id, spark, target)
         self._interrupt = interrupt
         started = time.monotonic()
         try:
@@ -187,16 +202,44 @@ class PySparkOperator(PythonOperator):
         except BaseException as exc:  # noqa: B036 - the clean-up goes on; the try's own outcome is decided already
             self.log.warning("%s failed: %s: %s", what.capitalize(), type(exc).__name__, exc)
 
-    def _track_session(self, ti: TaskInstanceHandle, server: ServerRecord | None,
-                       session_id: str) -> SessionTracker | None:
-        if server is None or server.app_id is None:
-            return None  # an unmanaged server: its UI is not known here
-        ti.record_external_ids(spark_app_id=server.app_id, spark_ui_url=server.ui_url)
-        tracker = SessionTracker(server.ui_url, server.app_id, session_marker(session_id),
-                                 float(self.status_poll_interval),
+    def _track_session(self, ti: TaskInstanceHandle, server: ServerRecord | None, session_id: str, spark: Any,
+                       target: ConnectTarget) -> SessionTracker | None:
+        if server is not None and server.app_id is not None:
+            app_id, ui_url = server.app_id, server.ui_url
+        else:
+            found = self._unmanaged_ui(spark, target)
+            if found is None:
+                return None
+            app_id, ui_url = found
+        ti.record_external_ids(spark_app_id=app_id, spark_ui_url=ui_url)
+        tracker = SessionTracker(ui_url, app_id, session_marker(session_id), float(self.status_poll_interval),
                                  lambda progress: self._on_progress(ti, progress), self.log)
         tracker.start()
         return tracker
+
+    def _unmanaged_ui(self, spark: Any, target: ConnectTarget) -> tuple[str, str] | None:
+        """The application id and Spark UI of a server sparkflow did not start, from the session's view of the
+        server's conf (or the connection's ui_url); None, with a note in the log, when its REST API does not
+        answer here."""
+        try:
+            app_id = spark.conf.get("spark.app.id", None)
+            enabled = str(spark.conf.get("spark.ui.enabled", "true")).lower() != "false"
+            candidates = [target.ui_url] if target.ui_url else ui_candidates(
+                target.host, spark.conf.get("spark.driver.host", None), spark.conf.get("spark.ui.port", None))
+        except Exception as exc:  # a server may refuse to show its conf: the try goes on without progress
+            app_id, enabled, candidates = None, True, []
+            self.log.debug("Reading the Spark Connect server's conf failed: %s", exc)
+        found = find_ui(candidates, app_id, lambda url: get_json(url, timeout=UI_PROBE_SECONDS)) if (
+            app_id and enabled) else None
+        if found is None:
+            why = ("its Spark UI is disabled (spark.ui.enabled=false)" if not enabled else
+                   f"its Spark UI did not answer at {', '.join(candidates)}" if candidates and app_id else
+                   "it does not tell its application id")
+            self.log.info("No live Spark progress or metrics for this try: the Spark Connect server at %s is not "
+                          "managed by sparkflow and %s; set the connection's extra ui_url to the server's Spark UI "
+                          "address (http://HOST:PORT) to have them", target.url.split("/;")[0], why)
+            return None
+        return str(app_id), found
 
     def _on_progress(self, ti: TaskInstanceHandle, progress: SparkProgress) -> None:
         ti.record_spark_progress(progress.to_dict())

@@ -258,6 +258,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def warm_imports(dag: DAG) -> None:
+    """What the DAG's operators import on first use, imported here once, so every worker forked later inherits it
+    (the Spark Connect client's pandas, pyarrow and grpc cost a @task.pyspark try seconds otherwise)."""
+    for operator_class in {getattr(task, "operator_class", type(task)) for task in dag.tasks}:
+        try:
+            operator_class.warm_imports()
+        except Exception as exc:  # noqa: BLE001 - the try imports it itself, and reports what fails in its log
+            print(f"sparkflow fork server: warm imports of {operator_class.__name__} failed: {exc}", file=sys.stderr)
+
+
 def imports_safely(metastore: Metastore, dag_id: str, timeout: float, log_path: Path) -> bool:
     """Whether the DAG file of dag_id imports here without hanging, exiting or crashing: tried once per version
     of the file in a forked child, so only a file that passed is imported by the server itself (a file that
@@ -446,6 +456,7 @@ class _Server:
             return None  # edited while it was parsed: the child parses it for itself
         self.dags[dag_id] = parsed
         self._new_generation()
+        warm_imports(dag)
         return parsed
 
     def _new_generation(self) -> None:

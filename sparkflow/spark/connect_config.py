@@ -5,7 +5,9 @@ Fields as in the Airflow provider: host (``sc://h`` or ``h``), port, login = ``u
 ``use_ssl``. sparkflow's own extras: ``managed`` (sparkflow starts, watches, reuses and stops the server), ``master``
 (the Spark master behind it, default ``local[*]``), ``driver_memory``, ``conf`` (Spark properties of the server),
 ``idle_timeout`` (seconds without a task before a managed server stops), ``ui_port`` (default: a free port) and
-``startup_timeout``. Extras named ``spark.*`` are session SQL conf for every task, as the provider sets them.
+``startup_timeout``. Extras named ``spark.*`` are session SQL conf for every task, as the provider sets them. An
+unmanaged connection may name its server's Spark UI (``ui_url``) for live progress and metrics when the UI is not
+where the server's own conf says (behind a proxy, another host name).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class ConnectTarget:
     port: int
     session_conf: dict[str, str] = field(default_factory=dict)
     managed: ManagedServerSpec | None = None
+    ui_url: str | None = None  # an unmanaged server's Spark UI, as the connection names it
 
 
 def _bad(conn_id: str, key: str, value: Any, fix: str) -> InvalidConnection:
@@ -89,10 +92,16 @@ def resolve_connect(conn: Connection) -> ConnectTarget:
         if unused:
             raise _bad(conn.conn_id, unused[0], extra[unused[0]],
                        "it applies to managed servers only; add \"managed\": true or remove it")
+    ui_url = extra.get("ui_url")
+    if ui_url is not None and (managed or not isinstance(ui_url, str)
+                               or urlsplit(ui_url).scheme not in ("http", "https") or not urlsplit(ui_url).hostname):
+        raise _bad(conn.conn_id, "ui_url", ui_url, "a managed server's UI is known (use ui_port); leave it out"
+                   if managed else "use the server's Spark UI address, such as http://spark-host:4040")
     session_conf = {str(k): str(v) for k, v in extra.items() if str(k).startswith("spark.")}
     spec = _managed_spec(conn, host, port, extra) if managed else None
     return ConnectTarget(conn_id=conn.conn_id, url=connection_url(conn, host, port), host=host, port=port,
-                         session_conf=session_conf, managed=spec)
+                         session_conf=session_conf, managed=spec,
+                         ui_url=ui_url.rstrip("/") if isinstance(ui_url, str) else None)
 
 
 def _host_port(conn: Connection) -> tuple[str, int]:

@@ -35,6 +35,27 @@ def user_marker(user_id: str) -> str:
     return f"_User_{user_id}_Session_"
 
 
+def ui_candidates(connect_host: str, driver_host: str | None, ui_port: str | None) -> list[str]:
+    """Where the Spark UI of a server sparkflow did not start may answer (pure): on the host the client connects to
+    first (the driver's own host name may resolve only inside the server's network), then on the driver's host;
+    at its spark.ui.port, 4040 when unset."""
+    port = ui_port if ui_port and ui_port.isdigit() and ui_port != "0" else "4040"
+    hosts = [connect_host] + ([driver_host] if driver_host and driver_host != connect_host else [])
+    return [f"http://{f'[{h}]' if ':' in h else h}:{port}" for h in hosts]
+
+
+def find_ui(candidates: list[str], app_id: str, fetch: Callable[[str], Any]) -> str | None:
+    """The first candidate UI whose REST API knows the application ``app_id``; None when none answers."""
+    for url in candidates:
+        try:
+            answer = fetch(f"{url}/api/v1/applications/{app_id}")
+        except Unavailable:
+            continue
+        if isinstance(answer, dict) and answer.get("id") == app_id:
+            return url
+    return None
+
+
 def session_jobs(jobs: list[dict[str, Any]], marker: str) -> list[dict[str, Any]]:
     """The jobs whose tags contain ``marker`` (pure)."""
     return [job for job in jobs if any(marker in str(tag) for tag in job.get("jobTags") or ())]

@@ -1,7 +1,7 @@
 """@task.pyspark on a real managed Spark Connect server (started once for the module by sparkflow itself, on
 loopback), through the local executor: isolated sessions of parallel tries, per-try progress and metrics, an
-execution_timeout that interrupts one try while another keeps running, a kill -9 of the server mid-run (restarted,
-the try's callable run again), the CLI, and the classic-session path on local[*].
+execution_timeout that interrupts one try while another keeps running, a kill -9 of the server mid-run (that try
+fails, its retry runs on a restarted server), the CLI, and the classic-session path on local[*].
 
 Queries that take a while sleep inside Spark (``reflect('java.lang.Thread', 'sleep', ...)`` per row), so they hold a
 job RUNNING on the server for a known time without Python workers."""
@@ -193,6 +193,38 @@ def test_execution_timeout_interrupts_only_that_tries_operations(connect_env: Sh
     assert steady_jobs and all(j["status"] == "SUCCEEDED" for j in steady_jobs)
 
 
+def test_unmanaged_connection_finds_the_servers_ui_or_says_why_there_is_no_progress(
+    connect_env: SharedServer, metastore, settings, monkeypatch
+) -> None:
+    """A server sparkflow did not start for this connection (the shared one, reached as a plain sc:// address):
+    its UI is found from the session's view of the server's conf; one that does not answer gets a note."""
+    record = connect_env.record()
+    plain = {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": record.port}
+    monkeypatch.setenv("SPARKFLOW_CONN_SC_PLAIN", json.dumps(plain))
+    monkeypatch.setenv("SPARKFLOW_CONN_SC_NO_UI", json.dumps(
+        {**plain, "extra": {"ui_url": f"http://127.0.0.1:{free_port()}"}}))
+    final, run = run_dag(metastore, settings.resolved_dags_folder, "connect_unmanaged", """
+        @task.pyspark(conn_id="sc_plain")
+        def plain(spark):
+            return sleep_rows(spark, 6, 1000)
+
+        @task.pyspark(conn_id="sc_no_ui")
+        def no_ui(spark):
+            return spark.range(5).count()
+
+        plain() >> no_ui()
+    """)
+    logs = {t: task_log(settings, run, t) for t in ("plain", "no_ui")}
+    assert final.state.value == "success", logs
+    plain_try = queries.task_tries(metastore.db, TIKey(run.dag_id, run.run_id, "plain"))[-1]
+    assert plain_try.spark_app_id == record.app_id and plain_try.spark_ui_url == record.ui_url
+    assert plain_try.spark_metrics and plain_try.spark_metrics["jobs"] >= 1, logs["plain"]
+    assert "Spark progress [" in logs["plain"]
+    assert "No live Spark progress or metrics for this try" in logs["no_ui"] and "ui_url" in logs["no_ui"]
+    no_ui_try = queries.task_tries(metastore.db, TIKey(run.dag_id, run.run_id, "no_ui"))[-1]
+    assert no_ui_try.spark_metrics is None and no_ui_try.spark_app_id is None
+
+
 def test_cli_status_start_stop_see_the_managed_server(connect_env: SharedServer, metastore) -> None:
     env = {**os.environ}
 
@@ -212,8 +244,9 @@ def test_cli_status_start_stop_see_the_managed_server(connect_env: SharedServer,
     assert wrong.returncode == 2 and "nope" in wrong.stderr
 
 
-def test_server_killed_mid_run_is_restarted_and_the_callable_run_again(connect_env: SharedServer, metastore,
-                                                                        settings) -> None:
+def test_server_killed_mid_run_fails_that_try_and_its_retry_runs_on_a_restarted_server(
+    connect_env: SharedServer, metastore, settings
+) -> None:
     before = connect_env.record()
 
     def kill_when_running() -> None:
@@ -231,16 +264,19 @@ def test_server_killed_mid_run_is_restarted_and_the_callable_run_again(connect_e
     killer = threading.Thread(target=kill_when_running, daemon=True)
     killer.start()
     final, run = run_dag(metastore, settings.resolved_dags_folder, "connect_restart", f"""
-        @task.pyspark(conn_id={CONN_ID!r}, retries=0)
+        @task.pyspark(conn_id={CONN_ID!r}, retries=1, retry_delay=timedelta(0))
         def victim(spark):
             return sleep_rows(spark, 20, 1000)
 
         victim()
     """)
     killer.join(1)
-    log = task_log(settings, run, "victim")
-    assert final.state.value == "success", log
-    assert "restarting it and running the callable again in a new session" in log
+    first, second = task_log(settings, run, "victim", 1), task_log(settings, run, "victim", 2)
+    assert final.state.value == "success", (first, second)
+    tries = queries.task_tries(metastore.db, TIKey(run.dag_id, run.run_id, "victim"))
+    assert [(t.try_number, t.state.value) for t in tries] == [(1, "up_for_retry"), (2, "success")], (first, second)
+    assert "ConnectServerLost" in first and "failed during this try" in first
+    assert "Restarting the Spark Connect server of" in second or "Starting a Spark Connect server" in second
     after = connect_env.record()
     assert after.server_pid != before.server_pid and after.port == before.port
     assert queries.get_xcom(metastore.db, run.dag_id, run.run_id, "victim", "return_value").value == 20
@@ -273,25 +309,28 @@ libraries:
 """
 
 
-def test_pipeline_spec_runs_on_the_managed_server_and_on_local_mode(connect_env: SharedServer, metastore, settings,
-                                                                     tmp_path: Path, monkeypatch) -> None:
+def test_pipeline_spec_runs_on_the_managed_server_and_on_a_standalone_master(
+    connect_env: SharedServer, spark_cluster, metastore, settings, tmp_path: Path, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
     project = tmp_path / "pipeline"
     (project / "transformations").mkdir(parents=True)
     (project / "spark-pipeline.yml").write_text(PIPELINE_SPEC.format(storage=(tmp_path / "storage").as_uri()))
     (project / "transformations" / "numbers.sql").write_text(
         "CREATE MATERIALIZED VIEW numbers AS SELECT id, id % 3 AS k FROM range(30);\n"
         "CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM numbers GROUP BY k;\n")
-    monkeypatch.setenv("SPARKFLOW_CONN_SPARK_LOCAL1", json.dumps({"conn_type": "spark", "host": "local[1]"}))
+    monkeypatch.setenv("SPARKFLOW_CONN_SPARK_CLUSTER", spark_cluster.master_url)
     spec = str(project / "spark-pipeline.yml")
     final, run = run_dag(metastore, settings.resolved_dags_folder, "pipelines", f"""
         from sparkflow import SparkPipelinesOperator
 
         on_server = SparkPipelinesOperator(task_id="on_server", pipeline_spec={spec!r}, conn_id={CONN_ID!r})
-        local = SparkPipelinesOperator(task_id="local", pipeline_spec={spec!r}, pipeline_command="dry-run",
-                                       conn_id="spark_local1", conf={{"spark.ui.showConsoleProgress": "false"}})
-        on_server >> local
+        standalone = SparkPipelinesOperator(
+            task_id="standalone", pipeline_spec={spec!r}, pipeline_command="run", conn_id="spark_cluster",
+            executor_memory="512m", conf={{"spark.ui.showConsoleProgress": "false", "spark.cores.max": "1",
+                                           "spark.sql.shuffle.partitions": "2"}})
+        on_server >> standalone
     """)
-    logs = {t: task_log(settings, run, t) for t in ("on_server", "local")}
+    logs = {t: task_log(settings, run, t) for t in ("on_server", "standalone")}
     assert final.state.value == "success", logs
     assert "spark-pipelines run finished with code 0" in logs["on_server"]
     assert "Run is COMPLETED" in logs["on_server"]
@@ -300,5 +339,10 @@ def test_pipeline_spec_runs_on_the_managed_server_and_on_local_mode(connect_env:
     pipeline_jobs = [j for j in connect_env.jobs()
                      if any("_User_sparkflow-pipelines-on_server-try1_" in t for t in j.get("jobTags", ()))]
     assert len(pipeline_jobs) == server_try.spark_metrics["jobs"]
-    # The launcher ran its own local Spark; it prints no application id at its log level (nothing to record)
-    assert "spark-pipelines finished with code 0" in logs["local"] and "Run is COMPLETED" in logs["local"]
+    # The launcher's driver ran on the standalone master: its application is the cluster's, with its metrics
+    assert "spark-pipelines finished with code 0" in logs["standalone"] and "Run is COMPLETED" in logs["standalone"]
+    assert f"--remote {spark_cluster.master_url}" in logs["standalone"]
+    standalone_try = queries.task_tries(metastore.db, TIKey(run.dag_id, run.run_id, "standalone"))[-1]
+    cluster_apps = {app["id"] for app in spark_cluster.state()["completedapps"] + spark_cluster.state()["activeapps"]}
+    assert standalone_try.spark_app_id in cluster_apps, logs["standalone"]
+    assert standalone_try.spark_metrics and standalone_try.spark_metrics["jobs"] >= 1, logs["standalone"]

@@ -21,7 +21,15 @@ from sparkflow.operators.pyspark import PySparkDecoratedOperator, PySparkOperato
 from sparkflow.spark.connect_config import ManagedServerSpec, resolve_connect
 from sparkflow.spark.connect_server import ServerDirectory, ServerRecord
 from sparkflow.spark.connect_supervisor import server_argv
-from sparkflow.spark.connect_tracking import metrics_from_stages, session_jobs, session_marker, user_marker
+from sparkflow.spark.connect_tracking import (
+    find_ui,
+    metrics_from_stages,
+    session_jobs,
+    session_marker,
+    ui_candidates,
+    user_marker,
+)
+from sparkflow.spark.tracking import Unavailable
 
 
 def conn(host: str = "sc://127.0.0.1", port: int | None = 15002, extra: dict | None = None, **fields) -> Connection:
@@ -61,6 +69,8 @@ def test_managed_extras_become_the_server_spec() -> None:
     ({"extra": {"managed": True, "idle_timeout": -1}}, "use a positive number of seconds"),
     ({"extra": {"managed": True, "conf": ["x"]}}, "use a JSON object of Spark properties"),
     ({"extra": {"managed": True, "ui_port": 70000}}, "use a port number"),
+    ({"extra": {"ui_url": "spark-host:4040"}}, "use the server's Spark UI address"),
+    ({"extra": {"managed": True, "ui_url": "http://h:4040"}}, "a managed server's UI is known"),
 ])
 def test_bad_connections_are_named_with_the_fix(fields: dict, message: str) -> None:
     with pytest.raises(InvalidConnection, match="connection 'sc'") as raised:
@@ -98,6 +108,22 @@ def test_a_sessions_jobs_are_those_tagged_with_its_session_id() -> None:
     assert [j["jobId"] for j in session_jobs(JOBS, session_marker("bbb"))] == [1]
     assert session_jobs(JOBS, session_marker("aa")) == []
     assert session_jobs(JOBS, user_marker("")) == JOBS and session_jobs(JOBS, user_marker("u")) == []
+
+
+def test_an_unmanaged_servers_ui_is_looked_for_where_the_client_connects_then_at_the_driver() -> None:
+    assert ui_candidates("spark.example", "10.0.0.5", "4050") == ["http://spark.example:4050",
+                                                                 "http://10.0.0.5:4050"]
+    assert ui_candidates("127.0.0.1", "127.0.0.1", None) == ["http://127.0.0.1:4040"]
+    assert ui_candidates("::1", None, "0") == ["http://[::1]:4040"]
+    assert resolve_connect(conn(extra={"ui_url": "http://ui.example:8080/"})).ui_url == "http://ui.example:8080"
+
+    def fetch(url: str) -> object:
+        if url.startswith("http://a"):
+            raise Unavailable(url)
+        return {"id": "app-1"} if url.startswith("http://b") else {"id": "other"}
+
+    assert find_ui(["http://a:1", "http://c:1", "http://b:1"], "app-1", fetch) == "http://b:1"
+    assert find_ui(["http://a:1", "http://c:1"], "app-1", fetch) is None
 
 
 def test_metrics_sum_the_sessions_stages() -> None:
@@ -247,9 +273,13 @@ def test_pipelines_argv_for_the_launcher_and_for_spark_connect() -> None:
 
     spec = SparkSubmitSpec(conf={"spark.x": "1"}, driver_memory="1g", deploy_mode="client")
     assert build_pipelines_argv("dry-run", "p.yml", spec, SparkTarget(master="local[2]"), "/bin/spark-pipelines") == [
-        "/bin/spark-pipelines", "dry-run", "--spec", "p.yml", "--conf", "spark.x=1", "--driver-memory", "1g"]
-    with pytest.raises(UserError, match="spark-pipelines runs pipelines on local Spark only"):
-        build_pipelines_argv("run", None, spec, SparkTarget(master="spark://h:7077"))
+        "/bin/spark-pipelines", "dry-run", "--spec", "p.yml", "--remote", "local[2]", "--conf", "spark.x=1",
+        "--driver-memory", "1g"]
+    assert build_pipelines_argv("run", None, spec, SparkTarget(master="spark://h:7077"))[:3] == [
+        "spark-pipelines", "run", "--remote"]
+    for master, deploy_mode in (("yarn", None), ("spark://h:7077", "cluster")):
+        with pytest.raises(UserError, match="with a local or standalone master in client mode only"):
+            build_pipelines_argv("run", None, spec, SparkTarget(master=master, deploy_mode=deploy_mode))
     assert build_connect_pipelines_argv("run", "p.yml", "/py") == ["/py", "-m", "pyspark.pipelines.cli", "run",
                                                                    "--spec", "p.yml"]
     user = run_user_id("d", "t.x", 2)
@@ -284,3 +314,27 @@ def test_a_server_started_by_a_try_is_spared_by_the_tries_leftover_clean_up(tmp_
     finally:
         child.kill()
         child.communicate()
+
+
+def test_the_fork_server_imports_the_connect_client_of_a_pyspark_dag_ahead_without_starting_threads() -> None:
+    """Every worker forked afterwards inherits the client's imports (seconds a @task.pyspark try does not pay)."""
+    script = textwrap.dedent("""
+        import os, sys, threading
+        from datetime import datetime
+        from sparkflow import DAG, task
+        from sparkflow.runtime.forkserver import warm_imports
+
+        with DAG("warm", start_date=datetime(2024, 1, 1)) as dag:
+            @task.pyspark(conn_id="sc")
+            def step(spark):
+                return 1
+            step()
+        assert "pyspark.sql.connect.session" not in sys.modules
+        warm_imports(dag)
+        assert "pyspark.sql.connect.session" in sys.modules and "grpc" in sys.modules
+        assert threading.active_count() == 1
+        assert not [t for t in os.listdir("/proc/self/task")
+                    if open(f"/proc/self/task/{t}/comm").read().startswith(("grpc", "default-executo"))]
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
