@@ -6,8 +6,9 @@ trips of one pickup hour per day and writes that small result as CSV.
 Prints the ratios (goals: the warm Connect chain >= 5x faster than the spark-submit chain, >= 2x including the
 server's cold start), the server's start time (counted once, apart), the per-task overhead of a warm Connect task
 (its wall time in the chain minus the time its Spark session was busy), and how long one warm @task.pyspark task
-whose query takes ~0.2 s takes from trigger to success (goal <= 1 s; the run's own start-to-end from the
-metastore, and the `trigger --wait` command's wall time, which adds the CLI's start).
+whose query takes ~0.2 s takes from trigger to success (goal <= 1 s). "Warm" there is a running `sparkflow
+scheduler` whose fork server has run the DAG once (as in production), the server warm too; the figure is the run's
+own logical date (set when `sparkflow trigger` creates it) to its end, from the metastore.
 
     nice python bench/spark_connect_chain.py [--rows 100000] [--warm-runs 3]
 """
@@ -15,9 +16,12 @@ metastore, and the `trigger --wait` command's wall time, which adds the CLI's st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -121,12 +125,6 @@ class Bench:
         self.cli("trigger", dag_id, "--wait", "--run-id", run_id)
         return time.perf_counter() - start
 
-    def run_span(self, dag_id: str, run_id: str) -> float:
-        """The run's own start-to-end, from the metastore (no CLI start-up in it)."""
-        runs = json.loads(self.cli("runs", "list", dag_id, "-o", "json").stdout)
-        run = next(r for r in runs if r["run_id"] == run_id)
-        return (datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])).total_seconds()
-
     def overheads(self, dag_id: str, run_id: str) -> list[float]:
         """Per task: its duration minus the time its Spark session was busy (recorded metrics)."""
         states = json.loads(self.cli("tasks", "states", dag_id, run_id, "-o", "json").stdout)
@@ -136,6 +134,55 @@ class Bench:
             busy = (metrics[-1].get("duration_ms") or 0) / 1000 if metrics else 0.0
             found.append(float(state["duration"]) - busy)
         return found
+
+    def warm_single_runs(self, count: int) -> list[float]:
+        """Trigger-to-success of one_connect under a running scheduler, ``count`` times after one warm-up run."""
+        scheduler = subprocess.Popen([sys.executable, "-m", "sparkflow", "scheduler"], env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        spans = []
+        try:
+            for i in range(count + 1):
+                run_id = f"daemon_{i}"
+                self.trigger_when_parsed("one_connect", run_id)
+                self.wait_run(run_id, scheduler)
+                if i > 0:
+                    spans.append(self.trigger_to_end("one_connect", run_id))
+        finally:
+            os.killpg(scheduler.pid, signal.SIGTERM)
+            scheduler.wait(120)
+        return spans
+
+    def trigger_when_parsed(self, dag_id: str, run_id: str, timeout: float = 300) -> None:
+        """``sparkflow trigger`` once the scheduler's DAG processor has stored the DAG."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run([sys.executable, "-m", "sparkflow", "trigger", dag_id, "--run-id", run_id],
+                                    env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                sys.exit(f"sparkflow trigger {dag_id} failed: {result.stderr[-2000:]}")
+            time.sleep(1)
+
+    def wait_run(self, run_id: str, scheduler: subprocess.Popen[bytes], timeout: float = 900) -> None:
+        deadline = time.monotonic() + timeout
+        with contextlib.closing(sqlite3.connect(self.home / "sparkflow.db", timeout=30)) as db:
+            while time.monotonic() < deadline:
+                row = db.execute("SELECT state FROM dag_run WHERE run_id = ?", (run_id,)).fetchone()
+                if row and row[0] in ("success", "failed"):
+                    if row[0] != "success":
+                        sys.exit(f"run {run_id} ended {row[0]}; see {self.home / 'logs'}")
+                    return
+                if scheduler.poll() is not None:
+                    sys.exit(f"the scheduler ended with code {scheduler.returncode}")
+                time.sleep(0.2)
+        sys.exit(f"run {run_id} did not end within {timeout:.0f} s")
+
+    def trigger_to_end(self, dag_id: str, run_id: str) -> float:
+        runs = json.loads(self.cli("runs", "list", dag_id, "-o", "json").stdout)
+        run = next(r for r in runs if r["run_id"] == run_id)
+        return (datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["logical_date"])).total_seconds()
 
     def server_start_seconds(self) -> float:
         record = json.loads((self.home / "spark-connect" / "sc_bench" / "server.json").read_text())
@@ -165,23 +212,19 @@ def main() -> int:
             print(f"Spark Connect chain, server warm (median of {len(warm_runs)}): {warm:7.1f} s "
                   f"({', '.join(f'{w:.1f}' for w in warm_runs)})", flush=True)
             overhead = statistics.median(bench.overheads("chain_connect", f"connect_warm_{args.warm_runs - 1}"))
-            singles = []
-            for i in range(5):
-                wall = bench.trigger("one_connect", f"one_{i}")
-                singles.append((bench.run_span("one_connect", f"one_{i}"), wall))
-            span = statistics.median(s for s, _ in singles)
-            wall = statistics.median(w for _, w in singles)
+            spans = bench.warm_single_runs(5)
+            span = statistics.median(spans)
         finally:
             bench.stop_server()
     print(f"per-task overhead of a warm @task.pyspark task (duration - busy session time, median): {overhead:.2f} s")
-    print(f"one warm @task.pyspark task (~0.2 s query), trigger to success: run start-to-end {span:.2f} s, "
-          f"`trigger --wait` wall {wall:.2f} s (median of {len(singles)})")
+    print(f"one warm @task.pyspark task (~0.2 s query) under a running scheduler, trigger to success: median "
+          f"{span:.2f} s ({', '.join(f'{x:.2f}' for x in spans)})")
     warm_ratio, cold_ratio = submit / warm, submit / cold
     print(f"ratio spark-submit chain / warm Connect chain: {warm_ratio:.2f}x (goal >= 5x: "
           f"{'met' if warm_ratio >= 5 else 'NOT met'})")
     print(f"ratio spark-submit chain / cold Connect chain: {cold_ratio:.2f}x (goal >= 2x: "
           f"{'met' if cold_ratio >= 2 else 'NOT met'})")
-    print(f"warm task trigger-to-success <= 1 s: run {span:.2f} s {'met' if span <= 1 else 'NOT met'}")
+    print(f"warm task trigger-to-success <= 1 s: {span:.2f} s {'met' if span <= 1 else 'NOT met'}")
     return 0
 
 

@@ -2,8 +2,8 @@
 
 On a ``spark`` connection (local or standalone master) the ``spark-pipelines`` launcher runs as one
 SparkSubmission (sparkflow.spark.submission, what SparkSubmitOperator runs): its own process group, every output
-line into the task log with secrets masked, the driver's UI on a port chosen here (its application id from there),
-live progress, metrics from the try's event log and a kill of the group. On a
+line into the task log with secrets masked, ids and progress as far as the launcher prints them and a kill of the
+group. On a
 ``spark_connect`` connection the Connect-native CLI runs against the server (a managed one is found or started and
 leased for the run) under a Connect user id of the try's own, so that the server's jobs of this run, and only
 those, make its progress and metrics.
@@ -24,7 +24,6 @@ from sparkflow.operators.pyspark import servers_root
 from sparkflow.process import GroupProcess
 from sparkflow.spark.connect_config import CONN_TYPE, ConnectTarget, resolve_connect
 from sparkflow.spark.connect_server import ServerDirectory, ServerRecord, use_server
-from sparkflow.spark.connect_supervisor import free_port
 from sparkflow.spark.connect_tracking import SessionTracker, user_marker
 from sparkflow.spark.pipelines import (
     PIPELINE_COMMANDS,
@@ -117,12 +116,6 @@ class SparkPipelinesOperator(BaseOperator):
                                      durable=False, program=PIPELINES_BINARY)
         self._submission = submission
         spec = submission.spec.with_conf(**submission.event_log_conf())  # the try's event log, for metrics
-        conf = dict(spec.conf or {})
-        if str(conf.get("spark.ui.enabled", "true")).lower() != "false":
-            # The launcher's driver logs at WARN and never says where its UI is: give it a port to be found at
-            port = str(conf.setdefault("spark.ui.port", str(free_port("127.0.0.1"))))
-            spec = spec.with_conf(**{"spark.ui.port": port})
-            submission.tracker.follow_ui(f"http://127.0.0.1:{port}")
         argv = build_pipelines_argv(self.pipeline_command, self.pipeline_spec, spec, submission.target,
                                     locate_binary(PIPELINES_BINARY))
         try:
