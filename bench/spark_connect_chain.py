@@ -46,7 +46,7 @@ APP = "import sys\nfrom pyspark.sql import SparkSession\n" + STEP + textwrap.ded
 """)
 
 
-def dag_files(dags: Path, app: Path, trips: Path, out: Path) -> None:
+def dag_files(dags: Path, app: Path, trips: Path, out: Path, steps: int) -> None:
     (dags / "chain_submit.py").write_text(textwrap.dedent(f"""
         from datetime import datetime
         from sparkflow import DAG, SparkSubmitOperator, chain
@@ -56,7 +56,7 @@ def dag_files(dags: Path, app: Path, trips: Path, out: Path) -> None:
                                         application_args=[{str(trips)!r}, f"{out}/submit/{{h}}", str(h)],
                                         conf={{"spark.sql.shuffle.partitions": "2",
                                               "spark.ui.showConsoleProgress": "false"}})
-                    for h in range({STEPS})])
+                    for h in range({steps})])
     """))
     (dags / "chain_connect.py").write_text(STEP + textwrap.dedent(f"""
         from datetime import datetime
@@ -70,7 +70,7 @@ def dag_files(dags: Path, app: Path, trips: Path, out: Path) -> None:
             return step({str(trips)!r}, f"{out}/connect/{{h}}", h)
 
         with DAG("chain_connect", start_date=datetime(2024, 1, 1)) as dag:
-            chain(*[make(h) for h in range({STEPS})])
+            chain(*[make(h) for h in range({steps})])
     """))
     (dags / "one_connect.py").write_text(textwrap.dedent("""
         from datetime import datetime
@@ -92,7 +92,7 @@ def free_port() -> int:
 
 
 class Bench:
-    def __init__(self, base: Path, rows: int) -> None:
+    def __init__(self, base: Path, rows: int, steps: int) -> None:
         self.base = base
         self.home = base / "home"
         dags = base / "dags"
@@ -102,7 +102,7 @@ class Bench:
                        check=True, capture_output=True)
         app = base / "chain_app.py"
         app.write_text(APP)
-        dag_files(dags, app, trips, base / "out")
+        dag_files(dags, app, trips, base / "out", steps)
         connect = {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": free_port(),
                    "extra": {"managed": True, "master": "local[2]", "idle_timeout": 900}}
         self.env = {**os.environ, "SPARKFLOW_HOME": str(self.home), "SPARKFLOW_DAGS_FOLDER": str(dags),
@@ -197,12 +197,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--warm-runs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=STEPS, help="tasks in each chain (the goal is set for 10)")
     args, _ = parser.parse_known_args()
     with tempfile.TemporaryDirectory(prefix="sparkflow-bench-connect-") as tmp:
-        bench = Bench(Path(tmp), args.rows)
+        bench = Bench(Path(tmp), args.rows, args.steps)
         try:
             submit = bench.trigger("chain_submit", "submit_1")
-            print(f"spark-submit chain ({STEPS} tasks):                {submit:7.1f} s", flush=True)
+            print(f"spark-submit chain ({args.steps} tasks):                {submit:7.1f} s", flush=True)
             cold = bench.trigger("chain_connect", "connect_cold")
             server_start = bench.server_start_seconds()
             print(f"Spark Connect chain, server cold (start included): {cold:7.1f} s "

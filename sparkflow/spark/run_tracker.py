@@ -40,13 +40,6 @@ class SparkRunTracker:
         ui_url = seen.ui_url or (f"http://{self.ui_host}:{seen.ui_port}" if seen.ui_port else None)
         found = {k: v for k, v in (("app_id", seen.app_id), ("driver_id", seen.driver_id), ("ui_url", ui_url))
                  if v and self.ids.get(k) != v}
-        self._follow(found)
-
-    def follow_ui(self, ui_url: str) -> None:
-        """Poll this UI from now on: for a driver whose output does not say where its UI is (it logs at WARN)."""
-        self._follow({"ui_url": ui_url} if self.ids.get("ui_url") != ui_url else {})
-
-    def _follow(self, found: dict[str, str]) -> None:
         if not found:
             return
         self.record(**found)
