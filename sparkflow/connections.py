@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sparkflow.exceptions import ConfigError, InvalidConnection
 from sparkflow.files import write_private
+from sparkflow.import_files import load_json, load_yaml, read_text
 from sparkflow.logs import MASK, redact, secrets_in
 
 # AIRFLOW_CONN_<ID> is read too, so an existing Airflow deployment's connection settings carry over.
@@ -244,17 +245,14 @@ def load_connections_file(path: Path) -> list[Connection]:
 
     Nothing is returned unless every entry is valid, so an import is all-or-nothing.
     """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidConnection(f"connections file {path} cannot be read: {exc.strerror}") from None
+    text = read_text(path, "connections file", InvalidConnection)
     import yaml  # here, not at the top: only connection files need it (~30 ms of every CLI start otherwise)
 
+    kind = path.suffix.lstrip(".") or "YAML"
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidConnection(f"connections file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
-                                f"{str(exc).splitlines()[0]}") from None
+        data = load_json(text) if path.suffix == ".json" else load_yaml(text)
+    except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidConnection(f"connections file {path} is not valid {kind}: {str(exc).splitlines()[0]}") from None
     if data is None:
         return []
     if isinstance(data, list):  # Airflow's JSON export can be a list of objects with conn_id
@@ -262,6 +260,9 @@ def load_connections_file(path: Path) -> list[Connection]:
         for item in data:
             if not isinstance(item, Mapping) or "conn_id" not in item:
                 raise InvalidConnection(f"connections file {path}: every list entry needs a 'conn_id'")
+            if str(item["conn_id"]) in entries:
+                raise InvalidConnection(f"connections file {path}: conn_id '{item['conn_id']}' appears more "
+                                        "than once; keep one")
             entries[str(item["conn_id"])] = item
         data = entries
     if not isinstance(data, Mapping):

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -277,38 +278,78 @@ class PrivateFileHandler(logging.FileHandler):
 
 
 class CappedFileHandler(PrivateFileHandler):
-    """A try's log: once the file holds ``max_bytes``, one line says so and further records are dropped, so a
-    chatty task cannot fill the disk (0: no limit). Counts from the file's size, so a retried try's earlier
-    output and lines other processes appended count too."""
+    """A try's log: records go through :func:`write_capped` (0 bytes: no limit). A write that fails (a full disk)
+    is kept in ``error`` (the first one) instead of raised into the task's code, or reported through
+    ``handleError``, which would log to the task's stderr: this very handler."""
 
     def __init__(self, path: Path, max_bytes: int) -> None:
-        super().__init__(path, encoding="utf-8")
+        super().__init__(path, encoding="utf-8", delay=True)
         self.max_bytes = max_bytes
-        self.truncated = False
+        self.error: OSError | None = None
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        return open(open_task_log(Path(self.baseFilename)), "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.max_bytes:
-            super().emit(record)
-            return
-        if self.truncated:
-            return
         try:
             text = self.format(record) + self.terminator
         except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
             self.handleError(record)
             return
         with self.lock:  # type: ignore[union-attr]
-            stream = self.stream
-            if stream is None:
-                stream = self.stream = self._open()
-            size = os.fstat(stream.fileno()).st_size
-            data = text.encode("utf-8", errors="replace")
-            if size + len(data) > self.max_bytes:
-                self.truncated = True
-                stream.write(truncation_line(self.max_bytes))
-            else:
-                stream.write(text)
-            stream.flush()
+            try:
+                stream = self.stream
+                if stream is None:
+                    stream = self.stream = self._open()
+                write_capped(stream.fileno(), text.encode("utf-8", errors="replace"), self.max_bytes)
+            except OSError as exc:
+                if self.error is None:
+                    self.error = exc
+
+    def failure(self) -> str | None:
+        """Why the try's log could not be written (one line naming the file), or None."""
+        if self.error is None:
+            return None
+        reason = self.error.strerror or str(self.error)
+        return (f"the task log {self.baseFilename} could not be written: {reason} (errno {self.error.errno}); "
+                "free space on its disk or point the setting log_folder elsewhere")
+
+
+def open_task_log(path: Path) -> int:
+    """A try's log file for appending (created private); readable too, for write_capped's look at its end."""
+    return open_private(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+
+
+# Every capped write in this process (the log handler, the output pump's thread) holds this lock, so the check of
+# the file's size and the write are one step and the truncation line is written once.
+_CAP_LOCK = threading.Lock()
+
+
+def write_capped(fd: int, data: bytes, max_bytes: int) -> bool:
+    """Append ``data`` to a try's log (``fd`` is opened O_APPEND) unless the file would then hold more than
+    ``max_bytes`` (0: no limit): then one truncation line instead, and nothing more afterwards. Counts from the
+    file's size, so every writer (records, output of subprocesses, a retried try's earlier lines) counts; a file
+    that ends with the truncation line takes nothing more. False when ``data`` was dropped. Raises OSError (a
+    full disk)."""
+    if not max_bytes:
+        _write_all(fd, data)
+        return True
+    line = truncation_line(max_bytes).encode()
+    with _CAP_LOCK:
+        size = os.fstat(fd).st_size
+        if size >= len(line) and os.pread(fd, len(line), size - len(line)) == line:
+            return False  # truncated already (a later, shorter record would still fit under the limit)
+        if size + len(data) <= max_bytes:
+            _write_all(fd, data)
+            return True
+        _write_all(fd, line)
+        return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def truncation_line(max_bytes: int) -> str:
@@ -316,7 +357,7 @@ def truncation_line(max_bytes: int) -> str:
             "max_task_log_bytes); further output of the try is dropped ***\n")
 
 
-def open_task_log_handler(path: Path, max_bytes: int = 0) -> logging.Handler:
+def open_task_log_handler(path: Path, max_bytes: int = 0) -> CappedFileHandler:
     handler = CappedFileHandler(path, max_bytes)
     handler.setFormatter(MaskingFormatter("[%(asctime)s] {%(name)s} %(levelname)s - %(message)s"))
     return handler
@@ -339,12 +380,15 @@ def read_log(path: Path, offset: int = 0, limit: int | None = LOG_CHUNK_BYTES, c
     if offset < 0:
         raise ValueError(f"log offset must be >= 0, got {offset}")
     try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read(-1 if limit is None else limit)
-            at_end = limit is None or not fh.read(1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a fifo planted as a log must not block the reader
     except FileNotFoundError:
         return "", offset
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a device (/dev/zero) or fifo is not a log: nothing to read
+            return "", offset
+        fh.seek(offset)
+        data = fh.read(-1 if limit is None else limit)
+        at_end = limit is None or not fh.read(1)
     end = len(data)
     if not (complete and at_end):
         # a line still being written is returned once it is complete; a line longer than a chunk is cut

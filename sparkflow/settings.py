@@ -74,6 +74,11 @@ class Settings:
         "yourself (Airflow's [scheduler] standalone_dag_processor).")
     heartbeat_interval: float = _setting(5.0, "Seconds between heartbeats of a running task.")
     heartbeat_timeout: float = _setting(60.0, "A running task silent this long is treated as dead.")
+    task_queued_timeout: float = _setting(
+        600.0, "Seconds a task may stay queued without starting (no free worker, no worker on its Celery queue) "
+        "before the scheduler takes it back from the executor and fails it, retried while it has retries "
+        "(Airflow's [scheduler] task_queued_timeout)."
+    )
     max_map_length: int = _setting(
         1024, "Most instances one mapped task may expand into (Airflow's max_map_length); more fail the task."
     )

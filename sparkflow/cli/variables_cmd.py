@@ -12,6 +12,7 @@ from sparkflow.cli.env import CliEnv
 from sparkflow.cli.output import emit, output_option
 from sparkflow.exceptions import NotFound, UserError
 from sparkflow.files import write_private
+from sparkflow.import_files import DuplicateKey, load_json, read_text
 from sparkflow.metastore import queries
 
 KEY_MAX = 250
@@ -97,17 +98,16 @@ def load_variables_file(path: Path) -> dict[str, tuple[str, str | None]]:
     """A JSON object ``{key: value}`` (as `airflow variables export` writes it; non-string values are stored as
     JSON, ``{"value": ..., "description": ...}`` keeps a description). Everything is checked before anything is
     returned, so an import is all-or-nothing."""
+    text = read_text(path, "variables file")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"variables file {path} cannot be read: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
+        data = load_json(text)
     except json.JSONDecodeError as exc:
         raise UserError(
             f"variables file {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
             "give a JSON object like {\"key\": \"value\"}"
         ) from None
+    except DuplicateKey as exc:
+        raise UserError(f"variables file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise UserError(f"variables file {path} must hold a JSON object of key: value, got {type(data).__name__}")
     items: dict[str, tuple[str, str | None]] = {}

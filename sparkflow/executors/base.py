@@ -53,6 +53,10 @@ class Executor(Protocol):
     def wait(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when a workload ends (so the loop reacts at once)."""
 
+    def cleanup_stuck_queued_tasks(self, keys: set[TIKey]) -> None:
+        """Stop trying to start these queued workloads (task_queued_timeout passed; the scheduler fails them):
+        Airflow's name. A start that still happens finds the try no longer queued and runs nothing."""
+
     def end(self, kill: bool = False, grace: float | None = None) -> None:
         """Stop: wait for running workloads (at most ``grace`` seconds when given, then kill what is left), or
         kill them (SIGTERM) when ``kill``."""

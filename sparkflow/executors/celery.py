@@ -295,6 +295,17 @@ class CeleryExecutor:
     def in_flight(self) -> bool:
         return bool(self._sent)
 
+    def cleanup_stuck_queued_tasks(self, keys: set[TIKey]) -> None:
+        """Revoke their messages (a worker that already holds one, or comes up later, drops it) and stop following
+        them. A revoke a worker never hears of is harmless: the runner finds the try no longer queued."""
+        for key in keys:
+            sent = self._sent.pop(key, None)
+            if sent is None:
+                continue
+            self._unsent = [s for s in self._unsent if s is not sent]
+            with contextlib.suppress(Exception):  # the broker is down: the compare-and-set above still holds
+                self.app.control.revoke(sent.task_id)
+
     def wait(self, timeout: float) -> None:
         """Return as soon as a result of a task sent from here is stored (the subscription wakes it), else after
         ``timeout``."""

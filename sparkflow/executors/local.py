@@ -246,6 +246,10 @@ class LocalExecutor:
     def in_flight(self) -> bool:
         return bool(self._requests or self._queued)
 
+    def cleanup_stuck_queued_tasks(self, keys: set[TIKey]) -> None:
+        """Not launched yet: dropped. Handed to the fork server: its runner finds the try no longer queued."""
+        self._queued = [w for w in self._queued if w.key not in keys]
+
     def wait(self, timeout: float) -> None:
         """Return as soon as a task's outcome is recorded or its process ends (or there is something to launch),
         else after ``timeout``. The runner's "done" comes before its process has exited: the scheduler plans the

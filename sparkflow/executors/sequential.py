@@ -41,5 +41,8 @@ class SequentialExecutor:
     def wait(self, timeout: float) -> None:
         pass  # workloads run inside sync(); nothing runs in between
 
+    def cleanup_stuck_queued_tasks(self, keys: set[TIKey]) -> None:
+        self._pending = [w for w in self._pending if w.key not in keys]
+
     def end(self, kill: bool = False, grace: float | None = None) -> None:
         self._pending.clear()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 from functools import cached_property
 
 from sparkflow.connections import DEFAULT_CONNECTIONS, SecretBox
 from sparkflow.exceptions import ConfigError
-from sparkflow.files import restrict_home
+from sparkflow.files import restrict_home, write_private
 from sparkflow.metastore import migrate, queries
 from sparkflow.metastore.asset_store import AssetStore
 from sparkflow.metastore.dag_store import DagStore
@@ -85,23 +86,30 @@ def open_metastore(settings: Settings, check_schema: bool = True) -> Metastore:
     return Metastore(db, Store(db), secrets)
 
 
+INIT_LOCK_NAME = ".db-init.lock"
+
+
 def init_metastore(settings: Settings) -> Metastore:
-    """Create the home, the Fernet key (once) and the schema; safe to run again."""
+    """Create the home, the Fernet key (once) and the schema; safe to run again, and at the same time: processes
+    sharing the home take turns (a lock file there), and migrations of one database take turns anyway (see
+    migrate.upgrade), so a second `db init` finds the work done instead of failing half-way."""
     restrict_home(settings.resolved_home)
-    if not settings.fernet_key and not settings.fernet_key_file.exists():
-        key_file = settings.fernet_key_file
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(SecretBox.generate_key() + "\n")
-    db = Database(settings.resolved_db_url, settings.sqlite_busy_timeout)
+    fd = os.open(settings.resolved_home / INIT_LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        migrate.upgrade(db)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not settings.fernet_key and not settings.fernet_key_file.exists():
+            write_private(settings.fernet_key_file, SecretBox.generate_key() + "\n")
+        db = Database(settings.resolved_db_url, settings.sqlite_busy_timeout)
+        try:
+            migrate.upgrade(db)
+        finally:
+            db.dispose()
+        metastore = open_metastore(settings)
+        if settings.load_default_connections:
+            known = {c.conn_id for c in queries.list_connections(metastore.db, None)}
+            missing = [c for c in DEFAULT_CONNECTIONS if c.conn_id not in known]
+            if missing:
+                metastore.connections.add_connections(missing)
     finally:
-        db.dispose()
-    metastore = open_metastore(settings)
-    if settings.load_default_connections:
-        known = {c.conn_id for c in queries.list_connections(metastore.db, None)}
-        missing = [c for c in DEFAULT_CONNECTIONS if c.conn_id not in known]
-        if missing:
-            metastore.connections.add_connections(missing)
+        os.close(fd)  # releases the lock
     return metastore

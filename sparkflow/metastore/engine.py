@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 
@@ -22,6 +22,7 @@ from sparkflow.exceptions import ConfigError
 from sparkflow.files import touch_private
 
 _WRITE = "sparkflow_write"
+_MIGRATION_LOCK_KEY = 0x5350_4B46  # any constant: the advisory lock id of "migrating sparkflow's schema"
 
 
 class Database:
@@ -81,6 +82,16 @@ class Database:
                 yield conn
 
     @contextmanager
+    def migration(self) -> Iterator[Connection]:
+        """A write transaction that migrations of this database take one at a time, from any machine: SQLite's
+        write lock from its first statement (BEGIN IMMEDIATE), a transaction-level advisory lock on PostgreSQL.
+        The second of two `db init` then waits, and finds the schema current."""
+        with self.write() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            yield conn
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             with conn.begin():
@@ -117,8 +128,9 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # sqlite3 must not issue its own BEGIN: we choose the kind below
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # the wait first: switching a new file to WAL needs a lock another process may hold (a second `db init`)
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

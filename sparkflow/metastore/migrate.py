@@ -99,6 +99,6 @@ def upgrade(db: Database, revision: str = "head") -> None:
     from alembic import command  # migrating only: see the module docstring
 
     config = _config(db)
-    with db.engine.begin() as conn:
+    with db.migration() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)

@@ -66,8 +66,8 @@ from sqlalchemy import Connection
 
 from sparkflow.definitions.dag import DAG
 from sparkflow.exceptions import SparkflowError
-from sparkflow.files import open_private, touch_private
-from sparkflow.logs import configure_sparkflow_log, task_log_path
+from sparkflow.files import touch_private
+from sparkflow.logs import configure_sparkflow_log, open_task_log, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
 from sparkflow.metastore.engine import Database
@@ -76,6 +76,7 @@ from sparkflow.metastore.store import Store
 from sparkflow.operators.python import PythonOperator
 from sparkflow.parse_log import output_to, parse_log_path
 from sparkflow.runtime.guards import start_own_session
+from sparkflow.runtime.output_pump import OutputPump
 from sparkflow.runtime.task_runner import exit_code_of_try, load_task_dag, run_try
 from sparkflow.runtime.user_code import ModuleFile, UserCode, changed, files_of
 from sparkflow.settings import Settings, load_settings
@@ -204,10 +205,11 @@ class _ProcessState:
     def save(cls) -> _ProcessState:
         return cls(dict(os.environ), os.getcwd(), list(sys.path))
 
-    def changes_left(self) -> str:
-        """Why the process cannot be reused as it is ("" when it can): threads or child processes still alive."""
-        if threading.active_count() > 1:
-            return f"the task left {threading.active_count() - 1} thread(s) running"
+    def changes_left(self, own_threads: int = 1) -> str:
+        """Why the process cannot be reused as it is ("" when it can): threads (beyond the worker's ``own``)
+        or child processes still alive."""
+        if threading.active_count() > own_threads:
+            return f"the task left {threading.active_count() - own_threads} thread(s) running"
         try:
             while os.waitpid(-1, os.WNOHANG)[0] != 0:  # reap what ended; stop at one still alive
                 pass
@@ -333,6 +335,7 @@ class _Server:
         self.done_r, self.done_w = os.pipe()
         os.set_blocking(self.done_r, False)
         self.done_buffer = b""
+        self.output: OutputPump | None = None  # in a worker, while it runs a try: where fds 1 and 2 go
 
     def serve(self) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctrl-c is the scheduler's to handle; EOF stops us
@@ -566,10 +569,21 @@ class _Server:
     def _clean_up(self, pristine: _ProcessState, reusable: bool) -> str:
         """In the worker, after each try: put the process back as it was before the try, and say why it may not
         run another ("" when it may), in the try's log (fd 2 is still its log file)."""
+        output, self.output = self.output, None
         reason = "" if reusable else "the try was killed or did not record its own outcome"
-        reason = reason or pristine.changes_left() or _too_large(self.settings.max_memory_per_child_mb)
+        own_threads = 1 + (output is not None and output.running)
+        reason = (reason or pristine.changes_left(own_threads)
+                  or _too_large(self.settings.max_memory_per_child_mb))
         if reason:
             os.write(2, f"sparkflow: this task process is not reused: {reason}\n".encode())
+        if output is not None:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            null = os.open(os.devnull, os.O_RDWR)
+            if not output.close(null):
+                reason = reason or "a process the try started still holds its output open"
+            os.close(null)
         pristine.restore()
         return reason
 
@@ -594,13 +608,10 @@ class _Server:
         key, try_number = TIKey(*request["key"]), int(request["try"])
         path = task_log_path(self.settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number,
                                  key.map_index)
-        out = open_private(path)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
         os.close(null)
+        self.output = OutputPump(open_task_log(path), self.settings.max_task_log_bytes)
         if self.setup_error is not None:
             print(f"sparkflow task runner: {self.setup_error}", file=sys.stderr)
             return 1, False

@@ -49,7 +49,7 @@ from sparkflow.exceptions import (
     TaskTimeout,
     UserError,
 )
-from sparkflow.logs import mask_sensitive_settings, masker, open_task_log_handler, task_log_path
+from sparkflow.logs import CappedFileHandler, mask_sensitive_settings, masker, open_task_log_handler, task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.asset_store import AssetUpdate
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
@@ -143,7 +143,7 @@ def run_try(
             return _not_claimed(key, try_number, ti)
     log_path = task_log_path(settings.resolved_log_folder, key.dag_id, key.run_id, key.task_id, try_number,
                              key.map_index)
-    with _try_log(log_path, settings.max_task_log_bytes):
+    with _try_log(log_path, settings.max_task_log_bytes) as log_file:
         try:
             if dag is None:
                 fileloc = Path(queries.get_dag(metastore.db, key.dag_id).fileloc)
@@ -163,6 +163,7 @@ def run_try(
             context = prepare_try(metastore, dag, task, ti, run, clock, settings.resolved_log_folder)
             with metastore_environment(metastore, context), task_clock(clock):
                 outcome = execute_task(dag, task, context, switch, _rendered_fields_writer(metastore, ti, clock))
+            outcome = _unless_log_failed(outcome, log_file.failure())
             recorded = record_outcome(metastore, ti, task, context, outcome, clock())
         if on_recorded is not None:
             on_recorded()
@@ -182,10 +183,20 @@ class _TaskLogFilter(logging.Filter):
 
 
 @contextlib.contextmanager
-def _try_log(path: Path, max_bytes: int) -> Iterator[None]:
+def _try_log(path: Path, max_bytes: int) -> Iterator[CappedFileHandler]:
     """The try's log file receives its lines while the try runs (up to ``max_bytes``); closed at clean-up."""
-    with capture_task_logging(open_task_log_handler(path, max_bytes)):
-        yield
+    handler = open_task_log_handler(path, max_bytes)
+    with capture_task_logging(handler):
+        yield handler
+
+
+def _unless_log_failed(outcome: TryOutcome, failure: str | None) -> TryOutcome:
+    """A try whose log could not be written (a full disk) fails, retryably, naming the file: nobody could see
+    what it did; the reason is kept with the try (the metastore), where the CLI and the web show it."""
+    if failure is None:
+        return outcome
+    error = failure if outcome.error is None else f"{failure}; the task itself: {outcome.error}"
+    return dataclasses.replace(outcome, state=TaskState.FAILED, error=error, retryable=True)
 
 
 @contextlib.contextmanager

@@ -57,6 +57,7 @@ class SchedulerDaemon:
         self.callbacks = CallbackProcesses()
         self.loop = SchedulerLoop(metastore, self.executor, self.get_dag, clock=clock,
                                   heartbeat_timeout=settings.heartbeat_timeout, log_folder=settings.resolved_log_folder,
+                                  task_queued_timeout=settings.task_queued_timeout,
                                   max_map_length=settings.max_map_length,
                                   callback_time_limit=settings.callback_time_limit, callback_sink=self.callbacks)
         self.processor = DagProcessorChild() if dag_processor else None

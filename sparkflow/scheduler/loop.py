@@ -75,6 +75,7 @@ class SchedulerLoop:
         clock: Clock = utcnow,
         heartbeat_timeout: float = 60.0,
         log_folder: Path | None = None,
+        task_queued_timeout: float = 600.0,
         max_map_length: int = MAX_MAP_LENGTH,
         callback_time_limit: float = 60.0,
         callback_sink: Callable[[Mapping[str, Any]], None] | None = None,
@@ -93,6 +94,11 @@ class SchedulerLoop:
         # Queued tasks nobody launched are looked for at most this often (see adopt_orphans).
         self._adopt_every = self.heartbeat_timeout / 4
         self._next_adopt_at: datetime | None = None
+        # Queued tasks the executor has held too long are looked for at most this often (Airflow checks every
+        # 120 s: task_queued_timeout_check_interval).
+        self.task_queued_timeout = timedelta(seconds=task_queued_timeout)
+        self._stuck_every = min(self.task_queued_timeout / 4, timedelta(seconds=120))
+        self._next_stuck_check_at: datetime | None = None
         # Each active run's task instances as last read (run id -> task_id -> slot), kept up to date from the
         # audit events between iterations (see _changed_tasks).
         self._slots: dict[int, dict[TIRef, TaskSlot]] = {}
@@ -120,6 +126,11 @@ class SchedulerLoop:
         if self._next_adopt_at is None or now >= self._next_adopt_at:
             self._next_adopt_at = now + self._adopt_every
             result.changed |= self.adopt_orphans(now - self.heartbeat_timeout) > 0
+        if self._next_stuck_check_at is None:  # nothing this loop queued can be stuck yet: no query at start
+            self._next_stuck_check_at = now + self._stuck_every
+        elif now >= self._next_stuck_check_at:
+            self._next_stuck_check_at = now + self._stuck_every
+            result.changed |= self.fail_stuck_in_queued(now) > 0
         wanted = set(run_filter) if run_filter is not None else None
         changed_tasks = self._changed_tasks()
         runs = [r for r in queries.list_runs(self.ms.db, states=RUN_ACTIVE) if wanted is None or r.id in wanted]
@@ -366,15 +377,18 @@ class SchedulerLoop:
                 changed |= self._fail_lost(ti, f"no heartbeat for {self.heartbeat_timeout}; the task process died")
         return changed
 
-    def adopt_orphans(self, queued_before: datetime) -> int:
-        """Queued tasks that no executor here holds and that were queued before ``queued_before`` were lost
-        between queuing and starting (the scheduler that queued them died): put them back to scheduled.
+    def adopt_orphans(self, queued_before: datetime, run: DagRunRecord | None = None) -> int:
+        """Queued tasks (of ``run`` only, when given) that no executor here holds and that were queued before
+        ``queued_before`` were lost between queuing and starting (the scheduler that queued them died, or a
+        `trigger --wait` was interrupted): put them back to scheduled.
         A runner that still starts one fails its compare-and-set on (queued, try_number), so it never runs twice.
         Running tasks are judged in _detect_zombies (alive: left alone; gone: failed or retried)."""
         owned = self.executor.running()
         moved = 0
         for key, try_number, queued_at in queries.queued_task_instances(self.ms.db):
             if key in owned or (queued_at is not None and queued_at > queued_before):
+                continue
+            if run is not None and (key.dag_id, key.run_id) != (run.dag_id, run.run_id):
                 continue
             if self.ms.store.set_task_state(
                 key, TaskState.QUEUED, TaskState.SCHEDULED, ACTOR, now=self.clock(), expected_try=try_number,
@@ -383,6 +397,27 @@ class SchedulerLoop:
                 log.warning("%s was queued but never started; scheduled again", key)
                 moved += 1
         return moved
+
+    def fail_stuck_in_queued(self, now: datetime) -> int:
+        """Airflow's task_queued_timeout: tasks this executor has held queued for longer, never started (no free
+        worker; on Celery, no worker consuming their queue), are taken back from it and failed, up_for_retry
+        while tries are left. Their try is over, so a start that still comes finds nothing to run."""
+        owned = self.executor.running()
+        stuck = [(key, try_number) for key, try_number, queued_at in queries.queued_task_instances(self.ms.db)
+                 if key in owned and queued_at is not None and now - queued_at > self.task_queued_timeout]
+        if not stuck:
+            return 0
+        self.executor.cleanup_stuck_queued_tasks({key for key, _ in stuck})
+        seconds = self.task_queued_timeout.total_seconds()
+        failed = 0
+        for key, try_number in stuck:
+            ti = queries.get_task_instance(self.ms.db, key)
+            if ti.state is not TaskState.QUEUED or ti.try_number != try_number:
+                continue  # it started after all
+            queue = f"Celery queue '{ti.queue}'" if self.executor.name == "celery" else "the executor"
+            failed += self._fail_lost(ti, f"queued for more than task_queued_timeout={seconds:g}s without starting "
+                                          f"(is a worker free, and consuming {queue}?)")
+        return failed
 
     def _fail_lost(self, ti: TaskInstanceRecord, reason: str) -> bool:
         dag = self.get_dag(ti.dag_id)
@@ -440,8 +475,11 @@ class SchedulerLoop:
         on_tick: Callable[[], None] | None = None,
         idle_sleep: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        on_interrupt: Callable[[], None] | None = None,
     ) -> DagRunRecord:
-        """Drive one run to a final state (what `trigger --wait` and `dags test` do).
+        """Drive one run to a final state (what `trigger --wait` and `dags test` do). Ctrl-C stops it: the tries
+        that run are let finish (``on_interrupt`` is called first; a second Ctrl-C kills them), and the run stays
+        as it is, to be resumed (see drive_run).
 
         A task's end wakes the loop at once (the executor's wait); ``idle_sleep`` only paces what nothing signals,
         such as ``on_tick`` printing new log lines and Spark progress: once a second, as often as a Spark task
@@ -449,7 +487,7 @@ class SchedulerLoop:
         same cores is slowed by."""
         self.executor.start()
         next_check = 0.0
-        over = False
+        over = interrupted = False
         try:
             while True:
                 result = self.tick(run_filter=[run.id])
@@ -468,8 +506,13 @@ class SchedulerLoop:
                         over = True
                         return current
                 self.idle(idle_sleep, sleep)
+        except KeyboardInterrupt:
+            interrupted = True
+            if on_interrupt is not None:
+                on_interrupt()
+            raise
         finally:
-            end_drive(self.executor, over, self.callbacks)
+            end_drive(self.executor, over, self.callbacks, interrupted=interrupted)
 
     def idle(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> None:
         """Nothing changed: wait, but wake as soon as a task process ends (react at once, do not sleep)."""
@@ -480,12 +523,19 @@ class SchedulerLoop:
 
 
 def end_drive(executor: Executor, over: bool, callbacks: CallbackRunner | None = None,
-              grace: float = AFTER_OUTCOME_GRACE_SECONDS) -> None:
+              grace: float = AFTER_OUTCOME_GRACE_SECONDS, interrupted: bool = False) -> None:
     """Stop the executor of a drive (`trigger --wait`, `dags test`, backfill). Over, every task has recorded its
     outcome or was ended from outside (sent SIGTERM, or ending at its next heartbeat), and a task process still
     busy is running what follows its outcome, such as an on_success_callback: it gets up to ``grace`` seconds to
     finish before what is left is killed; so do the loop's own ``callbacks`` (each within its time limit).
-    Interrupted (Ctrl-C, an error), what runs is killed at once."""
+    Stopped by an error, what runs is killed at once; by Ctrl-C (``interrupted``), what runs may finish and record
+    its outcome, so the run can be resumed (`trigger --run-id ... --wait`); Ctrl-C meanwhile kills it.
+    Why wait rather than leave the tries running on their own: a task process forked from this one does not
+    really hold SQLite's locks (the fork copies SQLite's record of this process's locks, not the locks), so this
+    process's exit would checkpoint and delete the WAL under it, and lose its outcome."""
+    if interrupted:
+        executor.end()
+        return
     if over and callbacks is not None:
         callbacks.drain()
     executor.end(kill=not over, grace=grace)
@@ -511,11 +561,18 @@ def drive_run(
     run: DagRunRecord,
     executor_name: str | None = None,
     on_tick: Callable[[], None] | None = None,
+    resume: bool = False,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> DagRunRecord:
-    """Run one DagRun to its end with the configured executor: the scheduler's own loop, limited to this run."""
+    """Run one DagRun to its end with the configured executor: the scheduler's own loop, limited to this run.
+    ``resume``: the run was driven before and interrupted; what it had queued but not started is scheduled
+    again at once (its tries that had started finish, or are found lost, as usual)."""
     dags = {dag.dag_id: dag}
     executor = make_executor(settings, metastore, dags.get, executor_name)
     loop = SchedulerLoop(metastore, executor, dags.get, heartbeat_timeout=settings.heartbeat_timeout,
+                         task_queued_timeout=settings.task_queued_timeout,
                          max_map_length=settings.max_map_length, log_folder=settings.resolved_log_folder,
                          callback_time_limit=settings.callback_time_limit)
-    return loop.run_until_finished(run, on_tick=on_tick)
+    if resume:
+        loop.adopt_orphans(loop.clock(), run)
+    return loop.run_until_finished(run, on_tick=on_tick, on_interrupt=on_interrupt)

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
-import swagger_ui_bundle
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -65,8 +65,9 @@ def create_app(settings: Settings, metastore: Metastore, secret_key: str | None 
     templates.env.globals.update(colour=present.colour, text_colour=present.text_colour, duration=present.duration,
                                  nbytes=present.nbytes, when=present.when, states=list(present.STATE_COLOURS))
     app.state.templates = templates
-    # Swagger UI from the swagger-ui-bundle package: the docs work offline and under the Content-Security-Policy
-    app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+    # Swagger UI from the fastapi-offline package: the docs work offline and under the Content-Security-Policy
+    swagger_ui = importlib.resources.files("fastapi_offline") / "static"
+    app.mount("/static/swagger-ui", StaticFiles(directory=str(swagger_ui)), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(NotAuthenticated)

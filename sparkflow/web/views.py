@@ -58,9 +58,19 @@ def render(request: Request, name: str, context: dict[str, Any], user: Principal
     return response
 
 
+def _secure_cookies(request: Request) -> bool:
+    """Secure on https, or behind a TLS proxy that speaks plain http to us (the setting cookie_secure)."""
+    return request.url.scheme == "https" or bool(request.app.state.settings.cookie_secure)
+
+
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
-    secure = request.url.scheme == "https" or request.app.state.settings.cookie_secure
-    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="lax", path="/", secure=secure)
+    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="lax", path="/",
+                        secure=_secure_cookies(request))
+
+
+def _delete_cookie(request: Request, response: Response, name: str) -> None:
+    """With the attributes it was set with: a browser keeps a Secure cookie that a plain deletion cannot replace."""
+    response.delete_cookie(name, path="/", httponly=True, samesite="lax", secure=_secure_cookies(request))
 
 
 def _back(request: Request, url: str, **params: str) -> RedirectResponse:
@@ -113,7 +123,7 @@ def login(request: Request, username: Annotated[str, Form()] = "", password: Ann
     request.app.state.metastore.users.start_session(user.username, token_hash(session))
     response = RedirectResponse(_safe_next(next), status_code=303)
     _set_cookie(request, response, SESSION_COOKIE, session, int(settings.session_max_age))
-    response.delete_cookie(CSRF_COOKIE, path="/")  # from now on the CSRF token is bound to the session
+    _delete_cookie(request, response, CSRF_COOKIE)  # from now on the CSRF token is bound to the session
     return response
 
 
@@ -124,7 +134,7 @@ def logout(request: Request, user: User, csrf_token: Csrf = None) -> Response:
     if session:
         request.app.state.metastore.users.end_session(token_hash(session))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    _delete_cookie(request, response, SESSION_COOKIE)
     return response
 
 

@@ -322,3 +322,45 @@ def test_kill_9_of_the_scheduler_with_tasks_in_flight_on_celery_loses_nothing_an
             db.dispose()
     finally:
         deployment.stop()
+
+
+def test_task_queued_timeout_fails_a_task_no_worker_takes_and_its_messages_never_run(
+    tmp_path: Path, pg_server, redis_server  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 21 item 16, Airflow's task_queued_timeout on Celery: no worker consumes the task's queue, so after the
+    timeout the scheduler revokes the message and fails the try (retried while tries are left), separately from
+    heartbeat_timeout. A worker that comes up later gets the stale messages and runs nothing of them (one slot,
+    one queue: a task of a later run, behind them in the queue, runs after them)."""
+    deployment = Deployment(tmp_path, pg_server, redis_server, SPARKFLOW_TASK_QUEUED_TIMEOUT="3")
+    try:
+        assert deployment.cli("db", "init").returncode == 0
+        marker, later = tmp_path / "stuck_ran.txt", tmp_path / "later_ran.txt"
+        (deployment.dags / "stuck.py").write_text(textwrap.dedent(f"""
+            from datetime import datetime, timedelta
+            from sparkflow import DAG, BashOperator
+
+            with DAG("stuck", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+                BashOperator(task_id="waits", bash_command="echo ran >> {marker}", retries=1,
+                             retry_delay=timedelta(seconds=0))
+            with DAG("later", start_date=datetime(2024, 1, 1), schedule=None) as later_dag:
+                BashOperator(task_id="runs", bash_command="echo ran >> {later}")
+        """))
+        deployment.start_scheduler("s1")
+        assert deployment.cli("trigger", "stuck", "--run-id", "r1").returncode == 0
+        db = Database(deployment.env["SPARKFLOW_DB_URL"])
+        try:
+            wait_for(lambda: run_state(db, "stuck", "r1") is RunState.FAILED, 120, "the stuck run to fail",
+                     list(deployment.logs.values()))
+            ti = queries.get_task_instance(db, TIKey("stuck", "r1", "waits"))
+            assert (ti.state, ti.try_number) == (TaskState.FAILED, 2)  # both tries timed out in the queue
+            assert ti.error == ("queued for more than task_queued_timeout=3s without starting (is a worker free, "
+                                "and consuming Celery queue 'default'?)"), ti.error
+            deployment.start_worker("w1", concurrency=1)
+            assert deployment.cli("trigger", "later", "--run-id", "r1").returncode == 0
+            wait_for(lambda: run_state(db, "later", "r1") is RunState.SUCCESS, 120, "the later run",
+                     list(deployment.logs.values()))
+            assert later.read_text() == "ran\n" and not marker.exists()
+        finally:
+            db.dispose()
+    finally:
+        deployment.stop()

@@ -216,6 +216,33 @@ def test_viewer_cannot_trigger(browser, server: Server) -> None:  # type: ignore
         context.close()
 
 
+def test_api_docs_render_offline_under_the_csp(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21 item 10: Swagger UI comes from the server itself (no CDN: any other host is cut off here) and
+    runs under the Content-Security-Policy without a violation."""
+    from playwright.sync_api import expect
+
+    context, page = _login(browser, server, "val")
+    outside: list[str] = []
+    violations: list[str] = []
+
+    def loopback_only(route):  # type: ignore[no-untyped-def]
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    try:
+        context.route("**/*", loopback_only)
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(server.url + "/api/v1/ui")
+        expect(page.locator(".swagger-ui .opblock").first).to_be_visible(timeout=30_000)
+        expect(page.locator(".swagger-ui")).to_contain_text("/api/v1/dags")
+        assert outside == [] and violations == [], (outside, violations)
+    finally:
+        context.close()
+
+
 @pytest.mark.spark
 def test_spark_task_shows_progress_metrics_and_log(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect

@@ -266,3 +266,74 @@ def test_a_huge_log_is_served_in_bounded_chunks(server: RunningServer) -> None:
         api.get(url + "?tail=65536", headers=auth)
     grown = _peak_rss_kib(server.proc.pid) - before
     assert grown < 40 * 1024, f"serving an 80 MB log raised the server's peak memory by {grown} KiB"
+
+
+# -- item 10: the API docs work offline under the Content-Security-Policy; no caching of authenticated answers;
+# cookie_secure; no text from the URL in a page ------------------------------------------------------------------
+def test_api_docs_are_served_from_the_package_under_the_csp(server: RunningServer) -> None:
+    c = login(server, "viewer")
+    page = c.get("/api/v1/ui")
+    assert page.status_code == 200, page.text
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', page.text)
+    styles = re.findall(r'<link[^>]*href="([^"]+)"', page.text)
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in scripts and "/static/swagger-ui/swagger-ui.css" in styles
+    assert all(url.startswith("/") and not url.startswith("//") for url in scripts + styles), scripts + styles
+    assert "<script>" not in page.text  # no inline script: the CSP allows the server's own files only
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-eval" not in csp
+    bundle = c.get("/static/swagger-ui/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+    assert "no-store" not in bundle.headers.get("cache-control", "")  # static files may be cached
+    document = c.get("/api/v1/openapi.json")
+    assert document.status_code == 200 and "/api/v1/dags" in document.json()["paths"]
+    assert client(server).get("/api/v1/ui").status_code == 303  # behind the login, like every page
+
+
+def test_authenticated_answers_are_never_cached(server: RunningServer) -> None:
+    c = login(server, "admin")
+    token = server.cli("users", "token", "viewer").stdout.strip()
+    answers = [c.get("/"), c.get("/connections"), c.get("/api/v1/ui"),
+               client(server).get("/api/v1/dags", headers={"Authorization": f"Bearer {token}"})]
+    for answer in answers:
+        assert answer.status_code == 200, (answer.url, answer.status_code)
+        assert answer.headers["cache-control"] == "no-store", answer.url
+        assert answer.headers["x-frame-options"] == "DENY" and answer.headers["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" in answer.headers
+
+
+def test_notes_in_the_url_are_shown_only_when_the_server_signed_them(server: RunningServer) -> None:
+    c = login(server, "admin")
+    page = c.get("/connections", params={"error": "Your session expired: call +1 555 0100", "message": "fake"})
+    assert page.status_code == 200
+    assert "call +1 555 0100" not in page.text and "fake" not in page.text
+    # a note the server made (after deleting a connection) is shown
+    server.cli("connections", "add", "note_conn", "--conn-type", "http", "--conn-host", "example.org")
+    token = csrf_from(c.get("/connections").text)
+    answer = c.post("/connections/note_conn/delete", data={"csrf_token": token})
+    assert answer.status_code == 303, answer.text
+    shown = c.get(answer.headers["location"])
+    assert shown.status_code == 200 and "Deleted connection note_conn" in shown.text, shown.text
+    tampered = answer.headers["location"].replace("note_conn", "other_conn")
+    assert "other_conn" not in c.get(tampered).text  # the signature covers the text
+
+
+def test_cookie_secure_forces_the_secure_flag_behind_a_tls_proxy(server: RunningServer,
+                                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    def session_cookie_flags(running: RunningServer) -> list[str]:
+        """The Set-Cookie headers of the login form and of logging in (cookies are sent back by hand: a client on
+        plain http rightly keeps a Secure cookie to itself)."""
+        c = client(running)
+        form = c.get("/login")
+        cookies = form.headers.get_list("set-cookie")
+        sent = "; ".join(cookie.split(";", 1)[0] for cookie in cookies)
+        answer = c.post("/login", data={"username": "viewer", "password": PASSWORD,
+                                        "csrf_token": csrf_from(form.text), "next": "/"}, headers={"Cookie": sent})
+        assert answer.status_code == 303, answer.text
+        cookies += answer.headers.get_list("set-cookie")
+        assert len(cookies) >= 2, cookies
+        return [cookie.lower() for cookie in cookies]
+
+    assert all("; secure" not in cookie for cookie in session_cookie_flags(server))  # plain http: no flag
+    with webserver(tmp_path_factory.mktemp("web-secure"), cookie_secure="true") as behind_proxy:
+        flags = session_cookie_flags(behind_proxy)
+        assert all("; secure" in cookie and "httponly" in cookie for cookie in flags), flags

@@ -45,6 +45,8 @@ class HoldingExecutor:
     def running(self) -> set[TIKey]: return {w.key for w in self.queued}
     def in_flight(self) -> bool: return bool(self.queued)
     def wait(self, timeout: float) -> None: ...
+    def cleanup_stuck_queued_tasks(self, keys: set[TIKey]) -> None:
+        self.queued = [w for w in self.queued if w.key not in keys]
     def end(self, kill: bool = False, grace: float | None = None) -> None: ...
 
 
@@ -258,6 +260,33 @@ def test_queued_task_nobody_started_is_scheduled_again_and_runs_once(settings, m
     assert out.read_text() == "ran\n"
 
 
+def test_task_queued_timeout_takes_a_never_started_task_back_and_fails_it(settings, metastore, write_dag) -> None:
+    """Airflow's task_queued_timeout: the executor held it queued too long (the Celery test has no worker)."""
+    path = write_dag("stuck", """
+        from datetime import datetime
+        from sparkflow import DAG, EmptyOperator
+
+        with DAG("stuck", start_date=datetime(2024, 1, 1)) as dag:
+            EmptyOperator(task_id="waits", retries=1)
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["stuck"], NOW)
+    clock = Clock(NOW)
+    executor = HoldingExecutor()
+    loop = SchedulerLoop(metastore, executor, dags.get, clock=clock, task_queued_timeout=300)
+    loop.tick()
+    assert states(metastore, run) == {"waits": "queued"} and len(executor.queued) == 1
+    clock.now = NOW + timedelta(seconds=299)
+    loop.tick()
+    assert states(metastore, run) == {"waits": "queued"}  # not yet
+    clock.now = NOW + timedelta(seconds=299 + 75)  # the next look, a quarter of the timeout later
+    loop.tick()
+    assert states(metastore, run) == {"waits": "up_for_retry"} and executor.queued == []  # taken back, a try used
+    ti = queries.get_task_instance(metastore.db, TIKey("stuck", run.run_id, "waits"))
+    assert ti.error == ("queued for more than task_queued_timeout=300s without starting (is a worker free, and "
+                        "consuming the executor?)")
+
+
 class _NoSlots:
     """An executor with no free slot: the loop plans but never starts anything."""
 
@@ -270,6 +299,7 @@ class _NoSlots:
     def running(self) -> set: return set()  # type: ignore[type-arg]
     def in_flight(self) -> bool: return False
     def wait(self, timeout: float) -> None: ...
+    def cleanup_stuck_queued_tasks(self, keys: set[TIKey]) -> None: ...
     def end(self, kill: bool = False, grace: float | None = None) -> None: ...
 
 

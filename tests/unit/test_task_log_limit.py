@@ -1,5 +1,7 @@
 """Issue 21 item 8: a try's log stops at max_task_log_bytes with one line saying so, on the sequential executor
-(in-process) and the local executor (fork-server task processes); the try itself runs to its end."""
+(in-process) and the local executor (fork-server task processes, which Celery workers use too); the try itself
+runs to its end. In a task process the cap holds for output written straight to file descriptors 1 and 2 (a
+subprocess that inherits them) as well."""
 
 from __future__ import annotations
 
@@ -23,9 +25,16 @@ def chatty():
         print(f"python line {i:05d} " + "y" * 80)
     return "finished"
 
+def inherits_descriptors():
+    import os, subprocess
+    subprocess.run(["sh", "-c", "for i in $(seq 1 20000); do echo subprocess line $i; done"], check=True)
+    os.system("for i in $(seq 1 20000); do echo os.system line $i >&2; done")
+    return "finished"
+
 with DAG("chatty", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
     BashOperator(task_id="bash", bash_command="for i in $(seq 1 5000); do echo bash line $i; done; echo bash-end")
     PythonOperator(task_id="py", python_callable=chatty)
+    PythonOperator(task_id="sub", python_callable=inherits_descriptors)
 """
 LIMIT = 50_000
 
@@ -47,8 +56,9 @@ def test_sequential_executor_caps_the_log(monkeypatch: pytest.MonkeyPatch, sf_ho
     try:
         run = run_dag(settings, metastore, write_dag("chatty", DAG), "chatty")
         tis = queries.task_instances(metastore.db, "chatty", run.run_id)
-        assert {ti.task_id: ti.state.value for ti in tis} == {"bash": "success", "py": "success"}
-        _check_logs({ti.task_id: Path(ti.log_path) for ti in tis})
+        assert {ti.task_id: ti.state.value for ti in tis} == {"bash": "success", "py": "success", "sub": "success"}
+        # in-process, a subprocess writes to the caller's own descriptors (the terminal), not to the log
+        _check_logs({ti.task_id: Path(ti.log_path) for ti in tis if ti.task_id != "sub"})
     finally:
         metastore.db.dispose()
 
@@ -61,4 +71,20 @@ def test_local_executor_caps_the_log(monkeypatch: pytest.MonkeyPatch, sf_home: P
     write_dag("chatty", DAG)
     assert main(["trigger", "chatty", "--run-id", "r1", "--wait"]) == 0, capsys.readouterr()
     folder = sf_home / "logs" / "dag_id=chatty" / "run_id=r1"
-    _check_logs({t: folder / f"task_id={t}" / "attempt=1.log" for t in ("bash", "py")})
+    _check_logs({t: folder / f"task_id={t}" / "attempt=1.log" for t in ("bash", "py", "sub")})
+    sub = (folder / "task_id=sub" / "attempt=1.log").read_text()
+    assert "subprocess line 1\n" in sub and "os.system line" not in sub  # counted and cut, in order
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+def test_local_executor_keeps_output_of_subprocesses_under_the_cap(
+        monkeypatch: pytest.MonkeyPatch, sf_home: Path, write_dag: Callable[[str, str], Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Below the cap, what a subprocess writes to the inherited descriptors is all in the log."""
+    monkeypatch.setenv("SPARKFLOW_MAX_TASK_LOG_BYTES", str(10 * 1024 * 1024))
+    assert main(["db", "init"]) == 0
+    write_dag("chatty", DAG)
+    assert main(["trigger", "chatty", "--run-id", "r1", "--wait"]) == 0, capsys.readouterr()
+    log = (sf_home / "logs" / "dag_id=chatty" / "run_id=r1" / "task_id=sub" / "attempt=1.log").read_text()
+    assert "subprocess line 20000\n" in log and "os.system line 20000\n" in log
+    assert "log truncated" not in log
