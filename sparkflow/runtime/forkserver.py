@@ -599,6 +599,11 @@ class _Server:
             traceback.print_exc()
             code = 1
         finally:
+            if self.output is not None:  # a crash mid-try: its traceback (on fd 2) reaches the try's log first
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()
+                    null = os.open(os.devnull, os.O_RDWR)
+                    self.output.close(null)
             self._leave(code)
 
     def _serve_one_try(self, request: dict[str, Any], dag: DAG | None) -> tuple[int, bool]:

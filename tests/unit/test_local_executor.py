@@ -72,10 +72,13 @@ PROCESS_DAG = """
     from datetime import datetime
     from sparkflow import DAG, PythonOperator
 
+    def threads():  # but the worker's own thread that writes fds 1 and 2 into the try's log
+        return [t for t in threading.enumerate() if t.name != "sparkflow-output-pump"]
+
     def record(name, mess):
         with open(os.path.join({out!r}, name), "w") as fh:
             fh.write(f"{{os.getpid()}} {{os.getpgid(0)}} {{os.getppid()}} {{os.environ.get('LEFT_BY_A', '-')}} "
-                     f"{{os.getcwd()}} {{sys.path[0]}} {{threading.active_count()}}")
+                     f"{{os.getcwd()}} {{sys.path[0]}} {{len(threads())}}")
         print("hello from", name)
         if mess:  # what a careless task leaves behind: the next try must not see it
             os.environ["LEFT_BY_A"] = "yes"
