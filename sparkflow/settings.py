@@ -31,6 +31,10 @@ def _setting(default: Any, help: str, secret: bool = False) -> Any:
 class Settings:
     home: Path = _setting(Path("~/sparkflow"), "sparkflow's home: metastore, logs, keys (env SPARKFLOW_HOME).")
     dags_folder: Path | None = _setting(None, "Folder of DAG files. Default: $SPARKFLOW_HOME/dags.")
+    plugins_folder: Path | None = _setting(
+        None, "Folder of the user's own modules that serialized DAGs refer to by import path, such as a custom "
+        "Timetable class (Airflow's plugins_folder); on sys.path in every sparkflow process, as the DAG folder is. "
+        "Default: $SPARKFLOW_HOME/plugins.")
     db_url: str | None = _setting(
         None, "SQLAlchemy URL of the metastore. Default: SQLite at $SPARKFLOW_HOME/sparkflow.db.", secret=True
     )
@@ -144,6 +148,15 @@ class Settings:
     @functools.cached_property
     def resolved_dags_folder(self) -> Path:
         return (self.dags_folder or self.resolved_home / "dags").expanduser().resolve()
+
+    @functools.cached_property
+    def resolved_plugins_folder(self) -> Path:
+        return (self.plugins_folder or self.resolved_home / "plugins").expanduser().resolve()
+
+    @property
+    def import_folders(self) -> tuple[Path, Path]:
+        """What every sparkflow process puts on sys.path: the DAG folder and the plugins folder (as Airflow)."""
+        return (self.resolved_dags_folder, self.resolved_plugins_folder)
 
     @functools.cached_property
     def resolved_log_folder(self) -> Path:

@@ -9,6 +9,7 @@ import hashlib
 import importlib.abc
 import importlib.util
 import logging
+import os
 import re
 import signal
 import sys
@@ -56,21 +57,26 @@ class DagBag:
         return self.dags.get(dag_id)
 
 
+# The module name a DAG file is imported under starts with this: such a module cannot be imported by name.
+DAG_MODULE_PREFIX = "sparkflow_dagfile_"
+
+
 def list_dag_files(folder: Path) -> list[Path]:
     """Python files under folder that may define DAGs, honouring .sparkflowignore/.airflowignore regexps."""
-    return list(dag_file_hashes(folder))
+    return [Path(p) for p in dag_file_hashes(folder)]
 
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def dag_file_hashes(folder: Path, known: dict[Path, tuple[tuple[int, int, int], str]] | None = None
-                    ) -> dict[Path, str]:
-    """The DAG files under folder (as list_dag_files) with the hash of their content.
+def dag_file_hashes(folder: Path, known: dict[str, tuple[tuple[int, int, int], str]] | None = None
+                    ) -> dict[str, str]:
+    """The DAG files under folder (as list_dag_files; paths as text, sorted) with the hash of their content.
 
     ``known`` is a cache the caller keeps between calls (path -> ((mtime_ns, size, inode), hash)): a file whose
-    stat did not change is not read again, so checking an unchanged folder of 1,000 files costs only stat()s."""
+    stat did not change is not read again, so checking an unchanged folder of 1,000 files costs only stat()s
+    (and plain strings, not Path objects: the DAG processor does this every couple of seconds)."""
     if not folder.is_dir():
         return {}
     patterns: list[re.Pattern[str]] = []
@@ -81,22 +87,20 @@ def dag_file_hashes(folder: Path, known: dict[Path, tuple[tuple[int, int, int], 
                 line = line.split("#", 1)[0].strip()
                 if line:
                     patterns.append(re.compile(line))
-    found: dict[Path, str] = {}
-    for path in sorted(folder.rglob("*.py")):
-        rel = path.relative_to(folder).as_posix()
-        if any(part.startswith((".", "__")) for part in path.relative_to(folder).parts):
+    found: dict[str, str] = {}
+    for path, rel, stamp, symlink in _python_files(str(folder), ""):
+        if patterns and any(p.search(rel) for p in patterns):
             continue
-        if any(p.search(rel) for p in patterns):
+        if symlink:
+            path = os.path.realpath(path)
+        cached = known.get(path) if known is not None else None
+        if cached is not None and cached[0] == stamp:
+            if cached[1]:
+                found[path] = cached[1]
             continue
         try:
-            st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            cached = known.get(path) if known is not None else None
-            if cached is not None and cached[0] == stamp:
-                if cached[1]:
-                    found[path] = cached[1]
-                continue
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError:
             continue  # removed meanwhile
         digest = content_hash(data) if _MIGHT_HOLD_DAG.search(data) and _MENTIONS_FRAMEWORK.search(data) else ""
@@ -104,12 +108,33 @@ def dag_file_hashes(folder: Path, known: dict[Path, tuple[tuple[int, int, int], 
             known[path] = (stamp, digest)
         if digest:
             found[path] = digest
-    return found
+    return dict(sorted(found.items()))
+
+
+def _python_files(folder: str, rel: str) -> Iterator[tuple[str, str, tuple[int, int, int], bool]]:
+    """Every *.py file under folder (none in or named like hidden or dunder folders; symlinked folders are not
+    entered, as rglob): its path, its path relative to the DAG folder, its (mtime_ns, size, inode) and whether
+    it is a symlink."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith((".", "__")):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _python_files(entry.path, f"{rel}{entry.name}/")
+            elif entry.name.endswith(".py"):
+                st = entry.stat()
+                yield entry.path, rel + entry.name, (st.st_mtime_ns, st.st_size, st.st_ino), entry.is_symlink()
+        except OSError:
+            continue  # removed meanwhile
 
 
 def _module_name(path: Path) -> str:
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    return f"sparkflow_dagfile_{digest}_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
+    return f"{DAG_MODULE_PREFIX}{digest}_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
 
 
 def _error_from_exception(path: Path, exc: BaseException) -> ImportErrorInfo:

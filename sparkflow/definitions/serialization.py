@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sparkflow.definitions.assets import Asset, AssetAlias, condition_from_json, condition_to_json
 from sparkflow.definitions.baseoperator import BaseOperator
+from sparkflow.definitions.custom_timetable import timetable_from_json, timetable_to_json
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.expand_input import (
     DictOfListsExpandInput,
@@ -189,9 +190,7 @@ def _schedule_out(dag: DAG) -> dict[str, Any]:
         return {"type": "cron", "expression": timetable.expression}
     if isinstance(timetable, DeltaTimetable):
         return {"type": "delta", "seconds": timetable.delta.total_seconds()}
-    # A user's own timetable class cannot be rebuilt without its code: the scheduler leaves such a DAG alone.
-    return {"type": "custom", "class": f"{type(timetable).__module__}.{type(timetable).__qualname__}",
-            "description": str(getattr(timetable, "description", type(timetable).__name__))}
+    return timetable_to_json(timetable)  # a user's own class: by import path, as Airflow keeps it
 
 
 def _schedule_in(data: Mapping[str, Any]) -> Any:
@@ -203,17 +202,8 @@ def _schedule_in(data: Mapping[str, Any]) -> Any:
     if kind == "delta":
         return timedelta(seconds=data["seconds"])
     if kind == "custom":
-        return _UnavailableTimetable(data["description"])
+        return timetable_from_json(data)
     return None
-
-
-class _UnavailableTimetable(NullTimetable):
-    """A custom timetable seen from outside its DAG file: described, never due (like Airflow without the plugin)."""
-
-    periodic = True
-
-    def __init__(self, description: str) -> None:
-        self.description = description
 
 
 # -- DAG -> dict ----------------------------------------------------------------------------------------------
@@ -290,7 +280,7 @@ def _outlet_to_json(outlet: Asset | AssetAlias) -> dict[str, Any]:
     return {"uri": outlet.uri, "name": outlet.name, "group": outlet.group, "extra": to_json_value(outlet.extra)}
 
 
-def _outlet_from_json(item: dict[str, Any]) -> Asset | AssetAlias:
+def outlet_from_json(item: dict[str, Any]) -> Asset | AssetAlias:
     if "alias" in item:
         return AssetAlias(item["alias"], item.get("group") or "")
     return Asset(item["uri"], name=item.get("name"), group=item.get("group") or "asset", extra=item.get("extra") or {})
@@ -338,6 +328,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
             "description": dag.description,
             "schedule": _schedule_out(dag),
             "timetable_description": dag.timetable.description,
+            "schedule_description": dag.schedule_description,
             "timezone": _tz_name(tz),
             "start_date": _date_out(dag.start_date),
             "end_date": _date_out(dag.end_date),
@@ -427,7 +418,7 @@ def _deserialize_task(item: Mapping[str, Any], tz: tzinfo, dag: DAG) -> Serializ
         execution_timeout=item.get("execution_timeout"), start_date=_date_in(item.get("start_date"), tz),
         end_date=_date_in(item.get("end_date"), tz), params=item.get("params"), dag=dag, **plain,
     )
-    task.outlets = [_outlet_from_json(o) for o in item.get("outlets") or []]
+    task.outlets = [outlet_from_json(o) for o in item.get("outlets") or []]
     task.is_setup = bool(item.get("is_setup"))
     task.is_teardown = bool(item.get("is_teardown"))
     task.on_failure_fail_dagrun = bool(item.get("on_failure_fail_dagrun"))
@@ -437,4 +428,4 @@ def _deserialize_task(item: Mapping[str, Any], tz: tzinfo, dag: DAG) -> Serializ
 
 
 __all__ = ["SERIALIZATION_VERSION", "SerializedOperator", "dag_hash", "deserialize_dag", "dumps", "is_serialized",
-           "serialize_dag", "serialize_task", "to_json_value"]
+           "outlet_from_json", "serialize_dag", "serialize_task", "to_json_value"]

@@ -14,8 +14,9 @@ from sqlalchemy import Connection as SAConnection
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sparkflow.definitions.assets import AssetAlias
+from sparkflow.definitions.assets import Asset, AssetAlias, condition_from_json
 from sparkflow.definitions.dag import DAG
+from sparkflow.definitions.serialization import outlet_from_json
 from sparkflow.metastore import schema as t
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TaskInstanceRecord
@@ -36,30 +37,30 @@ class AssetStore:
         self.db = db
 
     @staticmethod
-    def sync_in(conn: SAConnection, dags: Iterable[DAG], now: datetime) -> None:
-        """Record the assets these DAGs name, schedules (consumers) and task outlets (producers), in the
-        transaction that records the DAGs (DagStore.sync_dags)."""
-        dags = list(dags)
-        conn.execute(delete(t.asset_reference).where(t.asset_reference.c.dag_id.in_([d.dag_id for d in dags])))
-        seen: dict[str, Any] = {}
-        for dag in dags:
-            refs = []
-            if dag.asset_condition is not None:
-                for asset in dag.asset_condition.iter_assets():
+    def sync_in(conn: SAConnection, dags: Mapping[str, Mapping[str, Any]], now: datetime) -> None:
+        """Record the assets these serialized DAGs (dag_id -> the ``dag`` part) name, schedules (consumers) and
+        task outlets (producers), in the transaction that records the DAGs (DagStore.sync_serialized)."""
+        conn.execute(delete(t.asset_reference).where(t.asset_reference.c.dag_id.in_(list(dags))))
+        seen: dict[str, Asset] = {}
+        refs = []
+        for dag_id, d in dags.items():
+            if d.get("asset_schedule"):
+                condition = condition_from_json(d["asset_schedule"])
+                for asset in condition.iter_assets():
                     seen.setdefault(asset.uri, asset)
-                    refs.append(dict(dag_id=dag.dag_id, task_id=None, uri=asset.uri, kind="schedule"))
-                for alias in dag.asset_condition.iter_aliases():
-                    refs.append(dict(dag_id=dag.dag_id, task_id=None, uri=alias.name, kind="alias_schedule"))
-            for task in dag.tasks:
-                for outlet in getattr(task, "outlets", None) or []:
+                    refs.append(dict(dag_id=dag_id, task_id=None, uri=asset.uri, kind="schedule"))
+                for alias in condition.iter_aliases():
+                    refs.append(dict(dag_id=dag_id, task_id=None, uri=alias.name, kind="alias_schedule"))
+            for task in d["tasks"]:
+                for outlet in map(outlet_from_json, task.get("outlets") or []):
                     if isinstance(outlet, AssetAlias):
-                        refs.append(dict(dag_id=dag.dag_id, task_id=task.task_id, uri=outlet.name,
+                        refs.append(dict(dag_id=dag_id, task_id=task["task_id"], uri=outlet.name,
                                          kind="alias_outlet"))
                         continue
                     seen.setdefault(outlet.uri, outlet)
-                    refs.append(dict(dag_id=dag.dag_id, task_id=task.task_id, uri=outlet.uri, kind="outlet"))
-            if refs:
-                conn.execute(insert(t.asset_reference), refs)
+                    refs.append(dict(dag_id=dag_id, task_id=task["task_id"], uri=outlet.uri, kind="outlet"))
+        if refs:
+            conn.execute(insert(t.asset_reference), refs)
         for uri, asset in seen.items():
             values = dict(name=asset.name, group_name=asset.group, extra=json.dumps(asset.extra or {}, default=str),
                           updated_at=now)

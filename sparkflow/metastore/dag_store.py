@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection as SAConnection
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from sparkflow.definitions import serialization
 from sparkflow.definitions.dag import DAG
@@ -34,6 +34,15 @@ def _insert_if_absent(dialect: str) -> Any:
     return sqlite.insert
 
 
+def _dag_row(d: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The ``dag`` table's columns of one serialized DAG (its ``dag`` part)."""
+    owners = {task["owner"] for task in d["tasks"] if task.get("owner")}
+    return dict(dag_id=d["dag_id"], fileloc=d.get("fileloc") or "", is_active=True, description=d.get("description"),
+                schedule=d.get("schedule_description") or d.get("timetable_description"),
+                tags=json.dumps(sorted(d.get("tags") or [])), owners=", ".join(sorted(owners)) or None,
+                max_active_runs=d["max_active_runs"], max_active_tasks=d["max_active_tasks"], last_parsed_at=now)
+
+
 class DagStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -42,53 +51,53 @@ class DagStore:
     def sync_dags(
         self, dags: Iterable[DAG], import_errors: Sequence[ImportErrorInfo], parsed_files: Iterable[str],
         now: datetime | None = None, complete: bool = False, folder_files: Collection[str] | None = None,
-        serialized: Mapping[str, tuple[str, str]] | None = None, file_stats: Sequence[DagFileStat] = (),
+        file_stats: Sequence[DagFileStat] = (),
     ) -> None:
-        """Record what a parse found, each DAG serialized too; errors of the parsed files replace their old ones.
+        """Record DAGs found by a parse in this process: serialized here, then as sync_serialized."""
+        texts: dict[str, tuple[str, str]] = {}
+        for dag in dags:
+            text = serialization.dumps(serialization.serialize_dag(dag))
+            texts[dag.dag_id] = (text, serialization.dag_hash(text))
+        self.sync_serialized(texts, import_errors, parsed_files, now, complete, folder_files, file_stats)
+
+    def sync_serialized(
+        self, serialized: Mapping[str, tuple[str, str]], import_errors: Sequence[ImportErrorInfo],
+        parsed_files: Iterable[str], now: datetime | None = None, complete: bool = False,
+        folder_files: Collection[str] | None = None, file_stats: Sequence[DagFileStat] = (),
+    ) -> None:
+        """Record what a parse found: each DAG as its serialized text and hash (dag_id -> (text, hash)), the DAG
+        rows read from that text (no DAG is rebuilt: a parse of 1,000 files writes 1,000 rows in a few batched
+        statements); errors of the parsed files replace their old ones.
 
         ``folder_files`` is every file of the DAG folder (``complete``: ``parsed_files`` is the whole folder):
         DAGs, import errors and file stats of any other file (a deleted or renamed one) are then stale, so the
-        DAGs go inactive and the rest goes away. ``serialized`` gives a DAG's serialized text and hash when the
-        parse made them already (dag_id -> (text, hash)); ``file_stats`` what each parsed file cost.
+        DAGs go inactive and the rest goes away. ``file_stats`` is what each parsed file cost.
         """
         now = now or datetime.now(UTC)
         files = set(parsed_files)
         if complete and folder_files is None:
             folder_files = files
-        dags = list(dags)
-        texts = dict(serialized or {})
-        for dag in dags:
-            if dag.dag_id not in texts:
-                text = serialization.dumps(serialization.serialize_dag(dag))
-                texts[dag.dag_id] = (text, serialization.dag_hash(text))
+        dags = {dag_id: json.loads(text)["dag"] for dag_id, (text, _) in serialized.items()}
         with self.db.write() as conn:
-            seen: list[str] = []
-            for dag in dags:
-                seen.append(dag.dag_id)
-                values = dict(
-                    fileloc=dag.fileloc or "",
-                    is_active=True,
-                    description=dag.description,
-                    schedule=dag.schedule_description,
-                    tags=json.dumps(sorted(dag.tags)),
-                    owners=", ".join(sorted({task.owner for task in dag.tasks})) or None,
-                    max_active_runs=dag.max_active_runs,
-                    max_active_tasks=dag.max_active_tasks,
-                    last_parsed_at=now,
-                )
-                updated = conn.execute(update(t.dag).where(t.dag.c.dag_id == dag.dag_id).values(**values))
-                if updated.rowcount == 0:
-                    paused = bool(dag.is_paused_upon_creation) if dag.is_paused_upon_creation is not None else False
-                    # Two schedulers starting together both find no row; the second insert then waits for the
-                    # first (PostgreSQL) and does nothing: the row holds the same parse.
-                    insert_dag = _insert_if_absent(self.db.dialect)(t.dag).values(
-                        dag_id=dag.dag_id, is_paused=paused, **values)
-                    conn.execute(insert_dag.on_conflict_do_nothing(index_elements=["dag_id"]))
-            self._store_serialized(conn, dags, texts, now, self.db.dialect)
+            c = t.dag.c
+            rows = [_dag_row(d, now) for d in dags.values()]
+            existing = set(conn.execute(select(c.dag_id).where(c.dag_id.in_(list(dags)))).scalars())
+            if existing:
+                conn.execute(update(t.dag).where(c.dag_id == bindparam("b_dag_id")),
+                             [{"b_dag_id": r["dag_id"], **{k: v for k, v in r.items() if k != "dag_id"}}
+                              for r in rows if r["dag_id"] in existing])
+            new = [{**r, "is_paused": bool(dags[r["dag_id"]].get("is_paused_upon_creation") or False)}
+                   for r in rows if r["dag_id"] not in existing]
+            if new:
+                # Two schedulers starting together both find no row; the second insert then waits for the first
+                # (PostgreSQL) and does nothing: the row holds the same parse.
+                conn.execute(_insert_if_absent(self.db.dialect)(t.dag).on_conflict_do_nothing(
+                    index_elements=["dag_id"]), new)
+            self._store_serialized(conn, dags, serialized, now, self.db.dialect)
             AssetStore.sync_in(conn, dags, now)
-            gone_from_parsed_files = t.dag.c.fileloc.in_(files) & t.dag.c.dag_id.not_in(seen)
+            gone_from_parsed_files = c.fileloc.in_(files) & c.dag_id.not_in(list(dags))
             if folder_files is not None:
-                gone = t.dag.c.fileloc.not_in(set(folder_files))
+                gone = c.fileloc.not_in(set(folder_files))
                 conn.execute(update(t.dag).where(gone_from_parsed_files | gone).values(is_active=False))
                 conn.execute(delete(t.import_error).where(
                     t.import_error.c.filename.in_(files) | t.import_error.c.filename.not_in(set(folder_files))))
@@ -96,11 +105,10 @@ class DagStore:
             else:
                 conn.execute(update(t.dag).where(gone_from_parsed_files).values(is_active=False))
                 conn.execute(delete(t.import_error).where(t.import_error.c.filename.in_(files)))
-            for error in import_errors:
-                conn.execute(insert(t.import_error).values(
-                    filename=error.filename, lineno=error.lineno, dag_id=error.dag_id, task_id=error.task_id,
-                    message=error.message, timestamp=now,
-                ))
+            if import_errors:
+                conn.execute(insert(t.import_error), [
+                    dict(filename=e.filename, lineno=e.lineno, dag_id=e.dag_id, task_id=e.task_id, message=e.message,
+                         timestamp=now) for e in import_errors])
             if file_stats:
                 conn.execute(delete(t.dag_file).where(t.dag_file.c.fileloc.in_([f.fileloc for f in file_stats])))
                 conn.execute(insert(t.dag_file), [
@@ -111,24 +119,26 @@ class DagStore:
                 ])
 
     @staticmethod
-    def _store_serialized(conn: SAConnection, dags: Sequence[DAG], texts: Mapping[str, tuple[str, str]],
-                          now: datetime, dialect: str) -> None:
+    def _store_serialized(conn: SAConnection, dags: Mapping[str, Mapping[str, Any]],
+                          texts: Mapping[str, tuple[str, str]], now: datetime, dialect: str) -> None:
         """Write each DAG's serialized form when its hash changed (readers re-read a DAG only then)."""
         if not dags:
             return
         c = t.serialized_dag.c
-        stored = dict(conn.execute(select(c.dag_id, c.dag_hash).where(c.dag_id.in_([d.dag_id for d in dags]))).all())
-        for dag in dags:
-            text, digest = texts[dag.dag_id]
-            if stored.get(dag.dag_id) == digest:
-                continue
-            values = dict(fileloc=dag.fileloc or "", data=text, dag_hash=digest, last_updated=now)
-            if dag.dag_id in stored:
-                conn.execute(update(t.serialized_dag).where(c.dag_id == dag.dag_id).values(**values))
-            else:
-                # Two parsers of the same file (two schedulers, a CLI command): the second insert does nothing.
-                conn.execute(_insert_if_absent(dialect)(t.serialized_dag).values(dag_id=dag.dag_id, **values)
-                             .on_conflict_do_nothing(index_elements=["dag_id"]))
+        stored = dict(conn.execute(select(c.dag_id, c.dag_hash).where(c.dag_id.in_(list(dags)))).all())
+        rows = [dict(dag_id=dag_id, fileloc=d.get("fileloc") or "", data=texts[dag_id][0], dag_hash=texts[dag_id][1],
+                     last_updated=now)
+                for dag_id, d in dags.items() if stored.get(dag_id) != texts[dag_id][1]]
+        changed = [r for r in rows if r["dag_id"] in stored]
+        if changed:
+            conn.execute(update(t.serialized_dag).where(c.dag_id == bindparam("b_dag_id")),
+                         [{"b_dag_id": r["dag_id"], **{k: v for k, v in r.items() if k != "dag_id"}}
+                          for r in changed])
+        added = [r for r in rows if r["dag_id"] not in stored]
+        if added:
+            # Two parsers of the same file (two schedulers, a CLI command): the second insert does nothing.
+            conn.execute(_insert_if_absent(dialect)(t.serialized_dag).on_conflict_do_nothing(
+                index_elements=["dag_id"]), added)
 
     def store_rendered_fields(self, key: TIKey, try_number: int, fields: Mapping[str, str], error: str | None,
                               now: datetime | None = None) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
 
+from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.serialization import deserialize_dag
 from sparkflow.executors.factory import make_executor
@@ -40,6 +41,9 @@ SCHEDULE_EVERY = timedelta(seconds=1)
 # The serialized DAGs' hashes are read this often: a changed DAG file is planned from within about a second of
 # its parse (one query of ~1,000 short rows when nothing changed).
 REFRESH_EVERY = 1.0
+# Creating due runs stops after this long and goes on in the next iteration, so a scheduler with 1,000 DAGs due at
+# once still re-reads changed DAGs and moves running tasks along between them.
+SCHEDULE_BUDGET_SECONDS = 0.5
 
 
 class SchedulerDaemon:
@@ -49,6 +53,7 @@ class SchedulerDaemon:
     ) -> None:
         self.settings = settings
         self.ms = metastore
+        add_import_folders(settings.import_folders)  # a custom timetable's module, by its import path
         self.clock = clock
         self.dags: dict[str, DAG] = {}  # serialized DAGs, by dag_id
         self._hashes: dict[str, str] | None = None
@@ -64,6 +69,8 @@ class SchedulerDaemon:
         self.stop_requested = threading.Event()
         self._next_refresh = 0.0
         self._next_schedule: datetime | None = None
+        self._not_due: dict[str, datetime] = {}  # dag_id -> no scheduled run is due before this
+        self._schedule_from = ""  # the dag_id where an unfinished pass of schedule_runs goes on
 
     def get_dag(self, dag_id: str) -> DAG | None:
         return self.dags.get(dag_id)
@@ -80,11 +87,12 @@ class SchedulerDaemon:
             try:
                 self.dags[record.dag_id] = deserialize_dag(json.loads(record.data), record.dag_hash)
             except (ValueError, KeyError, TypeError) as exc:
-                log.warning("DAG '%s': its serialized form cannot be read (%s); it is not scheduled until it is "
-                            "parsed again", record.dag_id, exc)
+                log.warning("DAG '%s' is not scheduled: its serialized form cannot be read: %s", record.dag_id, exc)
                 self.dags.pop(record.dag_id, None)
         for gone in set(self.dags) - set(hashes):
             del self.dags[gone]
+        for dag_id in changed:
+            self._not_due.pop(dag_id, None)
         self._hashes = hashes
         self._next_schedule = None  # new or changed DAGs may be due now
         log.info("%d DAG(s) read from the metastore (%d changed)", len(self.dags), len(changed))
@@ -95,11 +103,22 @@ class SchedulerDaemon:
         """Create the due scheduled runs of every unpaused DAG, capping each at max_runs_per_loop (warning)."""
         created: list[DagRunRecord] = []
         cap = self.settings.max_runs_per_loop
-        for record in queries.list_dags(self.ms.db):
+        records = queries.list_dags(self.ms.db)
+        # Go on where an unfinished pass stopped, then wrap around: no DAG waits behind the others for long.
+        records.sort(key=lambda r: (r.dag_id < self._schedule_from, r.dag_id))
+        self._schedule_from = ""
+        deadline = time.monotonic() + SCHEDULE_BUDGET_SECONDS
+        for record in records:
             dag = self.dags.get(record.dag_id)
-            if dag is None or record.is_paused:
+            if dag is None or record.is_paused or now < self._not_due.get(record.dag_id, now):
                 continue
+            if time.monotonic() > deadline:
+                self._schedule_from = record.dag_id
+                self._next_schedule = None  # the next iteration goes on from here
+                break
             result = create_scheduled_runs(self.ms, dag, now, cap)
+            if result.not_due_before is not None:
+                self._not_due[record.dag_id] = result.not_due_before
             created += result.created
             for run in result.created:
                 log.info("created %s of DAG '%s' (data interval %s - %s)", run.run_id, run.dag_id,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkflow.compat.airflow import airflow_finders
+from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.loader import ImportErrorInfo, dag_file_hashes, load_dag_file
 from sparkflow.definitions.serialization import deserialize_dag
@@ -63,12 +64,13 @@ class DagFolderParser:
     def __init__(self, settings: Settings, metastore: Metastore) -> None:
         self.settings = settings
         self.metastore = metastore
-        self._stats: dict[Path, tuple[tuple[int, int, int], str]] = {}
+        add_import_folders(settings.import_folders)  # what DAG files import, in every parse worker
+        self._stats: dict[str, tuple[tuple[int, int, int], str]] = {}
         self._recorded: dict[str, str] | None = None  # fileloc -> content hash, as the metastore has it
 
     def refresh(self, force: bool = False, stop: Callable[[], bool] = lambda: False) -> FolderRefresh:
         folder = self.settings.resolved_dags_folder
-        found = {str(path.resolve()): digest for path, digest in dag_file_hashes(folder, self._stats).items()}
+        found = dag_file_hashes(folder, self._stats)
         if self._recorded is None or force:
             self._recorded = {f.fileloc: f.content_hash for f in queries.dag_file_stats(self.metastore.db)}
         changed = sorted(p for p, digest in found.items() if force or self._recorded.get(p) != digest)
@@ -87,7 +89,6 @@ class DagFolderParser:
         # A dag_id already defined by another file that is still there (and not parsed now) stays with that file.
         owners = {r.dag_id: r.fileloc for r in queries.list_dags(self.metastore.db)
                   if r.fileloc not in parsed_files and r.fileloc in refresh.files}
-        dags: list[DAG] = []
         errors: list[ImportErrorInfo] = []
         texts: dict[str, tuple[str, str]] = {}
         stats: list[DagFileStat] = []
@@ -101,15 +102,14 @@ class DagFolderParser:
                                                   "dag_ids must be unique", dag_id=dag_id))
                     continue
                 owners[dag_id] = parse.path
-                dags.append(deserialize_dag(json.loads(text), digest))
                 texts[dag_id] = (text, digest)
                 kept.append(dag_id)
             stats.append(DagFileStat(parse.path, parse.content_hash, tuple(kept), parse.task_count,
                                      len(parse.errors) + len(parse.dags) - len(kept), parse.duration))
             for line in parse.warnings:
                 log.warning("%s", line)
-        self.metastore.dags.sync_dags(dags, errors, parsed_files, folder_files=refresh.files, serialized=texts,
-                                       file_stats=stats)
+        self.metastore.dags.sync_serialized(texts, errors, parsed_files, folder_files=refresh.files,
+                                            file_stats=stats)
         assert self._recorded is not None
         for stat in stats:
             self._recorded[stat.fileloc] = stat.content_hash

@@ -21,6 +21,7 @@ from types import FrameType
 
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.scheduler.dag_processing import DagFolderParser
+from sparkflow.scheduler.parse_worker import warm_up
 from sparkflow.settings import Settings
 
 log = logging.getLogger("sparkflow.dag_processor")
@@ -49,6 +50,7 @@ class DagProcessor:
         log.info("DAG processor started (folder %s, %d parsing process(es), import time-out %g s)",
                  self.settings.resolved_dags_folder, self.settings.parsing_processes,
                  self.settings.dagbag_import_timeout)
+        warm_up()  # now, not at the first changed file: a change is then parsed within a fork's time
         loops = 0
         while not self._stopping():
             started = time.monotonic()

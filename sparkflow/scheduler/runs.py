@@ -6,11 +6,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sparkflow.definitions.dag import DAG
-from sparkflow.definitions.schedule import DataInterval
+from sparkflow.definitions.schedule import CronTimetable, DataInterval, DeltaTimetable, NullTimetable
 from sparkflow.exceptions import UserError
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
@@ -87,6 +87,24 @@ class ScheduledRuns:
 
     created: list[DagRunRecord] = field(default_factory=list)
     capped: bool = False
+    # When nothing was due: no scheduled run can be due before this (the end of the next interval; NEVER for
+    # schedule=None), so a scheduler need not look at the DAG again until then. None: look again next time.
+    not_due_before: datetime | None = None
+
+
+NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _not_due_before(dag: DAG, last: DataInterval | None, now: datetime) -> datetime | None:
+    """The end of the interval after ``last`` when that is still to come (cron and timedelta schedules, whose
+    intervals follow each other whatever ``now`` is); NEVER for schedule=None; else None (ask again)."""
+    timetable = dag.timetable
+    if type(timetable) is NullTimetable:
+        return NEVER
+    if not isinstance(timetable, CronTimetable | DeltaTimetable):
+        return None
+    upcoming = timetable.next_interval(last, dag.start_date, NEVER, True)
+    return upcoming.end if upcoming is not None and upcoming.end > now else None
 
 
 def create_scheduled_runs(
@@ -102,9 +120,12 @@ def create_scheduled_runs(
     last = None
     if last_run is not None and last_run.data_interval_start is not None and last_run.data_interval_end is not None:
         last = DataInterval(last_run.data_interval_start, last_run.data_interval_end)
+    interval = dag.next_data_interval(last, now)
+    if interval is None:
+        result.not_due_before = _not_due_before(dag, last, now)
+        return result
     room = dag.max_active_runs - len(queries.list_runs(db, dag.dag_id, states=RUN_ACTIVE))
     limit = min(room, max_runs)
-    interval = dag.next_data_interval(last, now)
     while interval is not None and room > 0:
         if len(result.created) >= limit:
             result.capped = limit == max_runs

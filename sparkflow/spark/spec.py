@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import functools
 import inspect
 import json
 import os
@@ -117,6 +118,7 @@ HOOK_POSITIONAL: tuple[str, ...] = SPEC_FIELDS[: SPEC_FIELDS.index("deploy_mode"
 HOOK_KEYWORD_ONLY: tuple[str, ...] = SPEC_FIELDS[len(HOOK_POSITIONAL): SPEC_FIELDS.index("application")]
 
 
+@functools.cache  # asked for every option of every Spark operator a DAG file builds
 def spec_default(name: str) -> Any:
     spec_field = next(f for f in fields(SparkSubmitSpec) if f.name == name)
     if spec_field.default_factory is not MISSING:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkflow.connections import MASK, Connection, from_fields
+from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.schedule import DataInterval
 from sparkflow.definitions.serialization import deserialize_dag
@@ -54,6 +55,7 @@ class WebDags:
     def __init__(self, settings: Settings, metastore: Metastore) -> None:
         self.settings = settings
         self.metastore = metastore
+        add_import_folders(settings.import_folders)  # a custom timetable's module, by its import path
         self._lock = threading.Lock()
         self._dags: dict[str, tuple[str, DAG]] = {}  # dag_id -> (hash, DAG)
         self._hashes: dict[str, str] = {}
