@@ -139,3 +139,6 @@ find_user_by_token  # unused function (sparkflow/metastore/queries.py:451)
 # The in-process import of a whole DAG folder: sparkflow itself parses in time-limited child processes
 # (scheduler/parse_worker.py); tests and tools that look at the DAG objects themselves use this.
 collect_dags  # unused function (sparkflow/definitions/loader.py:257)
+# Recording DAG objects built in this process (the tests' and tools' way); sparkflow records what its parse
+# workers serialized (DagStore.sync_serialized).
+_.sync_dags  # unused method (sparkflow/metastore/dag_store.py:51)
