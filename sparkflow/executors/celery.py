@@ -59,7 +59,7 @@ def make_celery_app(settings: Settings) -> Any:
         task_default_queue=settings.celery_default_queue,
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True, task_reject_on_worker_lost=True, task_acks_on_failure_or_timeout=True,
-        task_track_started=True, worker_prefetch_multiplier=1,
+        task_track_started=False, worker_prefetch_multiplier=1,  # started: seen in the metastore (_check_sent)
         broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
         result_expires=24 * 3600, worker_send_task_events=False,
     )
@@ -115,6 +115,7 @@ class _Results:
         self.backend = backend
         self.arrived: dict[str, dict[str, Any]] = {}  # Celery task id -> its latest result (status, result)
         self._next_sweep = 0.0
+        self._read_results: list[str] = []  # results handled here, deleted from the backend at the next sweep
         self._listener: Any = None
         client = getattr(backend, "client", None)
         if client is not None and hasattr(client, "pubsub"):  # Redis (any other backend: sweeps only)
@@ -138,8 +139,9 @@ class _Results:
         elif timeout > 0:
             time.sleep(min(timeout, POLL_SECONDS))
             self._next_sweep = 0.0
-        if time.monotonic() >= self._next_sweep and tracked:
+        if time.monotonic() >= self._next_sweep and (tracked or self._read_results):
             self._next_sweep = time.monotonic() + (self.SWEEP_SECONDS if self._listener is not None else POLL_SECONDS)
+            self._delete_read()
             ids = sorted(tracked)
             for task_id, value in zip(ids, self.backend.mget([self.backend.get_key_for_task(i) for i in ids]),
                                       strict=True):
@@ -153,7 +155,12 @@ class _Results:
         return meta.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
 
     def forget(self, task_ids: list[str]) -> None:
-        """Delete these results from the backend, in one call."""
+        """Delete these results from the backend, with the others handled since, at the next sweep (one call,
+        off the path from a task's end to its successor's start)."""
+        self._read_results += task_ids
+
+    def _delete_read(self) -> None:
+        task_ids, self._read_results = self._read_results, []
         if not task_ids:
             return
         client = getattr(self.backend, "client", None)
@@ -165,15 +172,16 @@ class _Results:
                     self.backend.forget(task_id)
 
     def close(self) -> None:
+        self._delete_read()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 self._listener.close()
 
 
 class CeleryExecutor:
-    """Sends workloads to Celery and turns their results into events. ``running()`` is only what waits in the
-    broker: once a worker has taken a task, liveness is judged by the task's heartbeat in the metastore (a worker
-    can die without any result ever arriving).
+    """Sends workloads to Celery and turns their results into events. ``running()`` is only what has not started:
+    once the metastore shows a task's try running, liveness is judged by its heartbeat there (a worker can die
+    without any result ever arriving).
 
     Batched: the workloads of a scheduler iteration are sent through one producer connection, and results come
     from one subscription and a periodic single MGET (see _Results), never a round trip per task and iteration."""
@@ -202,24 +210,27 @@ class CeleryExecutor:
     def open_slots(self) -> int:
         return max(self.parallelism - len(self._sent), 0)
 
-    def _forget_lost(self) -> None:
-        """A worker that died never reports: stop counting its started tasks once the metastore shows their try
-        ended or was superseded (the scheduler failed or retried it by heartbeat), so their slots free up."""
+    def _check_sent(self) -> None:
+        """Once every heartbeat interval, from the metastore: a task whose try a worker has started is no longer
+        this executor's to watch (its heartbeat is; see running()); and a worker that died never reports, so a task
+        whose try ended or was superseded (the scheduler failed or retried it by heartbeat) stops being counted
+        and its slot frees up. Why not Celery's STARTED state: it cost each task one more result-backend write on
+        the worker before the try began, and the scheduler one more message to read."""
         if self.metastore is None or time.monotonic() < self._next_check:
             return
         self._next_check = time.monotonic() + max(self.settings.heartbeat_interval, 1.0)
-        started = {key: sent for key, sent in self._sent.items() if sent.started}
-        if not started:
+        if not self._sent:
             return
         by_run: dict[tuple[str, str], list[TIKey]] = {}
-        for key in started:
+        for key in self._sent:
             by_run.setdefault((key.dag_id, key.run_id), []).append(key)
         found = {TIKey(dag_id, run_id, slot.task_id, slot.map_index): slot for (dag_id, run_id), keys in by_run.items()
                  for slot in queries.task_slots_of(self.metastore.db, keys)}
-        for key, sent in started.items():
+        for key, sent in list(self._sent.items()):
             slot = found.get(key)
-            if slot is None or slot.try_number != sent.workload.try_number or slot.state not in (
-                    TaskState.QUEUED, TaskState.RUNNING):
+            if slot is not None and slot.try_number == sent.workload.try_number and slot.state is TaskState.RUNNING:
+                sent.started = True
+            elif slot is None or slot.try_number != sent.workload.try_number or slot.state is not TaskState.QUEUED:
                 del self._sent[key]
 
     def queue(self, workload: Workload) -> None:
@@ -264,9 +275,6 @@ class CeleryExecutor:
                 continue
             key, sent = by_id[task_id]
             state, value = meta.get("status"), meta.get("result")
-            if state == "STARTED":
-                sent.started = True
-                continue
             if state == "SUCCESS":
                 outcome = value if isinstance(value, dict) else {}
                 code = int(outcome.get("exit_code", 1))
@@ -286,7 +294,7 @@ class CeleryExecutor:
         if self._sent:
             self._listen().take_in(0, self._tracked())
         events = self._events()
-        self._forget_lost()
+        self._check_sent()
         return events
 
     def running(self) -> set[TIKey]:
