@@ -2,8 +2,9 @@
 
 Every task and run state change goes through :meth:`Store.set_task_state` / :meth:`Store.set_run_state`: the
 state machine is checked, then a compare-and-set ``UPDATE ... WHERE state = :expected`` runs in the same
-transaction as its side rows (try history, audit event). Zero rows updated means someone else moved the row
-first; the caller is told (None instead of the record written) and nothing is overwritten.
+transaction as its side rows (try history, audit event: metastore/compare_and_set.py). Zero rows updated means
+someone else moved the row first; the caller is told (None instead of the record written) and nothing is
+overwritten.
 
 Pools, XComs, connections, variables and users have writers of their own (pool_store, xcom_store,
 secret_store, user_store); everything a scheduler or a task's state depends on is written here.
@@ -14,8 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection as SAConnection
@@ -28,6 +28,19 @@ from sparkflow.exceptions import InvalidTransition, NotFound, UserError
 from sparkflow.metastore import schema as t
 from sparkflow.metastore import statements as S
 from sparkflow.metastore.asset_store import AssetUpdate, record_events_in
+from sparkflow.metastore.compare_and_set import (
+    BY_KEY,
+    EXTERNAL_ID_COLUMNS,
+    TaskStateChange,
+    audit_event,
+    compare_and_set,
+    key_params,
+    mergeable,
+    move_alike_instances,
+    update_returning,
+    update_rows,
+    utcnow,
+)
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
 from sparkflow.state import (
@@ -42,29 +55,7 @@ from sparkflow.state import (
     check_transition,
 )
 
-EXTERNAL_ID_COLUMNS = ("spark_app_id", "spark_driver_id", "spark_ui_url")
-# Columns of task_instance copied to the current try's history row whenever they change.
-_TRY_COLUMNS = ("hostname", "pid", "log_path", "error", *EXTERNAL_ID_COLUMNS)
-_TI_COLUMNS = tuple(c.name for c in t.task_instance.c)
 _RUN_COLUMNS = tuple(c.name for c in t.dag_run.c)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class TaskStateChange:
-    """One compare-and-set of :meth:`Store.set_task_states`: the arguments of :meth:`Store.set_task_state`."""
-
-    key: TIKey
-    expected: TaskState
-    new: TaskState
-    actor: str
-    detail: str | None = None
-    now: datetime | None = None
-    expected_try: int | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 class SchedulingClaims:
@@ -141,7 +132,7 @@ class Store:
                     )
                     for task in dag.tasks
                 ])
-            self._event(conn, now, dag.dag_id, run_id, None, None, "trigger", None, RunState.QUEUED, actor,
+            audit_event(conn, now, dag.dag_id, run_id, None, None, "trigger", None, RunState.QUEUED, actor,
                         f"run_type={run_type}")
             row = conn.execute(select(t.dag_run).where(t.dag_run.c.id == dag_run_id)).one()
         return DagRunRecord.from_row(row)
@@ -161,10 +152,10 @@ class Store:
             if run.start_date is None:
                 values["start_date"] = now
         with self.db.write() as conn:
-            written = _update_returning(conn, "dag_run", {"id": run.id, "state": run.state}, values, _RUN_COLUMNS)
+            written = update_returning(conn, "dag_run", {"id": run.id, "state": run.state}, values, _RUN_COLUMNS)
             if written is None:
                 return None
-            self._event(conn, now, run.dag_id, run.run_id, None, None, "state_change", run.state, new, actor, None)
+            audit_event(conn, now, run.dag_id, run.run_id, None, None, "state_change", run.state, new, actor, None)
         return DagRunRecord.from_row(written)
 
     @contextmanager
@@ -177,8 +168,7 @@ class Store:
             yield SchedulingClaims(conn)
 
     # -- task instances ----------------------------------------------------------------------------------------
-    # Every task state change is one compare-and-set (_compare_and_set): an UPDATE ... WHERE state = :expected
-    # [AND try_number = :try] RETURNING the row, with its try-history row and audit event in the same transaction.
+    # Every task state change is one compare-and-set (compare_and_set.compare_and_set).
     def set_task_state(
         self,
         key: TIKey,
@@ -204,7 +194,7 @@ class Store:
         check_transition(expected, new)
         change = TaskStateChange(key, expected, new, actor, detail, now, expected_try, fields)
         with self.db.write() as conn:
-            written = self._compare_and_set(conn, [change], known=known)
+            written = compare_and_set(conn, self.db.dialect, [change], known=known)
             if written is not None and asset_updates:
                 record_events_in(conn, written, asset_updates, change.now or utcnow())
             return written
@@ -231,13 +221,13 @@ class Store:
         with self.db.write() as conn:
             pending = list(chains.values())
             if self.db.dialect == "sqlite":
-                pending = self._move_alike_instances(conn, changes, pending, done, events)
+                pending = move_alike_instances(conn, changes, pending, done, events)
             for indexes in pending:
                 at = 0
                 while at < len(indexes):
-                    group = self._mergeable([changes[i] for i in indexes[at:]])
+                    group = mergeable([changes[i] for i in indexes[at:]])
                     group_events: list[dict[str, Any]] = []
-                    written = self._compare_and_set(conn, group, lock=True, events=group_events)
+                    written = compare_and_set(conn, self.db.dialect, group, lock=True, events=group_events)
                     if written is None:
                         break  # this change and every later one of the same task instance: not moved
                     taken = indexes[at:at + len(group)]
@@ -249,164 +239,6 @@ class Store:
                 events.sort(key=lambda e: e[0])
                 S.insert_rows(conn, "state_event", [e for _, e in events])
         return done
-
-    def _move_alike_instances(
-        self, conn: SAConnection, changes: Sequence[TaskStateChange], chains: list[list[int]],
-        done: list[TaskInstanceRecord | None], events: list[tuple[int, dict[str, Any]]],
-    ) -> list[list[int]]:
-        """SQLite: the instances of one mapped task that make the same changes (none -> scheduled -> queued for a
-        whole expansion) move with one compare-and-set UPDATE per range of map indexes instead of one per instance,
-        each still audited. Returns the chains left for one-by-one compare-and-set."""
-        alike: dict[tuple[Any, ...], list[list[int]]] = {}
-        rest = []
-        for indexes in chains:
-            chain = [changes[i] for i in indexes]
-            first = chain[0]
-            signature = None
-            if (first.key.map_index >= 0 and first.expected_try is not None and not any(map(_needs_row, chain))
-                    and len(self._mergeable(chain)) == len(chain)):
-                try:
-                    signature = (first.key.dag_id, first.key.run_id, first.key.task_id, tuple(
-                        (c.expected, c.new, c.actor, c.detail, c.now, c.expected_try,
-                         tuple(sorted(c.fields.items()))) for c in chain))
-                    hash(signature)
-                except TypeError:  # a field value that cannot be compared as a key: this one goes alone
-                    signature = None
-            if signature is None:
-                rest.append(indexes)
-            else:
-                alike.setdefault(signature, []).append(indexes)
-        for members in alike.values():
-            if len(members) < 2:
-                rest += members
-                continue
-            chain = [changes[i] for i in members[0]]
-            first, last = chain[0], chain[-1]
-            values: dict[str, Any] = {}
-            for change in chain:
-                values.update(change.fields)
-            values.update(state=last.new, updated_at=last.now or utcnow())
-            where = {"dag_id": first.key.dag_id, "run_id": first.key.run_id, "task_id": first.key.task_id,
-                     "state": first.expected, "try_number": first.expected_try}
-            by_index = {changes[m[0]].key.map_index: m for m in members}
-            statement = S.update_where_between("task_instance", tuple(where), "map_index", tuple(values), _TI_COLUMNS)
-            for lo, hi in _ranges(sorted(by_index)):
-                for row in statement.rows(conn, {**S.params(where, values), "w_lo": lo, "w_hi": hi}):
-                    written = TaskInstanceRecord.from_row(row)
-                    try_number = first.expected_try
-                    for i in by_index[written.map_index]:
-                        change = changes[i]
-                        try_number = change.fields.get("try_number", try_number)
-                        one: list[dict[str, Any]] = []
-                        self._task_event(conn, one, change.now or utcnow(), change.key, try_number, change.expected,
-                                         change.new, change.actor, change.detail)
-                        events.append((i, one[0]))
-                        done[i] = written
-        return rest
-
-    def _mergeable(self, chain: list[TaskStateChange]) -> list[TaskStateChange]:
-        """The longest start of ``chain`` that one UPDATE can make (none -> scheduled -> queued, say): changes
-        that need no read of the row (no try history, no duration), each starting where the previous ended,
-        where every audit row's try number is known. Just the first change otherwise. On PostgreSQL the group's
-        row is locked once, for the whole group (see set_task_states)."""
-        first = chain[0]
-        if _needs_row(first):
-            return chain[:1]
-        group = [first]
-        for c in chain[1:]:
-            if _needs_row(c) or c.expected is not group[-1].new or c.expected_try is not None:
-                break
-            group.append(c)
-        if first.expected_try is None and any("try_number" in c.fields for c in group):
-            return chain[:1]  # the first audit rows' try number would not be known without a read
-        return group
-
-    def _compare_and_set(
-        self, conn: SAConnection, group: Sequence[TaskStateChange], known: Any = None, lock: bool = False,
-        events: list[dict[str, Any]] | None = None,
-    ) -> TaskInstanceRecord | None:
-        """The compare-and-set of a task instance, the one path every task state change takes: ``group`` is one
-        change, or consecutive changes of one instance made as one UPDATE (see _mergeable), compared on the first's
-        expected state (and try), leaving it in the last's new state, each with its own audit row. Returns the
-        row as written, or None when it was not in the expected state (or, ``lock``, another writer holds it).
-
-        The row is read first only when the change needs what it held (entering or leaving RUNNING, an ending
-        that records its duration) or must be locked (``lock`` on PostgreSQL); ``known``, the row as the caller
-        read it in this transaction or a record of it the caller owns (the runner's own try), saves that read.
-        ``events``: collect the audit rows here for the caller to insert with its batch (same transaction)."""
-        first, last = group[0], group[-1]
-        key = first.key
-        now = last.now or utcnow()
-        values: dict[str, Any] = {}
-        for change in group:
-            values.update(change.fields)
-        values.update(state=last.new, updated_at=now)
-        row = known
-        if row is None and (_needs_row(first) or (lock and self.db.dialect != "sqlite")):
-            row = S.select_where("task_instance", S.TI_KEY, for_update=lock).first(conn, S.params(_key(key)))
-            if row is None and lock and _BY_KEY.first(conn, S.params(_key(key))) is not None:
-                return None  # locked by another writer (SQLite ignores FOR UPDATE)
-            if row is None:
-                raise NotFound(f"task instance {key} does not exist")
-        continued = None
-        if row is not None and last.new is TaskState.RUNNING:
-            continued = _TRY_START.first(conn, S.params(
-                {"ti_id": row.id, "try_number": values.get("try_number", row.try_number)}))
-            if continued is not None and continued.start_date is not None:
-                values.setdefault("start_date", continued.start_date)
-            values.setdefault("start_date", now)
-            values.setdefault("last_heartbeat_at", now)
-            values.setdefault("end_date", None)
-            values.setdefault("duration", None)
-            values.setdefault("error", None)
-            for column in (*EXTERNAL_ID_COLUMNS, "spark_progress", "spark_metrics"):
-                values.setdefault(column, None)  # a new try starts without the last try's Spark state
-        if row is not None and (first.expected is TaskState.RUNNING or last.new in _ENDINGS):
-            values.setdefault("end_date", now)
-            start = values.get("start_date", row.start_date)
-            if start is not None and values["end_date"] is not None:
-                values.setdefault("duration", (values["end_date"] - start).total_seconds())
-        where: dict[str, Any] = {"id": row.id} if row is not None else _key(key)
-        where["state"] = first.expected
-        if first.expected_try is not None:
-            where["try_number"] = first.expected_try
-        written = _update_returning(conn, "task_instance", where, values, _TI_COLUMNS)
-        if written is None:
-            if row is None:
-                _check_exists(conn, key)
-            return None
-        this_try = {"ti_id": written.id, "try_number": written.try_number}
-        if last.new is TaskState.RUNNING and continued is not None:
-            _update(conn, "task_instance_try", this_try, dict(
-                state=last.new, end_date=None, duration=None, **{c: getattr(written, c) for c in _TRY_COLUMNS}))
-        elif last.new is TaskState.RUNNING:
-            S.insert_rows(conn, "task_instance_try", [dict(
-                this_try, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id, map_index=key.map_index,
-                state=last.new,
-                start_date=values["start_date"], **{c: getattr(written, c) for c in _TRY_COLUMNS})])
-        elif first.expected is TaskState.RUNNING:
-            _update(conn, "task_instance_try", this_try, dict(
-                state=last.new, end_date=values.get("end_date"), duration=values.get("duration"),
-                **{c: values[c] for c in _TRY_COLUMNS if c in values}))
-        try_number = first.expected_try if first.expected_try is not None else (
-            row.try_number if row is not None else written.try_number)
-        for change in group:
-            try_number = change.fields.get("try_number", try_number)
-            self._task_event(conn, events, change.now or now, change.key, try_number, change.expected, change.new,
-                             change.actor, change.detail)
-        return TaskInstanceRecord.from_row(written)
-
-    def _task_event(
-        self, conn: SAConnection, events: list[dict[str, Any]] | None, at: datetime, key: TIKey, try_number: int,
-        old: TaskState, new: TaskState, actor: str, detail: str | None,
-    ) -> None:
-        if events is None:
-            self._event(conn, at, key.dag_id, key.run_id, key.task_id, try_number, "state_change", old, new, actor,
-                        detail, map_index=key.map_index)
-        else:
-            events.append(dict(at=at, dag_id=key.dag_id, run_id=key.run_id, task_id=key.task_id,
-                               map_index=key.map_index, try_number=try_number, event="state_change",
-                               old_state=old, new_state=new, actor=actor, detail=detail))
 
     def start_try(
         self, key: TIKey, try_number: int, actor: str, now: datetime | None = None, **fields: Any
@@ -420,18 +252,18 @@ class Store:
         change = TaskStateChange(key, TaskState.QUEUED, TaskState.RUNNING, actor, None, now or utcnow(), try_number,
                                  fields)
         with self.db.write() as conn:
-            row = _BY_KEY.first(conn, S.params(_key(key)))
+            row = BY_KEY.first(conn, S.params(key_params(key)))
             if row is None:
                 raise NotFound(f"task instance {key} does not exist")
             if row.state != TaskState.QUEUED.value or row.try_number != try_number:
                 return TaskInstanceRecord.from_row(row), None
-            written = self._compare_and_set(conn, [change], known=row)
+            written = compare_and_set(conn, self.db.dialect, [change], known=row)
             if written is None:  # PostgreSQL: moved between the read and the compare-and-set
-                moved = _BY_KEY.first(conn, S.params(_key(key)))
+                moved = BY_KEY.first(conn, S.params(key_params(key)))
                 if moved is None:
                     raise NotFound(f"task instance {key} does not exist")
                 return TaskInstanceRecord.from_row(moved), None
-            S.delete_where("xcom", S.TI_KEY).run(conn, S.params(_key(key)))
+            S.delete_where("xcom", S.TI_KEY).run(conn, S.params(key_params(key)))
             run = _RUN_BY_ID.first(conn, S.params({"id": row.dag_run_id}))
             assert run is not None  # the task instance's foreign key
         return written, DagRunRecord.from_row(run)
@@ -459,14 +291,14 @@ class Store:
                             on_try: Mapping[str, Any] | None = None) -> None:
         """Set columns of the task instance while it is on try ``try_number`` and, ``on_try``, of that try's
         history row."""
-        row = _update_returning(conn, "task_instance", {**_key(key), "try_number": try_number}, values, ("id",))
+        row = update_returning(conn, "task_instance", {**key_params(key), "try_number": try_number}, values, ("id",))
         if on_try and row is not None:
-            _update(conn, "task_instance_try", {"ti_id": row.id, "try_number": try_number}, on_try)
+            update_rows(conn, "task_instance_try", {"ti_id": row.id, "try_number": try_number}, on_try)
 
     def heartbeat(self, key: TIKey, try_number: int, now: datetime | None = None) -> bool:
         """Refresh a running try's heartbeat; False if the task is no longer running this try."""
         with self.db.write() as conn:
-            changed = _update(conn, "task_instance", _cas_where(key, TaskState.RUNNING, try_number),
+            changed = update_rows(conn, "task_instance", _cas_where(key, TaskState.RUNNING, try_number),
                               {"last_heartbeat_at": now or utcnow()})
         return changed == 1
 
@@ -497,10 +329,10 @@ class Store:
             return self.set_task_state(key, TaskState.NONE, TaskState.SKIPPED, actor,
                                        "mapped over zero items: nothing to run", now=now) is not None
         with self.db.write() as conn:
-            row = _BY_KEY.first(conn, S.params(_key(key)))
+            row = BY_KEY.first(conn, S.params(key_params(key)))
             if row is None or row.state != TaskState.NONE.value:
                 return False
-            if _update(conn, "task_instance", {"id": row.id, "state": TaskState.NONE, "map_index": -1},
+            if update_rows(conn, "task_instance", {"id": row.id, "state": TaskState.NONE, "map_index": -1},
                        {"map_index": 0, "updated_at": now}) == 0:
                 return False
             copied = {name: getattr(row, name) for name in (
@@ -549,14 +381,14 @@ class Store:
                     if result.rowcount:
                         key = TIKey(row.dag_id, row.run_id, row.task_id, row.map_index)
                         cleared.append(key)
-                        self._event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "clear", old,
+                        audit_event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "clear", old,
                                     TaskState.NONE, actor, None, map_index=row.map_index)
                 current = RunState(conn.execute(select(t.dag_run.c.state).where(t.dag_run.c.id == run.id)).scalar_one())
                 target = RUN_CLEAR_TRANSITIONS[current]
                 if rows and target is not current:
                     conn.execute(update(t.dag_run).where(t.dag_run.c.id == run.id, t.dag_run.c.state == current)
                                  .values(state=target, queued_at=now, start_date=None, end_date=None))
-                    self._event(conn, now, run.dag_id, run.run_id, None, None, "clear", current, target, actor,
+                    audit_event(conn, now, run.dag_id, run.run_id, None, None, "clear", current, target, actor,
                                 f"{len(rows)} task(s) cleared")
         return cleared
 
@@ -567,7 +399,7 @@ class Store:
         instance as it was before. A running try is closed; killing its process is the caller's job."""
         now = now or utcnow()
         with self.db.write() as conn:
-            row = _BY_KEY.first(conn, S.params(_key(key)))
+            row = BY_KEY.first(conn, S.params(key_params(key)))
             if row is None:
                 raise NotFound(f"task instance {key} does not exist")
             before = TaskInstanceRecord.from_row(row)
@@ -577,7 +409,7 @@ class Store:
                 raise UserError(f"task '{key.task_id}' of run '{key.run_id}': {exc}; nothing to do") from None
             error = f"marked failed by {actor}" if new is TaskState.FAILED else None
             self._end_by_hand(conn, row.id, before, new, now, error)
-            self._event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "mark", before.state, new,
+            audit_event(conn, now, key.dag_id, key.run_id, key.task_id, row.try_number, "mark", before.state, new,
                         actor, None, map_index=key.map_index)
         return before
 
@@ -591,11 +423,11 @@ class Store:
         now = now or utcnow()
         c = t.task_instance.c
         with self.db.write() as conn:
-            failed = _update_returning(conn, "dag_run", {"id": run.id, "state": RunState.RUNNING},
+            failed = update_returning(conn, "dag_run", {"id": run.id, "state": RunState.RUNNING},
                                        {"state": RunState.FAILED, "end_date": now}, _RUN_COLUMNS)
             if failed is None:
                 return None
-            self._event(conn, now, run.dag_id, run.run_id, None, None, "timeout", RunState.RUNNING, RunState.FAILED,
+            audit_event(conn, now, run.dag_id, run.run_id, None, None, "timeout", RunState.RUNNING, RunState.FAILED,
                         actor, detail)
             skipped = []
             rows = conn.execute(select(t.task_instance).where(
@@ -604,7 +436,7 @@ class Store:
                 before = TaskInstanceRecord.from_row(row)
                 if self._end_by_hand(conn, row.id, before, TaskState.SKIPPED, now, None):
                     skipped.append(before)
-                    self._event(conn, now, run.dag_id, run.run_id, row.task_id, row.try_number, "timeout",
+                    audit_event(conn, now, run.dag_id, run.run_id, row.task_id, row.try_number, "timeout",
                                 before.state, TaskState.SKIPPED, actor, detail, map_index=row.map_index)
         return DagRunRecord.from_row(failed), skipped
 
@@ -631,67 +463,13 @@ class Store:
             )
         return True
 
-    # -- audit -----------------------------------------------------------------------------------------------
-    @staticmethod
-    def _event(
-        conn: SAConnection, at: datetime, dag_id: str, run_id: str | None, task_id: str | None,
-        try_number: int | None, event: str, old: str | None, new: str | None, actor: str, detail: str | None,
-        map_index: int = -1,
-    ) -> None:
-        S.insert_rows(conn, "state_event", [dict(
-            at=at, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, try_number=try_number,
-            event=event,
-            old_state=old, new_state=new, actor=actor, detail=detail,
-        )])
-
-
-_ENDINGS = (TaskState.FAILED, TaskState.SUCCESS)  # the outcomes whose end date and duration are recorded
-
-
-def _ranges(indexes: Sequence[int]) -> Iterator[tuple[int, int]]:
-    """Sorted map indexes as (first, last) runs of consecutive ones."""
-    start = previous = indexes[0]
-    for index in indexes[1:]:
-        if index != previous + 1:
-            yield start, previous
-            start = index
-        previous = index
-    yield start, previous
-
-
-def _needs_row(change: TaskStateChange) -> bool:
-    """A change that touches the try history or the duration needs the row as it was: it is read first."""
-    return change.expected is TaskState.RUNNING or change.new is TaskState.RUNNING or change.new in _ENDINGS
-
-
-def _key(key: TIKey) -> dict[str, Any]:
-    return {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id, "map_index": key.map_index}
-
 
 def _cas_where(key: TIKey, state: TaskState, try_number: int | None) -> dict[str, Any]:
     """The compare-and-set condition of a task instance: its key, the expected state and, when given, its try."""
-    where: dict[str, Any] = {**_key(key), "state": state}
+    where: dict[str, Any] = {**key_params(key), "state": state}
     if try_number is not None:
         where["try_number"] = try_number
     return where
 
 
-def _update(conn: SAConnection, table: str, where: Mapping[str, Any], values: Mapping[str, Any]) -> int:
-    """One prepared UPDATE (statements.update_where) of ``table``; returns how many rows it changed."""
-    return S.update_where(table, tuple(where), tuple(values)).run(conn, S.params(where, values))
-
-
-def _update_returning(conn: SAConnection, table: str, where: Mapping[str, Any], values: Mapping[str, Any],
-                      returning: tuple[str, ...]) -> S.Row | None:
-    """The same, returning these columns of the row it changed (None: no row matched)."""
-    return S.update_where(table, tuple(where), tuple(values), returning).first(conn, S.params(where, values))
-
-
-def _check_exists(conn: SAConnection, key: TIKey) -> None:
-    if S.select_where("task_instance", S.TI_KEY, ("id",)).first(conn, S.params(_key(key))) is None:
-        raise NotFound(f"task instance {key} does not exist")
-
-
-_BY_KEY = S.select_where("task_instance", S.TI_KEY)
 _RUN_BY_ID = S.select_where("dag_run", ("id",))
-_TRY_START = S.select_where("task_instance_try", ("ti_id", "try_number"), ("start_date",))

@@ -3,10 +3,11 @@
 Why: a task process started as a fresh ``python -m sparkflow.runtime`` spends about a second importing
 sparkflow, SQLAlchemy, Jinja and pendulum before it runs a line of the task. The fork server pays that once: it
 imports everything, opens the metastore (checking the schema once), and forks worker processes that run task
-tries. After its first try has ended, once it is idle for a second, it also warms up (see warm_up). Not before
-the first try, which would wait for it (the warm-up holds SQLite's write lock, and so would hold up the
+tries. After its first try has ended, once it is idle for a second, it also warms up (runtime/warm_up.py). Not
+before the first try, which would wait for it (the warm-up holds SQLite's write lock, and so would hold up the
 scheduler's first tick); and not while that try runs, which may be the only one (a Spark job it would take CPU
-from). The figures behind these choices are in bench/README.md.
+from). The figures behind these choices are in bench/README.md. Each DAG is parsed here once per version of its
+files (runtime/dag_parses.py), and every worker inherits the parse.
 
 A worker is a separate process, isolated from the scheduler: it leads its own session and process group
 (``os.setsid``, so marking a task failed or a timeout kills the group, spark-submit included), writes each try's
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import gc
 import itertools
 import json
@@ -52,121 +52,27 @@ import select
 import signal
 import socket
 import sys
-import tempfile
-import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from types import ModuleType
 from typing import Any, NoReturn
-
-from sqlalchemy import Connection
 
 from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.definitions.dag import DAG
 from sparkflow.exceptions import SparkflowError
-from sparkflow.files import touch_private
 from sparkflow.logs import configure_sparkflow_log, open_task_log, task_log_path
-from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
-from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TIKey
-from sparkflow.metastore.store import Store
-from sparkflow.operators.python import PythonOperator
-from sparkflow.parse_log import output_to, parse_log_path
+from sparkflow.runtime.dag_parses import DagParses
 from sparkflow.runtime.guards import start_own_session
 from sparkflow.runtime.output_pump import OutputPump
-from sparkflow.runtime.task_runner import exit_code_of_try, load_task_dag, run_try
-from sparkflow.runtime.user_code import ModuleFile, UserCode, changed, files_of
-from sparkflow.settings import Settings, load_settings
-from sparkflow.state import TaskState
-
-log = logging.getLogger("sparkflow.runtime")
+from sparkflow.runtime.process_reuse import ProcessState, too_large
+from sparkflow.runtime.task_runner import exit_code_of_try
+from sparkflow.runtime.warm_up import touch, warm_up
+from sparkflow.settings import load_settings
 
 WARM_UP_WHEN_IDLE_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
-
-
-def _warm_up_noop(**_: Any) -> None:
-    pass
-
-
-class _OneTransaction(Database):
-    """A Database whose reads and writes all run in one given transaction (which warm_up rolls back)."""
-
-    def __init__(self, db: Database, conn: Connection) -> None:  # shares db's engine; opens nothing itself
-        self.url, self.dialect, self.engine = db.url, db.dialect, db.engine
-        self._conn = conn
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
-        yield self._conn
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[Connection]:
-        yield self._conn
-
-
-def warm_up(settings: Settings, metastore: Metastore) -> bool:
-    """Run one no-op try through the real runner here, inside a transaction that is rolled back.
-
-    Why: SQLAlchemy compiles each statement shape once per engine and caches it. A fresh child would compile
-    the ~10 statements of a try itself, a large part of a no-op task's time in the child; run once here,
-    they are compiled in the cache every child inherits, and so are the modules a try imports on first use
-    (pendulum for its context, Jinja for its template). Nothing of it is kept: the rows go with the rollback,
-    the log goes to a temporary folder. Best effort: a failure only means children compile for themselves.
-    """
-    with contextlib.ExitStack() as stack:
-        try:
-            conn = stack.enter_context(metastore.db.engine.connect())
-            conn = conn.execution_options(sparkflow_write=True)  # BEGIN IMMEDIATE on SQLite: waits its turn
-            transaction = conn.begin()
-            stack.callback(transaction.rollback)
-            db = _OneTransaction(metastore.db, conn)
-            warm = Metastore(db, Store(db), metastore.secrets)
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="sparkflow-warm-up-"))
-            warm_settings = dataclasses.replace(settings, log_folder=Path(folder), heartbeat_interval=3600.0)
-            now = datetime.now(UTC)
-            dag = DAG("sparkflow_fork_server_warm_up", start_date=now, schedule=None)
-            # A template to render: Jinja is imported and its lexer compiled here too.
-            PythonOperator(task_id="noop", python_callable=_warm_up_noop, op_kwargs={"day": "{{ ds }}"}, dag=dag)
-            run = warm.store.create_dag_run(dag, "warm_up", "manual", now, dag.infer_manual_data_interval(now),
-                                            actor="fork_server", now=now)
-            key = TIKey(dag.dag_id, run.run_id, "noop")
-            warm.store.set_task_state(key, TaskState.NONE, TaskState.SCHEDULED, "fork_server")
-            warm.store.set_task_state(key, TaskState.SCHEDULED, TaskState.QUEUED, "fork_server", try_number=1)
-            ok = run_try(warm_settings, warm, key, 1, dag=dag).state is TaskState.SUCCESS
-        except Exception:  # noqa: BLE001 - best effort, see above
-            log.debug("fork server warm-up failed; task processes compile their SQL themselves", exc_info=True)
-            ok = False
-    metastore.db.dispose()  # fork with no open connection: each child opens its own
-    return ok
-
-
-def _touch(metastore: Metastore) -> None:
-    """Connect (keeping the connection pooled) and read through the runner's query path once, in a spare child
-    before it has a task. Why: a forked child pays for every page of the server's memory it first writes to
-    (copy-on-write; Python's reference counts write to every object it touches), and the runner's first
-    transaction touches many. Paid here,
-    while the previous task runs, it is off a chain's critical path. Read only (no lock taken): keys that do
-    not exist."""
-    nobody = TIKey("", "", "")
-    with contextlib.suppress(SparkflowError):
-        queries.get_task_instance(metastore.db, nobody)
-    with contextlib.suppress(SparkflowError):
-        queries.get_run(metastore.db, "", "")
-
-
-@dataclass(frozen=True)
-class _Parsed:
-    """One DAG as the server parsed it, with the user modules that parse imported (and their files then)."""
-
-    dag_file: ModuleFile
-    dag: DAG
-    modules: dict[str, ModuleType]
-    files: tuple[ModuleFile, ...]
 
 
 @dataclass
@@ -194,110 +100,8 @@ class _Worker:
             self.pipe = -1
 
 
-@dataclass
-class _ProcessState:
-    """What a try may change in its worker process that the worker puts back before the next try."""
-
-    environ: dict[str, str]
-    cwd: str
-    path: list[str]
-
-    @classmethod
-    def save(cls) -> _ProcessState:
-        return cls(dict(os.environ), os.getcwd(), list(sys.path))
-
-    def changes_left(self, own_threads: int = 1) -> str:
-        """Why the process cannot be reused as it is ("" when it can): threads (beyond the worker's ``own``)
-        or child processes still alive."""
-        if threading.active_count() > own_threads:
-            return f"the task left {threading.active_count() - own_threads} thread(s) running"
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] != 0:  # reap what ended; stop at one still alive
-                pass
-        except ChildProcessError:
-            return ""  # no child processes at all
-        return "the task left child processes running"
-
-    def restore(self) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # nothing between tries writes into the last try's log
-            os.dup2(null, fd)
-        os.close(null)
-        if os.environ != self.environ:
-            os.environ.clear()
-            os.environ.update(self.environ)
-        with contextlib.suppress(OSError):
-            if os.getcwd() != self.cwd:
-                os.chdir(self.cwd)
-        sys.path[:] = self.path
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
-
-
-def _too_large(limit_mb: int) -> str:
-    """Why a worker is too large to keep ("" when it is not): its resident memory now, against the limit."""
-    try:
-        resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
-    except (OSError, ValueError, IndexError):
-        return ""
-    return f"it uses {resident} MB, more than max_memory_per_child_mb={limit_mb}" if resident > limit_mb else ""
-
-
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def warm_imports(dag: DAG) -> None:
-    """What the DAG's operators import on first use, imported here once, so every worker forked later inherits it
-    (the Spark Connect client's pandas, pyarrow and grpc cost a @task.pyspark try seconds otherwise)."""
-    for operator_class in {getattr(task, "operator_class", type(task)) for task in dag.tasks}:
-        try:
-            operator_class.warm_imports()
-        except Exception as exc:  # noqa: BLE001 - the try imports it itself, and reports what fails in its log
-            print(f"sparkflow fork server: warm imports of {operator_class.__name__} failed: {exc}", file=sys.stderr)
-
-
-def imports_safely(metastore: Metastore, dag_id: str, timeout: float, log_path: Path) -> bool:
-    """Whether the DAG file of dag_id imports here without hanging, exiting or crashing: tried once per version
-    of the file in a forked child, so only a file that passed is imported by the server itself (a file that
-    calls os._exit() or crashes would end the server and every task start with it)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        try:
-            os.setsid()
-            metastore.db.engine.dispose(close=False)  # never share a pooled connection with the server
-            with output_to(log_path):
-                load_task_dag(metastore, dag_id, timeout)
-            os.write(write_fd, b"ok")
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    try:
-        ready, _, _ = select.select([read_fd], [], [], timeout + 1.0)
-        answer = os.read(read_fd, 2) if ready else b""
-    finally:
-        os.close(read_fd)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)  # unless the server's reaper took it first
-    return answer == b"ok"
 
 
 class _Server:
@@ -315,19 +119,11 @@ class _Server:
         except SparkflowError as exc:
             self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
         self.warmed = False
-        # A DAG file the processor parsed cleanly is imported here at once. One that turns bad afterwards (calls
-        # os._exit() or crashes only now) would end this server mid-import: the guard file it leaves behind makes
-        # every later server try each file in a forked probe first (imports_safely).
-        guards = self.settings.resolved_log_folder / "dag_processor"
-        self.guard = guards / f".fork-server-importing.{os.getpid()}"
-        self.careful = any(not _alive(int(g.name.rsplit(".", 1)[1])) for g in guards.glob(".fork-server-importing.*")
-                           if g.name.rsplit(".", 1)[1].isdigit())
         self.warm_up_due = False  # a try has ended and warm_up() has not run: it runs once the server is idle
         self.workers: dict[int, _Worker] = {}  # pid -> every worker not yet reaped
         self.idle: list[_Worker] = []  # free workers of this generation, the last freed at the end
-        self.user_code = UserCode(self.settings.resolved_dags_folder)  # before this process imports a DAG file
-        self.dags: dict[str, _Parsed] = {}  # dag_id -> its current parse
-        self.generation = 0  # bumped whenever self.dags changes: a worker forked before cannot be used
+        self.parses = DagParses(self.settings, self.metastore)  # before this process imports a DAG file
+        self.generation = 0  # the parses' version the idle workers were forked with
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -420,54 +216,10 @@ class _Server:
         except OSError:
             pass  # the scheduler went away; its successor judges the task by its pid and heartbeat
 
-    def _dag(self, dag_id: str) -> _Parsed | None:
-        """The DAG as its files define it now, parsed here once per version of them and inherited by every child.
-        Re-parsing the file in each task process would cost more than everything else a task process does. The parse
-        is current while the DAG file and every user module it imported (helpers next to it, modules from paths it
-        put on sys.path: see runtime/user_code.py) are unchanged (mtime, size, inode); otherwise the file is parsed
-        again from fresh imports of those modules, so a task runs what its files say when it starts. On any problem
-        the child parses the file itself, and reports the error in the try's log as it always did."""
-        if self.metastore is None:
-            return None
-        cached = self.dags.get(dag_id)
-        if cached is not None and cached.dag_file.current() and not changed(cached.files):
-            return cached  # the hot path: a stat() per file, no query
-        try:
-            fileloc = queries.get_dag(self.metastore.db, dag_id).fileloc
-        except SparkflowError:
-            return None
-        dag_file = ModuleFile.of(fileloc)
-        if dag_file is None:
-            return None
-        if self.dags.pop(dag_id, None) is not None:
-            self._new_generation()
-        timeout = self.settings.dagbag_import_timeout
-        log_path = parse_log_path(self.settings.resolved_log_folder, self.settings.resolved_dags_folder,
-                                  Path(dag_file.path))
-        if self.careful and not imports_safely(self.metastore, dag_id, timeout, log_path):
-            return None  # the task's own process imports it and reports what went wrong in the try's log
-        self.user_code.forget()  # this DAG's imports come from its files, not from another DAG's parse
-        touch_private(self.guard)
-        try:
-            with output_to(log_path):  # what the file prints is not the scheduler's output
-                dag = load_task_dag(self.metastore, dag_id, timeout)
-        except Exception:  # noqa: BLE001 - the child loads it again and reports the error where users look
-            return None
-        finally:
-            self.guard.unlink(missing_ok=True)
-        modules = self.user_code.loaded()
-        parsed = _Parsed(dag_file, dag, modules, files_of(modules))
-        if changed(parsed.files) or not dag_file.current():
-            return None  # edited while it was parsed: the child parses it for itself
-        self.dags[dag_id] = parsed
-        self._new_generation()
-        warm_imports(dag)
-        return parsed
-
     def _new_generation(self) -> None:
         """The parsed DAGs changed: workers forked before hold the old ones, so the idle ones leave now and the
         busy ones once their try ends."""
-        self.generation += 1
+        self.generation = self.parses.version
         for worker in self.idle:
             worker.dismiss()
         self.idle.clear()
@@ -479,7 +231,9 @@ class _Server:
     # path of a chain of tasks. A worker is used only while no DAG was (re)parsed since it was forked (it must
     # hold the same parse the server has); otherwise it is told to leave (EOF on its pipe).
     def _fork(self, request: dict[str, Any]) -> None:
-        dag = self._dag(request["key"][0])
+        dag = self.parses.current(request["key"][0])
+        if self.parses.version != self.generation:
+            self._new_generation()
         line = encode({**request, "cached": dag is not None})
         worker = None
         while self.idle and worker is None:
@@ -544,8 +298,8 @@ class _Server:
         should be replaced (see the module docstring); the exit code is the last try's."""
         if self.metastore is not None and not select.select([r], [], [], 0)[0]:  # a spare, not needed yet
             with contextlib.suppress(Exception):
-                _touch(self.metastore)
-        pristine = _ProcessState.save()
+                touch(self.metastore)
+        pristine = ProcessState.save()
         buffer = b""
         for served in itertools.count(1):
             while b"\n" not in buffer:
@@ -555,9 +309,9 @@ class _Server:
                 buffer += chunk
             line, buffer = buffer.split(b"\n", 1)
             request = json.loads(line)
-            parsed = self.dags.get(request["key"][0]) if request["cached"] else None
+            parsed = self.parses.parsed.get(request["key"][0]) if request["cached"] else None
             # Only this DAG's user modules, as parsed: none of another DAG's, none a previous try imported.
-            self.user_code.install(parsed.modules if parsed is not None else {})
+            self.parses.user_code.install(parsed.modules if parsed is not None else {})
             code, reusable = self._serve_one_try(request, parsed.dag if parsed is not None else None)
             reason = self._clean_up(pristine, code == 0 and reusable)
             if code != 0 or reason or served >= self.settings.max_tasks_per_child:
@@ -568,14 +322,14 @@ class _Server:
                 return 0  # the server is gone: no more tries will come
         raise AssertionError("unreachable")
 
-    def _clean_up(self, pristine: _ProcessState, reusable: bool) -> str:
+    def _clean_up(self, pristine: ProcessState, reusable: bool) -> str:
         """In the worker, after each try: put the process back as it was before the try, and say why it may not
         run another ("" when it may), in the try's log (fd 2 is still its log file)."""
         output, self.output = self.output, None
         reason = "" if reusable else "the try was killed or did not record its own outcome"
         own_threads = 1 + (output is not None and output.running)
         reason = (reason or pristine.changes_left(own_threads)
-                  or _too_large(self.settings.max_memory_per_child_mb))
+                  or too_large(self.settings.max_memory_per_child_mb))
         if reason:
             os.write(2, f"sparkflow: this task process is not reused: {reason}\n".encode())
         if output is not None:

@@ -22,8 +22,8 @@ from sparkflow.executors.local import LocalExecutor
 from sparkflow.metastore import queries
 from sparkflow.metastore.records import TIKey
 from sparkflow.runtime import forkserver
-from sparkflow.runtime.forkserver import warm_up
 from sparkflow.runtime.task_runner import run_try
+from sparkflow.runtime.warm_up import warm_up
 from sparkflow.scheduler.loop import SchedulerLoop
 from sparkflow.scheduler.runs import trigger_dag
 from sparkflow.state import RunState, TaskState

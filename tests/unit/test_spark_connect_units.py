@@ -322,7 +322,7 @@ def test_the_fork_server_imports_the_connect_client_of_a_pyspark_dag_ahead_witho
         import os, sys, threading
         from datetime import datetime
         from sparkflow import DAG, task
-        from sparkflow.runtime.forkserver import warm_imports
+        from sparkflow.runtime.dag_parses import warm_imports
 
         with DAG("warm", start_date=datetime(2024, 1, 1)) as dag:
             @task.pyspark(conn_id="sc")
