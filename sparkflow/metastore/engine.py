@@ -7,8 +7,11 @@ busy timeout. That is what lets the scheduler, task processes and the CLI write 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +58,7 @@ class Database:
             ) from None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout)
+            _close_before_fork(self)
         else:
             _ping_when_idle(self.engine)
 
@@ -121,6 +125,31 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_conn)
         except Exception as exc:  # the pool replaces a dead connection and checks out again
             raise DisconnectionError(str(exc)) from exc
+
+
+_SQLITE_DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
+_hooked = False
+
+
+def _close_before_fork(db: Database) -> None:
+    """Close this process's idle SQLite connections before every os.fork() (the fork server, its task
+    processes). Why: SQLite keeps, per process, a record of the file locks its connections hold; a forked child
+    inherits that record but not the locks (POSIX locks are per process), so the child's own connections believe
+    the process holds its shared lock already and never take it. Then the last other process to close the
+    database (a scheduler stopped while a task runs) sees no other user, checkpoints and deletes the WAL under the
+    child, and the child's later writes (the task's outcome) are lost. With no connection open at the fork, the
+    child starts with no record and locks for real. The next query here reconnects (a fraction of a ms)."""
+    global _hooked
+    if not _hooked:
+        os.register_at_fork(before=_close_idle_sqlite_connections)
+        _hooked = True
+    _SQLITE_DATABASES.add(db)
+
+
+def _close_idle_sqlite_connections() -> None:
+    for db in list(_SQLITE_DATABASES):
+        with contextlib.suppress(Exception):  # a fork must never fail for this
+            db.engine.pool.dispose()
 
 
 def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
