@@ -131,7 +131,8 @@ class _DriverUI(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     connections = 0
     html_for = "/html"
-    slow_for = "/slow"  # answers after 0.5 s, as a driver setting up its REST layer does
+    slow_for = "/slow"  # answers after slow_seconds, as a driver setting up its REST layer does
+    slow_seconds = 0.5
 
     def setup(self) -> None:
         type(self).connections += 1
@@ -139,7 +140,7 @@ class _DriverUI(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
         if self.path.startswith(self.slow_for):
-            time.sleep(0.5)
+            time.sleep(self.slow_seconds)
         html = self.path.startswith(self.html_for)
         body = b"<html>Spark is starting up</html>" if html else json.dumps([{"path": self.path}]).encode()
         if self.path.startswith("/missing"):  # Jetty's error page, rendered as JSON
@@ -195,10 +196,14 @@ def test_keep_alive_fetch_reconnects_when_the_driver_closed_an_idle_connection(
     fetch.close()
 
 
-def test_keep_alive_fetch_waits_longer_for_the_first_json_answer(driver_ui: ThreadingHTTPServer) -> None:
+def test_keep_alive_fetch_waits_longer_for_the_first_json_answer(
+    driver_ui: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The driver's first REST answer is slow (it sets Jersey up): abandoning it would only delay progress."""
+    # wide margins both ways: a loaded CI machine must neither time out the quick answers nor the slow first one
+    monkeypatch.setattr(_DriverUI, "slow_seconds", 3.0)
     base = f"http://127.0.0.1:{driver_ui.server_address[1]}"
-    fetch = KeepAliveJson(timeout=0.2, first_timeout=5)
+    fetch = KeepAliveJson(timeout=1.0, first_timeout=20)
     with pytest.raises(Unavailable, match="text/html"):
         fetch(f"{base}/html")  # "starting up" is not the first JSON answer yet
     assert fetch(f"{base}/slow") == [{"path": "/slow"}]
