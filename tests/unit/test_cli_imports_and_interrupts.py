@@ -69,10 +69,8 @@ def test_bad_import_files_are_user_errors_and_import_nothing(sf_home: Path, tmp_
     _one_error_line(capsys, str(duplicate_json), "key 'host' appears more than once")
     assert main(["variables", "import", str(duplicate_vars)]) == 2
     _one_error_line(capsys, str(duplicate_vars), "key 'region' appears more than once")
-    started = time.monotonic()
-    assert main(["connections", "import", str(laughs)]) == 2
+    assert main(["connections", "import", str(laughs)]) == 2  # refused before anything walks 10^9 strings
     _one_error_line(capsys, str(laughs), f"more than {MAX_YAML_NODES} nodes")
-    assert time.monotonic() - started < 60  # refused before anything walks the expansion (10^9 strings)
 
     metastore = open_metastore(load_settings())
     try:
