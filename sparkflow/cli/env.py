@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.exceptions import UserError
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
@@ -23,7 +24,7 @@ class CliEnv:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings()
-            add_import_folders(self._settings.import_folders)
+            add_import_folders(self._settings.import_folders, airflow_finders())
         return self._settings
 
     @property

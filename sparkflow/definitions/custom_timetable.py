@@ -11,6 +11,7 @@ error at parse time that says so, rather than a DAG the scheduler silently never
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import json
 import sys
 from collections.abc import Iterable, Mapping
@@ -23,13 +24,21 @@ _FIX = ("move the class to a module in the plugins folder (setting plugins_folde
         "and import it from there in the DAG file")
 
 
-def add_import_folders(folders: Iterable[Path]) -> None:
+# Extra import finders (the Airflow compatibility layer's) active while a timetable's module is imported, as
+# while a DAG file is: a plugin module may import ``airflow.timetables.base``.
+_finders: list[importlib.abc.MetaPathFinder] = []
+
+
+def add_import_folders(folders: Iterable[Path], finders: Iterable[importlib.abc.MetaPathFinder] = ()) -> None:
     """Put the DAG and plugins folders on ``sys.path`` (once), as Airflow does in every process, so a custom
-    timetable's module imports by name in the scheduler and the web server too."""
+    timetable's module imports by name in the scheduler and the web server too; ``finders`` resolve what such
+    a module imports beyond them (the caller's alias finders, as for load_dag_file)."""
     for folder in folders:
         text = str(folder)
         if text not in sys.path:
             sys.path.append(text)
+    if not _finders:
+        _finders.extend(finders)
 
 
 def timetable_to_json(timetable: Any) -> dict[str, Any]:
@@ -75,7 +84,13 @@ def timetable_from_json(data: Mapping[str, Any]) -> Any:
 
 
 def _import_class(module: str, qualname: str) -> Any:
-    found: Any = importlib.import_module(module)
+    added = [f for f in _finders if f not in sys.meta_path]
+    sys.meta_path.extend(added)
+    try:
+        found: Any = importlib.import_module(module)
+    finally:
+        for finder in added:
+            sys.meta_path.remove(finder)
     for part in qualname.split("."):
         found = getattr(found, part)
     return found

@@ -274,7 +274,8 @@ class DAG:
 
     # -- schedule -------------------------------------------------------------------------------------------
     def infer_manual_data_interval(self, run_after: datetime) -> DataInterval:
-        return self.timetable.infer_manual_data_interval(ensure_aware(run_after))
+        # by keyword: Airflow's Timetable declares it keyword-only
+        return self.timetable.infer_manual_data_interval(run_after=ensure_aware(run_after))
 
     def next_data_interval(self, last: DataInterval | None, now: datetime) -> DataInterval | None:
         interval = self.timetable.next_interval(last, self.start_date, ensure_aware(now), self.catchup)

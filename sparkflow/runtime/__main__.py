@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.logs import configure_sparkflow_log
 from sparkflow.metastore.records import TIKey
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--map-index", type=int, default=-1, help="the instance of a mapped task (default -1)")
     args = parser.parse_args(argv)
     settings = load_settings()
-    add_import_folders(settings.import_folders)
+    add_import_folders(settings.import_folders, airflow_finders())
     configure_sparkflow_log(settings.resolved_log_folder)
     key = TIKey(args.dag_id, args.run_id, args.task_id, args.map_index)
     return exit_code_of_try(settings, None, key, args.try_number)[0]

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.logs import configure_sparkflow_log
 from sparkflow.metastore import queries
@@ -49,7 +50,7 @@ class CallbackProcesses:
 
 def run_callback(request: Mapping[str, Any]) -> int:
     settings = load_settings()
-    add_import_folders(settings.import_folders)
+    add_import_folders(settings.import_folders, airflow_finders())
     configure_sparkflow_log(settings.resolved_log_folder)
     metastore = open_metastore(settings)
     dag = load_task_dag(metastore, request["dag_id"], settings.dagbag_import_timeout)

@@ -57,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.definitions.dag import DAG
 from sparkflow.exceptions import SparkflowError
@@ -110,7 +111,7 @@ class _Server:
         self.bound = bound  # workers get SIGTERM when the server ends (see the module docstring)
         self.pid = os.getpid()
         self.settings = load_settings()  # as a fresh task process would: from this process's environment
-        add_import_folders(self.settings.import_folders)
+        add_import_folders(self.settings.import_folders, airflow_finders())
         configure_sparkflow_log(self.settings.resolved_log_folder)
         self.metastore: Metastore | None = None
         self.setup_error: str | None = None

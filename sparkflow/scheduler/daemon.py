@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
 
+from sparkflow.compat.airflow import airflow_finders
 from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.serialization import deserialize_dag
@@ -53,7 +54,7 @@ class SchedulerDaemon:
     ) -> None:
         self.settings = settings
         self.ms = metastore
-        add_import_folders(settings.import_folders)  # a custom timetable's module, by its import path
+        add_import_folders(settings.import_folders, airflow_finders())  # a custom timetable's module by path
         self.clock = clock
         self.dags: dict[str, DAG] = {}  # serialized DAGs, by dag_id
         self._hashes: dict[str, str] | None = None

@@ -64,7 +64,7 @@ class DagFolderParser:
     def __init__(self, settings: Settings, metastore: Metastore) -> None:
         self.settings = settings
         self.metastore = metastore
-        add_import_folders(settings.import_folders)  # what DAG files import, in every parse worker
+        add_import_folders(settings.import_folders, airflow_finders())  # what DAG files import, in every parse worker
         self._stats: dict[str, tuple[tuple[int, int, int], str]] = {}
         self._recorded: dict[str, str] | None = None  # fileloc -> content hash, as the metastore has it
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sparkflow.compat.airflow import airflow_finders
 from sparkflow.connections import MASK, Connection, from_fields
 from sparkflow.definitions.custom_timetable import add_import_folders
 from sparkflow.definitions.dag import DAG
@@ -55,7 +56,7 @@ class WebDags:
     def __init__(self, settings: Settings, metastore: Metastore) -> None:
         self.settings = settings
         self.metastore = metastore
-        add_import_folders(settings.import_folders)  # a custom timetable's module, by its import path
+        add_import_folders(settings.import_folders, airflow_finders())  # a custom timetable's module by path
         self._lock = threading.Lock()
         self._dags: dict[str, tuple[str, DAG]] = {}  # dag_id -> (hash, DAG)
         self._hashes: dict[str, str] = {}

@@ -121,3 +121,53 @@ def test_a_timetable_that_cannot_be_imported_any_more_is_named_in_one_line(
     with pytest.raises(ValueError, match=r"^timetable 'json.JSONDecodeError' cannot be rebuilt with "
                                          r"JSONDecodeError\(\) \(TypeError: .*\); give the class serialize\(\)"):
         timetable_from_json({"type": "custom", "module": "json", "class": "JSONDecodeError", "data": {}})
+
+
+AIRFLOW_MODULE = "sf_test_workday_timetable"
+AIRFLOW_PLUGIN = """
+    from datetime import timedelta
+    from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
+
+    class AfterWorkday(Timetable):
+        description = "after each workday"
+
+        def infer_manual_data_interval(self, *, run_after):
+            start = run_after.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+            return DataInterval(start=start, end=start + timedelta(days=1))
+
+        def next_dagrun_info(self, *, last_automated_data_interval, restriction: TimeRestriction):
+            start = last_automated_data_interval.end if last_automated_data_interval else restriction.earliest
+            while start.weekday() >= 5:  # no runs for Saturday and Sunday
+                start = start.add(days=1)  # a pendulum DateTime, as in Airflow
+            return DagRunInfo.interval(start=start, end=start + timedelta(days=1))
+"""
+AIRFLOW_DAG = f"""
+    import pendulum
+    from airflow import DAG
+    from airflow.operators.empty import EmptyOperator
+    from {AIRFLOW_MODULE} import AfterWorkday
+
+    with DAG("workdays", schedule=AfterWorkday(), start_date=pendulum.datetime(2024, 1, 5, tz="UTC"),
+             catchup=True) as dag:
+        EmptyOperator(task_id="noop")
+"""
+
+
+def test_an_airflow_timetable_subclass_from_the_plugins_folder_is_scheduled_as_airflow_would(
+        settings, metastore, write_dag, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    settings.resolved_plugins_folder.mkdir(parents=True, exist_ok=True)
+    (settings.resolved_plugins_folder / f"{AIRFLOW_MODULE}.py").write_text(textwrap.dedent(AIRFLOW_PLUGIN))
+    write_dag("workdays", AIRFLOW_DAG)
+    try:
+        assert refresh_dag_folder(settings, metastore).error_count == 0, queries.list_import_errors(metastore.db)
+        clock = Clock(datetime(2024, 1, 9, 1, tzinfo=UTC))  # Tuesday: Friday's and Monday's runs are due
+        daemon = SchedulerDaemon(settings, metastore, "sequential", clock=clock)
+        daemon.refresh_dags(force=True)
+        created = daemon.schedule_runs(clock.now)
+        assert [(r.data_interval_start.day, r.data_interval_end.day) for r in created] == [(5, 6), (8, 9)]
+        manual = daemon.dags["workdays"].infer_manual_data_interval(datetime(2024, 1, 10, 12, tzinfo=UTC))
+        assert (manual.start, manual.end) == (datetime(2024, 1, 9, tzinfo=UTC), datetime(2024, 1, 10, tzinfo=UTC))
+        assert queries.list_dags(metastore.db)[0].schedule == "after each workday"
+    finally:
+        sys.modules.pop(AIRFLOW_MODULE, None)

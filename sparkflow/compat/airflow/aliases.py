@@ -168,6 +168,10 @@ ALIASES: dict[str, dict[str, str]] = {
         "ds_add": "sparkflow.definitions.context:ds_add", "ds_format": "sparkflow.definitions.context:ds_format",
     },
     "airflow.timetables.trigger": {"CronTriggerTimetable": f"{_M}:CronTriggerTimetable"},
+    "airflow.timetables.base": {
+        name: f"sparkflow.compat.airflow.timetables:{name}"
+        for name in ("Timetable", "DataInterval", "DagRunInfo", "TimeRestriction")
+    },
     "airflow.timetables.interval": {"CronDataIntervalTimetable": f"{_M}:CronDataIntervalTimetable"},
     "airflow.providers.apache.spark.operators.spark_submit": _SPARK_SUBMIT_OP,
     "airflow.providers.apache.spark.operators.spark_sql": _SPARK_SQL_OP,
