@@ -143,16 +143,20 @@ class DagStore:
     def store_rendered_fields(self, key: TIKey, try_number: int, fields: Mapping[str, str], error: str | None,
                               now: datetime | None = None) -> None:
         """A try's rendered template fields (masked by the caller), replacing the previous try's."""
-        values = dict(try_number=try_number, fields=json.dumps(dict(fields)), error=error,
-                      updated_at=now or datetime.now(UTC))
-        where = {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id, "map_index": key.map_index}
-        statement = S.update_where("rendered_task_fields", tuple(where), tuple(values))
         with self.db.write() as conn:
-            if statement.run(conn, S.params(where, values)) == 0:  # a try's first write: prepared, like the update
-                S.insert_rows(conn, "rendered_task_fields", [{**where, **values}])
+            write_rendered_fields(conn, key, try_number, fields, error, now or datetime.now(UTC))
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         with self.db.write() as conn:
             result = conn.execute(update(t.dag).where(t.dag.c.dag_id == dag_id).values(is_paused=paused))
             if result.rowcount == 0:
                 raise NotFound(f"DAG '{dag_id}' is not in the metastore; check `sparkflow dags list`")
+
+
+def write_rendered_fields(conn: SAConnection, key: TIKey, try_number: int, fields: Mapping[str, str],
+                          error: str | None, now: datetime) -> None:
+    """DagStore.store_rendered_fields in the caller's transaction (Store.set_task_state: with the try's outcome)."""
+    values = dict(try_number=try_number, fields=json.dumps(dict(fields)), error=error, updated_at=now)
+    where = {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id, "map_index": key.map_index}
+    if S.update_where("rendered_task_fields", tuple(where), tuple(values)).run(conn, S.params(where, values)) == 0:
+        S.insert_rows(conn, "rendered_task_fields", [{**where, **values}])  # a try's first write

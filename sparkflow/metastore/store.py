@@ -41,6 +41,7 @@ from sparkflow.metastore.compare_and_set import (
     update_rows,
     utcnow,
 )
+from sparkflow.metastore.dag_store import write_rendered_fields
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
 from sparkflow.state import (
@@ -180,12 +181,14 @@ class Store:
         expected_try: int | None = None,
         known: TaskInstanceRecord | None = None,
         asset_updates: Sequence[AssetUpdate] = (),
+        rendered: tuple[Mapping[str, str], str | None] | None = None,
         **fields: Any,
     ) -> TaskInstanceRecord | None:
         """Compare-and-set one task instance from ``expected`` (and ``expected_try``, when given) to ``new`` with
         extra column values; returns the task instance as written, or None (and writes nothing) when the row was
         not in ``expected``. ``asset_updates``: the asset events of a success, recorded in the same transaction
-        (no success without its events, no events without the success).
+        (no success without its events, no events without the success). ``rendered``: the try's rendered template
+        fields and render error, stored with its outcome when it has not stored them yet.
 
         Entering RUNNING opens a try-history row (or re-opens it: a rescheduled sensor continues its try, keeping
         the try's first start); leaving RUNNING closes it. ``known``: the caller's own record of the row (the
@@ -197,6 +200,8 @@ class Store:
             written = compare_and_set(conn, self.db.dialect, [change], known=known)
             if written is not None and asset_updates:
                 record_events_in(conn, written, asset_updates, change.now or utcnow())
+            if written is not None and rendered is not None:
+                write_rendered_fields(conn, key, written.try_number, *rendered, change.now or utcnow())
             return written
 
     def set_task_states(self, changes: Sequence[TaskStateChange]) -> list[TaskInstanceRecord | None]:

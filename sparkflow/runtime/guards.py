@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from types import FrameType
 
@@ -152,7 +152,8 @@ def sigterm_raises(switch: KillSwitch | None = None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def heartbeat(
-    metastore: Metastore, key: TIKey, try_number: int, interval: float, switch: KillSwitch
+    metastore: Metastore, key: TIKey, try_number: int, interval: float, switch: KillSwitch,
+    on_beat: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Beat every ``interval`` seconds, from a thread of the task process, while the try runs. A bare thread
     (``_thread``): ``threading.Thread.start`` waits until the new thread has run, which is on a no-op task's
@@ -161,13 +162,17 @@ def heartbeat(
 
     A beat that finds the try no longer running (its state was changed from outside) ends the try through
     ``switch``, as Airflow's task heartbeat does: on this host whoever changed it has usually sent SIGTERM
-    already; on another host nothing else would stop it."""
+    already; on another host nothing else would stop it. ``on_beat`` runs after each beat that found the try
+    running, in the beat's thread."""
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(interval):
             try:
-                if metastore.store.heartbeat(key, try_number) or stop.is_set():
+                running = metastore.store.heartbeat(key, try_number)
+                if running and on_beat is not None and not stop.is_set():
+                    on_beat()
+                if running or stop.is_set():
                     continue
                 current = queries.get_task_instance(metastore.db, key)
                 change = f"set to {current.state.value} (try {current.try_number})"

@@ -25,15 +25,29 @@ DETACHED_ENV = b"SPARKFLOW_DETACHED=1"
 GRACE_SECONDS = 2.0  # SIGTERM first, SIGKILL what is still there after this
 
 
+_subreaper = False  # this process is a child subreaper: every living descendant of it stays in its subtree
+
+
 def become_subreaper() -> bool:
     """Make orphans of this process's descendants its children (Linux); False where that is not available."""
+    global _subreaper
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        _subreaper = bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+    return _subreaper
+
+
+def _has_children() -> bool:
+    """Whether this process has a child, living or not yet reaped (one system call, nothing reaped)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,8 @@ def _processes() -> dict[int, Process]:
 def leftovers(me: int | None = None) -> list[Process]:
     """Processes other than ``me`` in its process group (when it leads one) or descended from it."""
     me = me or os.getpid()
+    if _subreaper and me == os.getpid() and not _has_children():
+        return []  # a subreaper without children has no descendants, and its group's members descend from it
     if not Path("/proc/self/stat").exists():
         return []
     table = _processes()

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,9 +78,8 @@ from sparkflow.runtime.lost_try import fail_unstartable_try
 from sparkflow.settings import Settings
 from sparkflow.state import RunState, TaskState
 
-__all__ = ["TASK_LOGGER", "TryOutcome", "capture_task_logging", "claim_try", "execute_task", "exit_code_of_try",
-           "load_task_dag",
-           "prepare_try", "record_outcome", "run_try", "test_task"]
+__all__ = ["TASK_LOGGER", "RenderedFields", "TryOutcome", "capture_task_logging", "claim_try", "execute_task",
+           "exit_code_of_try", "load_task_dag", "prepare_try", "record_outcome", "run_try", "test_task"]
 
 ACTOR = "task_runner"
 log = logging.getLogger(TASK_LOGGER)
@@ -159,12 +159,13 @@ def run_try(
             return claimed
         ti, run = claimed
         switch = KillSwitch()
-        with heartbeat(metastore, key, try_number, settings.heartbeat_interval, switch):
+        rendered = RenderedFields(metastore, ti, clock)
+        with heartbeat(metastore, key, try_number, settings.heartbeat_interval, switch, on_beat=rendered.store):
             context = prepare_try(metastore, dag, task, ti, run, clock, settings.resolved_log_folder)
             with metastore_environment(metastore, context), task_clock(clock):
-                outcome = execute_task(dag, task, context, switch, _rendered_fields_writer(metastore, ti, clock))
+                outcome = execute_task(dag, task, context, switch, rendered.keep)
             outcome = _unless_log_failed(outcome, log_file.failure())
-            recorded = record_outcome(metastore, ti, task, context, outcome, clock())
+            recorded = record_outcome(metastore, ti, task, context, outcome, clock(), rendered)
         if on_recorded is not None:
             on_recorded()
         if owns_group():
@@ -258,20 +259,39 @@ def prepare_try(
     return context
 
 
-def _rendered_fields_writer(metastore: Metastore, ti: TaskInstanceRecord, clock: Callable[[], datetime]
-                            ) -> Callable[[BaseOperator, str | None], None]:
+class RenderedFields:
     """Airflow's rendered task instance fields: the try stores its rendered template fields (secrets masked),
-    which the task page shows, so no page view ever renders a template (runs DAG code)."""
+    which the task page shows, so no page view ever renders a template (runs DAG code). Stored once, without a
+    transaction of their own on a short try's path: with the outcome (record_outcome), or by the first
+    heartbeat when the try still runs then, so the page shows them while a long task runs. The heartbeat's
+    thread and the try's may both ask: the lock gives them to one."""
 
-    def store(work: BaseOperator, error: str | None) -> None:
+    def __init__(self, metastore: Metastore, ti: TaskInstanceRecord, clock: Callable[[], datetime]) -> None:
+        self._metastore, self._ti, self._clock = metastore, ti, clock
+        self._lock = threading.Lock()
+        self._pending: tuple[dict[str, str], str | None] | None = None
+
+    def keep(self, work: BaseOperator, error: str | None) -> None:
+        """execute_task's ``on_rendered``: the rendered copy of the task (and why rendering failed, if it did)."""
         fields = {name: rendered_text(getattr(work, name, None)) for name in work.template_fields}
+        with self._lock:
+            self._pending = (fields, masker.mask(error) if error else None)
+
+    def take(self) -> tuple[dict[str, str], str | None] | None:
+        """The fields not stored yet (None: none, or already stored); whoever takes them stores them."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+    def store(self) -> None:
+        """Store them now, in a transaction of their own, if they are still to be stored."""
+        pending = self.take()
+        if pending is None:
+            return
         try:
-            metastore.dags.store_rendered_fields(ti.key, ti.try_number, fields,
-                                                  masker.mask(error) if error else None, now=clock())
+            self._metastore.dags.store_rendered_fields(self._ti.key, self._ti.try_number, *pending, now=self._clock())
         except Exception:  # noqa: BLE001 - the page shows less; the task runs on
             log.exception("the rendered template fields could not be stored")
-
-    return store
 
 
 def rendered_text(value: Any) -> str:
@@ -333,11 +353,12 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwi
 
 def record_outcome(
     metastore: Metastore, ti: TaskInstanceRecord, task: BaseOperator, context: Context, outcome: TryOutcome,
-    now: datetime,
+    now: datetime, rendered: RenderedFields | None = None,
 ) -> TryOutcome:
     """Record: running -> the outcome's state (up_for_retry for a retryable failure with tries left), then the
     task's callback for it. Compare-and-set against ``ti``, the record claim_try returned (no re-read: the
-    compare on running and this try still refuses if someone moved it meanwhile)."""
+    compare on running and this try still refuses if someone moved it meanwhile), in one transaction with the
+    try's ``rendered`` fields when they are not stored yet."""
     state, error = outcome.state, outcome.error
     if state is TaskState.FAILED and outcome.retryable and ti.try_number <= ti.max_tries:
         state = TaskState.UP_FOR_RETRY
@@ -350,9 +371,13 @@ def record_outcome(
         fields["next_try_at"] = now + timedelta(seconds=outcome.reschedule_delay or 0)
         log.info("Rescheduling: next poke at %s (the slot is free until then)", fields["next_try_at"].isoformat())
     updates = asset_updates(metastore, ti, task, context) if state is TaskState.SUCCESS and task.outlets else []
+    pending = rendered.take() if rendered is not None else None
     moved = metastore.store.set_task_state(ti.key, TaskState.RUNNING, state, ACTOR, detail=error, now=now,
-                                           expected_try=ti.try_number, known=ti, asset_updates=updates, **fields)
+                                           expected_try=ti.try_number, known=ti, asset_updates=updates,
+                                           rendered=pending, **fields)
     if not moved:
+        if pending is not None:  # the try's own fields all the same, as when it rendered them
+            metastore.dags.store_rendered_fields(ti.key, ti.try_number, *pending, now=now)
         current = queries.get_task_instance(metastore.db, ti.key).state
         log.warning("Task was set to %s from outside while running; keeping that (not %s)", current, state)
         return dataclasses.replace(outcome, state=current, recorded=False)

@@ -566,3 +566,45 @@ def test_a_late_exit_of_an_earlier_try_is_not_applied_to_the_next_try_of_the_sam
         assert executor.running() == set() and not executor.in_flight()
     finally:
         server.close()
+
+
+def test_a_running_try_stores_its_rendered_fields_at_its_first_heartbeat(settings, metastore, write_dag,
+                                                                        tmp_path) -> None:
+    """A short try stores them with its outcome; one still running at its first heartbeat stores them then, so the
+    task page shows them while it runs."""
+    go = tmp_path / "go"
+    path = write_dag("rendering", f"""
+        import os, time
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator
+
+        def wait(day):
+            while not os.path.exists({str(go)!r}):
+                time.sleep(0.05)
+
+        with DAG("rendering", start_date=datetime(2024, 1, 1)) as dag:
+            PythonOperator(task_id="wait", python_callable=wait, op_kwargs={{"day": "{{{{ ds }}}}"}})
+    """)
+    dags = load(path, metastore)
+    run = trigger_dag(metastore, dags["rendering"], datetime.now(UTC))
+    key = TIKey("rendering", run.run_id, "wait")
+    for old, new in ((TaskState.NONE, TaskState.SCHEDULED), (TaskState.SCHEDULED, TaskState.QUEUED)):
+        assert metastore.store.set_task_state(key, old, new, "test", try_number=1)
+    seen = []
+
+    def release_once_stored() -> None:
+        try:
+            wait_for(lambda: queries.rendered_fields(metastore.db, key) is not None, timeout=60)
+            seen.append(queries.get_task_instance(metastore.db, key).state)
+        finally:
+            go.touch()
+
+    watcher = threading.Thread(target=release_once_stored)
+    watcher.start()
+    state = run_try(dataclasses.replace(settings, heartbeat_interval=0.2), metastore, key, 1,
+                    dag=dags["rendering"]).state
+    watcher.join()
+    assert state is TaskState.SUCCESS and seen == [TaskState.RUNNING]
+    stored = queries.rendered_fields(metastore.db, key)
+    assert stored is not None and stored.try_number == 1
+    assert run.logical_date.strftime("%Y-%m-%d") in stored.fields["op_kwargs"]
