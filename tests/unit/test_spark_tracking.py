@@ -291,7 +291,7 @@ def test_stop_does_not_wait_for_a_request_in_flight() -> None:
     reported: list[object] = []
 
     def slow(url: str) -> object:
-        time.sleep(2)
+        time.sleep(20)
         raise Unavailable("read timed out")
 
     poller = DriverProgressPoller("http://127.0.0.1:1", 0.2, reported.append, lambda a: None, fetch=slow)
@@ -299,7 +299,7 @@ def test_stop_does_not_wait_for_a_request_in_flight() -> None:
     time.sleep(0.5)  # the first request is in flight
     started = time.monotonic()
     poller.stop()
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 10  # far from the request's 20 s, with room for a loaded machine
     assert reported == []
 
 
