@@ -319,6 +319,7 @@ def test_pipeline_spec_runs_on_the_managed_server_and_on_a_standalone_master(
         "CREATE MATERIALIZED VIEW numbers AS SELECT id, id % 3 AS k FROM range(30);\n"
         "CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM numbers GROUP BY k;\n")
     monkeypatch.setenv("SPARKFLOW_CONN_SPARK_CLUSTER", spark_cluster.master_url)
+    monkeypatch.chdir(tmp_path)  # the launcher's driver keeps its tables in ./spark-warehouse of the task's cwd
     spec = str(project / "spark-pipeline.yml")
     final, run = run_dag(metastore, settings.resolved_dags_folder, "pipelines", f"""
         from sparkflow import SparkPipelinesOperator
