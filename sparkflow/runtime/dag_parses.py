@@ -18,6 +18,7 @@ from sparkflow.files import touch_private
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.parse_log import output_to, parse_log_path
+from sparkflow.process import pid_alive
 from sparkflow.runtime.task_runner import load_task_dag
 from sparkflow.runtime.user_code import ModuleFile, UserCode, changed, files_of
 from sparkflow.settings import Settings
@@ -48,7 +49,7 @@ class DagParses:
         # every later server try each file in a forked probe first (imports_safely).
         guards = settings.resolved_log_folder / "dag_processor"
         self.guard = guards / f".fork-server-importing.{os.getpid()}"
-        self.careful = any(not _alive(int(g.name.rsplit(".", 1)[1])) for g in guards.glob(".fork-server-importing.*")
+        self.careful = any(not pid_alive(int(g.name.rsplit(".", 1)[1])) for g in guards.glob(".fork-server-importing.*")
                            if g.name.rsplit(".", 1)[1].isdigit())
 
     def current(self, dag_id: str) -> Parsed | None:
@@ -94,16 +95,6 @@ class DagParses:
         self.version += 1
         warm_imports(dag)
         return parsed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def warm_imports(dag: DAG) -> None:
