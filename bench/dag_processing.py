@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -29,6 +28,8 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+
+from sparkflow.process import terminate_group
 
 DAG_FILE = """
     from datetime import datetime
@@ -97,13 +98,7 @@ class Home:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    terminate_group(proc, grace=20)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -9,6 +9,7 @@ import enum
 from collections.abc import Iterable
 from typing import Any
 
+from sparkflow.definitions.baseoperator import BaseOperator
 from sparkflow.definitions.context import Context, utcnow
 from sparkflow.operators.branch import BaseBranchOperator
 from sparkflow.operators.sensors import BaseSensorOperator
@@ -64,6 +65,14 @@ def _weekday(context: Context, use_task_logical_date: bool) -> int:
     return int(day.isoweekday())
 
 
+def _week_day_numbers(operator: BaseOperator, week_day: WeekDaySpec) -> set[int]:
+    """The day numbers ``week_day`` names; a bad one is the operator's one-line error."""
+    try:
+        return WeekDay.validate_week_day(week_day)
+    except (AttributeError, TypeError) as exc:
+        raise operator._error(str(exc)) from None
+
+
 class DayOfWeekSensor(BaseSensorOperator):
     """Done on the given day(s) of the week."""
 
@@ -74,10 +83,7 @@ class DayOfWeekSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.week_day = week_day
         self.use_task_logical_date = use_task_logical_date or use_task_execution_day
-        try:
-            self._week_day_num = WeekDay.validate_week_day(week_day)
-        except (AttributeError, TypeError) as exc:
-            raise self._error(str(exc)) from None
+        self._week_day_num = _week_day_numbers(self, week_day)
 
     def poke(self, context: Context) -> bool:
         return _weekday(context, self.use_task_logical_date) in self._week_day_num
@@ -97,10 +103,7 @@ class BranchDayOfWeekOperator(BaseBranchOperator):
         self.follow_task_ids_if_false = follow_task_ids_if_false
         self.week_day = week_day
         self.use_task_logical_date = use_task_logical_date or use_task_execution_day
-        try:
-            self._week_day_num = WeekDay.validate_week_day(week_day)
-        except (AttributeError, TypeError) as exc:
-            raise self._error(str(exc)) from None
+        self._week_day_num = _week_day_numbers(self, week_day)
 
     def choose_branch(self, context: Context) -> str | Iterable[str]:
         if _weekday(context, self.use_task_logical_date) in self._week_day_num:
