@@ -23,11 +23,15 @@ class Workload:
 @dataclass(frozen=True)
 class ExecutorEvent:
     """A workload ended, or its runner recorded the outcome (``exit_code`` 0: the outcome is in the metastore;
-    the local executor reports it the moment the runner says so, before the process has left)."""
+    the local executor reports it the moment the runner says so, before the process has left).
+
+    ``recorded``: the runner itself said it recorded the try's outcome, so the scheduler need not read the task
+    instance to find out whether the process ended before its try started."""
 
     workload: Workload
     exit_code: int
     reason: str | None = None
+    recorded: bool = False
 
 
 class Executor(Protocol):

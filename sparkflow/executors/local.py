@@ -184,7 +184,7 @@ class LocalExecutor:
             # left. Its clean exit then brings nothing new: no second event, no second iteration.
             item.done = True
             self._wake = True
-            self._ended.append(ExecutorEvent(item.workload, 0))
+            self._ended.append(ExecutorEvent(item.workload, 0, recorded=True))
         if "exit" in message:
             code = int(message["exit"])
             del self._requests[item.request_id]

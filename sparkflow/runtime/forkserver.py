@@ -328,8 +328,7 @@ class _Server:
         run another ("" when it may), in the try's log (fd 2 is still its log file)."""
         output, self.output = self.output, None
         reason = "" if reusable else "the try was killed or did not record its own outcome"
-        own_threads = 1 + (output is not None and output.running)
-        reason = (reason or pristine.changes_left(own_threads)
+        reason = (reason or pristine.changes_left()
                   or too_large(self.settings.max_memory_per_child_mb))
         if reason:
             os.write(2, f"sparkflow: this task process is not reused: {reason}\n".encode())

@@ -10,9 +10,9 @@ try's log handler, writing to the same file, reports it (see task_runner).
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
-import threading
 
 from sparkflow.logs import write_capped
 
@@ -30,10 +30,19 @@ class OutputPump:
         os.dup2(write_end, 2)
         os.close(write_end)
         self._read_end = read_end
-        self._thread = threading.Thread(target=self._pump, name="sparkflow-output-pump", daemon=True)
-        self._thread.start()
+        # A bare thread: threading.Thread.start() waits until the new thread has run, on a try's critical path;
+        # and a bare thread is not one of the try's threads that make a worker unfit for reuse (process_reuse).
+        self._pumping = _thread.allocate_lock()  # held while the thread runs
+        self._pumping.acquire()
+        _thread.start_new_thread(self._pump, ())
 
     def _pump(self) -> None:
+        try:
+            self._copy()
+        finally:
+            self._pumping.release()
+
+    def _copy(self) -> None:
         dropping = False
         while True:
             try:
@@ -49,9 +58,6 @@ class OutputPump:
             except OSError:
                 pass  # a full disk: dropped, as the log handler reports
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     def close(self, null_fd: int) -> bool:
         """Point 1 and 2 at ``null_fd`` and let the thread write what is left in the pipe. False when it is
@@ -59,8 +65,7 @@ class OutputPump:
         not be reused."""
         os.dup2(null_fd, 1)
         os.dup2(null_fd, 2)
-        self._thread.join(DRAIN_SECONDS)
-        if self._thread.is_alive():
+        if not self._pumping.acquire(timeout=DRAIN_SECONDS):
             return False
         with contextlib.suppress(OSError):
             os.close(self._read_end)

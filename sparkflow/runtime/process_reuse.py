@@ -24,11 +24,11 @@ class ProcessState:
     def save(cls) -> ProcessState:
         return cls(dict(os.environ), os.getcwd(), list(sys.path))
 
-    def changes_left(self, own_threads: int = 1) -> str:
-        """Why the process cannot be reused as it is ("" when it can): threads (beyond the worker's ``own``)
-        or child processes still alive."""
-        if threading.active_count() > own_threads:
-            return f"the task left {threading.active_count() - own_threads} thread(s) running"
+    def changes_left(self) -> str:
+        """Why the process cannot be reused as it is ("" when it can): threads the try started (beyond the main
+        thread; the worker's own helpers are bare threads, not counted) or child processes still alive."""
+        if threading.active_count() > 1:
+            return f"the task left {threading.active_count() - 1} thread(s) running"
         try:
             while os.waitpid(-1, os.WNOHANG)[0] != 0:  # reap what ended; stop at one still alive
                 pass

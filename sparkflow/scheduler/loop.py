@@ -345,6 +345,8 @@ class SchedulerLoop:
     # -- failures the task could not report itself -------------------------------------------------------------
     def _handle_event(self, event: ExecutorEvent) -> bool:
         """Act on a workload that ended; True when that may let more work start (not yet planned for)."""
+        if event.recorded:
+            return True
         ti = queries.get_task_instance(self.ms.db, event.workload.key)
         if event.exit_code == 0:
             if ti.try_number == event.workload.try_number and ti.state is TaskState.QUEUED:
@@ -359,10 +361,11 @@ class SchedulerLoop:
     def _detect_zombies(self, run: DagRunRecord, slots: Mapping[TIRef, TaskSlot], now: datetime) -> bool:
         """Running tasks nobody here owns whose heartbeat stopped: their process died (kill -9, OOM, lost host)."""
         changed = False
-        owned = self.executor.running()
-        for slot in slots.values():
+        running = [slot for slot in slots.values() if slot.state is TaskState.RUNNING]
+        owned = self.executor.running() if running else set()
+        for slot in running:
             key = TIKey(run.dag_id, run.run_id, slot.task_id, slot.map_index)
-            if slot.state is not TaskState.RUNNING or key in owned:
+            if key in owned:
                 continue
             ti = queries.get_task_instance(self.ms.db, key)
             if ti.state is not TaskState.RUNNING:

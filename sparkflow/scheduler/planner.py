@@ -132,12 +132,16 @@ def plan_run(
     """
     plan = RunPlan()
     current = dict(states)
-    by_task: dict[str, list[TIRef]] = {}
-    for ref in current:
-        by_task.setdefault(task_of(ref), []).append(ref)
+    # Without expanded mapped instances every ref is a task id (the common case, planned without the index).
+    by_task: dict[str, list[TIRef]] | None = None
+    if not all(isinstance(ref, str) for ref in current):
+        by_task = {}
+        for ref in current:
+            by_task.setdefault(task_of(ref), []).append(ref)
     for task in dag.topological_order():
         tid = task.task_id
-        for ref in by_task.get(tid, ()):
+        refs = by_task.get(tid, ()) if by_task is not None else (tid,) if tid in current else ()
+        for ref in refs:
             state = current[ref]
             if state is TaskState.NONE:
                 setups = None
@@ -163,8 +167,10 @@ def plan_run(
     return plan
 
 
-def _upstream_states(dag: DAG, upstream_ids: set[str], ref: TIRef, by_task: Mapping[str, list[TIRef]],
+def _upstream_states(dag: DAG, upstream_ids: set[str], ref: TIRef, by_task: Mapping[str, list[TIRef]] | None,
                      current: Mapping[TIRef, TaskState]) -> list[TaskState]:
+    if by_task is None:  # no expanded instances: each upstream is one task instance, named by its task id
+        return [current[u] for u in upstream_ids if u in current]
     group = dag.task_dict[task_of(ref)].mapped_group_id
     if isinstance(ref, str):
         if group is None:
