@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,19 @@ class GroupProcess:
                 raise
         return ProcessResult(returncode, tuple(tail))
 
+    def end_group(self, wait: float = KILL_GRACE_SECONDS) -> None:
+        """Once the leader ended by itself: what it started and left in its group (a JVM still shutting down)
+        gets ``wait`` seconds to end by itself, then SIGTERM, and ``wait`` seconds later SIGKILL."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        pgid = self.proc.pid
+        for signum in (None, signal.SIGTERM, signal.SIGKILL):
+            if signum is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signum)
+            if wait_for_group(pgid, time.monotonic() + wait):
+                return
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
@@ -73,20 +87,57 @@ class GroupProcess:
 
 
 def terminate_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE_SECONDS) -> None:
-    """SIGTERM the process group led by ``proc``; SIGKILL whatever is left once the leader is gone or ``grace``
-    seconds have passed. Waiting on the leader (not probing the group) matters: an unreaped leader still counts
-    as a group member, and stragglers re-parented to a PID 1 that never reaps would look alive for ever."""
+    """SIGTERM the process group led by ``proc``; SIGKILL whatever is left once the group is gone or ``grace``
+    seconds have passed, and wait (``grace`` at most) until it is gone: a large JVM takes a moment to die. Waiting
+    on the leader first matters: an unreaped leader still counts as a group member."""
     if proc.poll() is not None:
         return
+    deadline = time.monotonic() + grace
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
+    else:
+        wait_for_group(proc.pid, deadline)  # what the leader started (a driver JVM) ends its own way too
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    wait_for_group(proc.pid, time.monotonic() + grace)
+
+
+def wait_for_group(pgid: int, deadline: float) -> bool:
+    """Wait until no process of group ``pgid`` is alive (True) or the monotonic ``deadline`` passed (False)."""
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` has not ended (zombies have: an orphan's may never be reaped)."""
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:  # no /proc: whether the group has a member at all
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode("utf-8", "replace")
+        except OSError:
+            continue  # it ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def pid_alive(pid: int) -> bool:

@@ -2,8 +2,10 @@
 
 On a ``spark`` connection (local or standalone master) the ``spark-pipelines`` launcher runs as one
 SparkSubmission (sparkflow.spark.submission, what SparkSubmitOperator runs): its own process group, every output
-line into the task log with secrets masked, ids and progress as far as the launcher prints them and a kill of the
-group. On a
+line into the task log with secrets masked, and a kill of the group. The pipeline's driver is a JVM that the
+launcher's pipelines CLI starts and that prints no ids, so the try's conf (its event log, a UI port of its own)
+reaches it through PYSPARK_SUBMIT_ARGS (sparkflow.spark.pipelines) and the try follows it as a spark-submit try
+follows its driver: app id and progress from the event log (then the UI's REST API), metrics at the end. On a
 ``spark_connect`` connection the Connect-native CLI runs against the server (a managed one is found or started and
 leased for the run) under a Connect user id of the try's own, so that the server's jobs of this run, and only
 those, make its progress and metrics.
@@ -24,13 +26,18 @@ from sparkflow.operators.pyspark import servers_root
 from sparkflow.process import GroupProcess
 from sparkflow.spark.connect_config import CONN_TYPE, ConnectTarget, resolve_connect
 from sparkflow.spark.connect_server import ServerDirectory, ServerRecord, use_server
+from sparkflow.spark.connect_supervisor import free_port
 from sparkflow.spark.connect_tracking import SessionTracker, user_marker
 from sparkflow.spark.pipelines import (
+    DRIVER_SUBMIT_ARGS,
     PIPELINE_COMMANDS,
     PIPELINES_BINARY,
     PIPELINES_ENV,
     build_connect_pipelines_argv,
     build_pipelines_argv,
+    driver_conf,
+    driver_submit_args,
+    pipelines_submit_flags,
     run_user_id,
     with_user_id,
 )
@@ -115,9 +122,18 @@ class SparkPipelinesOperator(BaseOperator):
         submission = SparkSubmission(self._submit_spec({**PIPELINES_ENV, **env_vars}), conn, ti, self.log,
                                      durable=False, program=PIPELINES_BINARY)
         self._submission = submission
-        spec = submission.spec.with_conf(**submission.event_log_conf())  # the try's event log, for metrics
+        event_log = submission.event_log_conf()  # the try's event log, for progress and metrics
+        spec = submission.spec.with_conf(**event_log)
+        added, ui_url = driver_conf(spec.conf, free_port("127.0.0.1"), submission.env.get("SPARK_LOCAL_IP") or
+                                    "127.0.0.1")
+        spec = spec.with_conf(**added)
         argv = build_pipelines_argv(self.pipeline_command, self.pipeline_spec, spec, submission.target,
                                     locate_binary(PIPELINES_BINARY))
+        submission.env[DRIVER_SUBMIT_ARGS] = driver_submit_args(pipelines_submit_flags(spec, submission.target),
+                                                                env_vars.get(DRIVER_SUBMIT_ARGS))
+        if ui_url is not None:
+            written = bool(event_log) and all(spec.conf.get(k) == v for k, v in event_log.items())
+            submission.tracker.expect_driver(ui_url, event_log_written=written)
         try:
             return submission.run(argv)
         except SparkSubmitFailed as exc:

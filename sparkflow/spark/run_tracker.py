@@ -12,7 +12,7 @@ from sparkflow.definitions.context import TaskInstanceHandle
 from sparkflow.logs import mask_sensitive_settings
 from sparkflow.spark.eventlog import EventLogTail, read_metrics
 from sparkflow.spark.submit import parse_ids
-from sparkflow.spark.tracking import DriverProgressPoller, SparkProgress
+from sparkflow.spark.tracking import EVENT_LOG_GRACE_SECONDS, DriverProgressPoller, SparkProgress
 
 
 class SparkRunTracker:
@@ -29,6 +29,7 @@ class SparkRunTracker:
         self.ids: dict[str, str] = {}
         self.ui_host = "127.0.0.1"  # a client-mode driver runs here; Spark's "Start Jetty HOST:PORT" line may say more
         self.poller: DriverProgressPoller | None = None
+        self.expected_ui_url: str | None = None
 
     def on_line(self, line: str) -> None:
         self.log.info("%s", mask_sensitive_settings(line))
@@ -46,11 +47,23 @@ class SparkRunTracker:
         if "app_id" in found and self.poller is not None and self.poller.app_id is None:
             self.poller.app_id = found["app_id"]  # Spark prints the UI port first: spares the /applications call
         if "ui_url" in found and self.poller is None:
-            self.poller = DriverProgressPoller(
-                found["ui_url"], self.interval, self.on_progress, self.on_app_id, app_id=self.ids.get("app_id"),
-                event_log=EventLogTail(self.event_dir) if self.event_dir is not None else None, log=self.log,
-            )
-            self.poller.start()
+            self._start_poller(found["ui_url"])
+
+    def expect_driver(self, ui_url: str, event_log_written: bool) -> None:
+        """Follow a driver that prints no ids (a pipeline's, see sparkflow.spark.pipelines) from now on: its UI
+        will be at ``ui_url`` (a port the try chose), and, when ``event_log_written``, its event log in this try's
+        directory whenever the driver gets that far. Its app id (then the UI URL) is recorded once known."""
+        self.expected_ui_url = ui_url
+        if self.poller is None:
+            self._start_poller(ui_url, event_log_grace=None if event_log_written else 0.0)
+
+    def _start_poller(self, ui_url: str, event_log_grace: float | None = EVENT_LOG_GRACE_SECONDS) -> None:
+        self.poller = DriverProgressPoller(
+            ui_url, self.interval, self.on_progress, self.on_app_id, app_id=self.ids.get("app_id"),
+            event_log=EventLogTail(self.event_dir) if self.event_dir is not None else None, log=self.log,
+            event_log_grace=event_log_grace,
+        )
+        self.poller.start()
 
     def record(self, **ids: str) -> None:
         """Keep these ids (app_id, driver_id, ui_url) and store them on the task instance at once."""
@@ -62,6 +75,8 @@ class SparkRunTracker:
         """The id the driver's REST API reports; what the output or event log said wins (it is this app's)."""
         if "app_id" not in self.ids:
             self.record(app_id=app_id)
+        if self.expected_ui_url is not None and "ui_url" not in self.ids:
+            self.record(ui_url=self.expected_ui_url)  # the driver has started: its UI is up
 
     def on_progress(self, progress: SparkProgress) -> None:
         if self.ti is not None:

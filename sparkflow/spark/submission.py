@@ -177,6 +177,7 @@ class SparkSubmission:
                       mask_sensitive_settings(" ".join(argv)))
         self._process = GroupProcess(argv, env=self.env, cwd=self.cwd)
         result = self._process.run(self._on_line)
+        self._process.end_group()  # what it started (a pipeline's driver JVM) ends before the metrics are read
         if result.returncode != 0:
             k8s = ""
             if self.mode == "k8s":

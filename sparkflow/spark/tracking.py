@@ -271,9 +271,9 @@ class DriverProgressPoller:
     progress.
 
     With ``event_log``, progress comes from it until a job has run ``rest_after`` seconds, then from the driver's
-    REST API (module docstring); without one, or when none appears within ``EVENT_LOG_GRACE_SECONDS``, from the
-    REST API from the start. Consecutive REST failures back off (interval x 2^n, at most 30 s) and are only
-    logged: a blip in the REST API never fails a ten-hour job.
+    REST API (module docstring); without one, or when none appears within ``event_log_grace`` seconds (None: it is
+    known to come), from the REST API from the start. Consecutive REST failures back off (interval x 2^n, at most
+    30 s) and are only logged: a blip in the REST API never fails a ten-hour job.
 
     What the REST API costs the driver: the first request sets up Jersey (Spark 4.3: ~2,300 classes loaded, 2-4 s
     of CPU on 2 cores), once per application; after it, a poll is one /jobs request (~2 ms of driver CPU), plus
@@ -292,6 +292,7 @@ class DriverProgressPoller:
         rest_after: float = REST_AFTER_JOB_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
+        event_log_grace: float | None = EVENT_LOG_GRACE_SECONDS,
     ) -> None:
         self.ui_url = ui_url.rstrip("/")
         self.interval = max(interval, 0.2)
@@ -301,6 +302,7 @@ class DriverProgressPoller:
         self.fetch = fetch if fetch is not None else KeepAliveJson()
         self.event_log = event_log
         self.rest_after = rest_after
+        self.event_log_grace = event_log_grace  # None: the log will come, however long the driver takes to start
         self.clock = clock
         self.asking_rest = event_log is None
         self.failures = 0
@@ -342,7 +344,8 @@ class DriverProgressPoller:
         now = self.clock()
         running = [job_id for job_id, job in tail.jobs.items() if job.running]
         longest = max((now - self._job_seen_running.setdefault(job_id, now) for job_id in running), default=0.0)
-        missing = not tail.found and now - self._created >= EVENT_LOG_GRACE_SECONDS
+        grace = self.event_log_grace
+        missing = not tail.found and grace is not None and now - self._created >= grace
         if longest >= self.rest_after or missing:
             self.asking_rest = True
             self._log.info("Following Spark progress through the driver's REST API (%s) from now on: %s",

@@ -343,3 +343,9 @@ def test_pipeline_spec_runs_on_the_managed_server_and_on_a_standalone_master(
     # The launcher's driver ran on the standalone master
     assert "spark-pipelines finished with code 0" in logs["standalone"] and "Run is COMPLETED" in logs["standalone"]
     assert f"--remote {spark_cluster.master_url}" in logs["standalone"]
+    # ... and its try recorded the application, its UI and its metrics, as a spark-submit try does
+    standalone_try = queries.task_tries(metastore.db, TIKey(run.dag_id, run.run_id, "standalone"))[-1]
+    assert standalone_try.spark_app_id and standalone_try.spark_app_id.startswith("app-"), logs["standalone"]
+    assert standalone_try.spark_ui_url and standalone_try.spark_metrics, logs["standalone"]
+    assert standalone_try.spark_metrics["app_id"] == standalone_try.spark_app_id
+    assert standalone_try.spark_metrics["tasks"] >= 2 and standalone_try.spark_metrics["succeeded"]

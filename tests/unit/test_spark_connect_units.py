@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -268,7 +269,14 @@ def test_connections_add_checks_spark_connect_fields(tmp_path: Path) -> None:
 
 def test_pipelines_argv_for_the_launcher_and_for_spark_connect() -> None:
     from sparkflow.exceptions import UserError
-    from sparkflow.spark.pipelines import build_connect_pipelines_argv, build_pipelines_argv, run_user_id, with_user_id
+    from sparkflow.spark.pipelines import (
+        build_connect_pipelines_argv,
+        build_pipelines_argv,
+        driver_submit_args,
+        pipelines_submit_flags,
+        run_user_id,
+        with_user_id,
+    )
     from sparkflow.spark.spec import SparkSubmitSpec, SparkTarget
 
     spec = SparkSubmitSpec(conf={"spark.x": "1"}, driver_memory="1g", deploy_mode="client")
@@ -282,10 +290,28 @@ def test_pipelines_argv_for_the_launcher_and_for_spark_connect() -> None:
             build_pipelines_argv("run", None, spec, SparkTarget(master=master, deploy_mode=deploy_mode))
     assert build_connect_pipelines_argv("run", "p.yml", "/py") == ["/py", "-m", "pyspark.pipelines.cli", "run",
                                                                    "--spec", "p.yml"]
+    # Every flag also reaches the pipeline's driver JVM (pyspark keeps only the launcher's last ten confs)
+    flags = pipelines_submit_flags(replace(spec, conf={"spark.x": "a b"}), SparkTarget(master="local[2]"))
+    assert flags == ["--conf", "spark.x=a b", "--driver-memory", "1g"]
+    assert driver_submit_args(flags) == "--conf 'spark.x=a b' --driver-memory 1g pyspark-shell"
+    assert driver_submit_args(flags, "--conf spark.y=2 pyspark-shell").endswith("1g --conf spark.y=2 pyspark-shell")
     user = run_user_id("d", "t.x", 2)
     assert user == "sparkflow-d-t-x-try2"
     assert with_user_id("sc://h:1/", user) == "sc://h:1/;user_id=sparkflow-d-t-x-try2"
     assert with_user_id("sc://h:1/;user_id=a;token=t", "u") == "sc://h:1/;user_id=u;token=t"
+
+
+@pytest.mark.parametrize(("conf", "added", "ui_url"), [
+    ({}, {"spark.ui.port": "4321"}, "http://127.0.0.1:4321"),
+    ({"spark.ui.port": "5000"}, {}, "http://127.0.0.1:5000"),
+    ({"spark.ui.port": "0"}, {}, None),
+    ({"spark.ui.enabled": "False"}, {}, None),
+])
+def test_a_pipeline_driver_gets_a_ui_port_of_the_try_unless_the_user_chose(conf: dict, added: dict,
+                                                                            ui_url: str | None) -> None:
+    from sparkflow.spark.pipelines import driver_conf
+
+    assert driver_conf(conf, 4321) == (added, ui_url)
 
 
 def test_a_server_started_by_a_try_is_spared_by_the_tries_leftover_clean_up(tmp_path: Path,

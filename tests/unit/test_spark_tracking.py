@@ -427,3 +427,13 @@ def test_poller_asks_the_driver_when_no_event_log_appears(tmp_path: Path) -> Non
     assert poller.poll_once() is None and calls == []
     clock.now += EVENT_LOG_GRACE_SECONDS
     assert poller.poll_once() is not None and poller.asking_rest and len(calls) == 2
+
+
+def test_poller_waits_for_an_event_log_known_to_come(tmp_path: Path) -> None:
+    """A pipeline's driver takes tens of seconds to start and prints nothing: its log is waited for, not given up."""
+    clock, calls = _Clock(), []
+    poller = DriverProgressPoller("http://127.0.0.1:4040", 1, lambda p: None, lambda a: None, app_id="local-1",
+                                  fetch=lambda url: calls.append(url), event_log=EventLogTail(tmp_path / "none"),
+                                  clock=clock, event_log_grace=None)
+    clock.now += 100 * EVENT_LOG_GRACE_SECONDS
+    assert poller.poll_once() is None and not poller.asking_rest and calls == []
