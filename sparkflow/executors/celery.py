@@ -178,6 +178,10 @@ class _Results:
                 self._listener.close()
 
 
+def _no_result_consumer(producer: Any, task_id: str) -> None:
+    """The backend's on_task_call for the scheduler's sends: no subscription of Celery's result consumer."""
+
+
 class CeleryExecutor:
     """Sends workloads to Celery and turns their results into events. ``running()`` is only what has not started:
     once the metastore shows a task's try running, liveness is judged by its heartbeat there (a worker can die
@@ -244,6 +248,10 @@ class CeleryExecutor:
             return
         self._listen()
         unsent, self._unsent = self._unsent, []
+        # send_task subscribes Celery's own result consumer to each task (for AsyncResult.get(), unused here: the
+        # results come from _Results' one pattern subscription): a round trip per task to Redis, and another to
+        # unsubscribe. This thread's backend (app.backend is per thread) skips it.
+        vars(self.app.backend)["on_task_call"] = _no_result_consumer
         with self.app.producer_or_acquire() as producer:
             for sent in unsent:
                 key, queue = sent.workload.key, sent.workload.queue
@@ -251,15 +259,6 @@ class CeleryExecutor:
                 self.app.send_task(TASK_NAME, args=[key.dag_id, key.run_id, key.task_id, sent.workload.try_number,
                                                     key.map_index], queue=queue, task_id=sent.task_id,
                                    producer=producer)
-                self._unfollow(sent.task_id)
-
-    def _unfollow(self, task_id: str) -> None:
-        """send_task subscribes Celery's own result consumer to the task (for AsyncResult.get(), unused here):
-        unsubscribe at once, or its unread messages would pile up on that connection."""
-        consumer = getattr(self.app.backend, "result_consumer", None)
-        if consumer is not None and hasattr(consumer, "cancel_for"):
-            with contextlib.suppress(Exception):
-                consumer.cancel_for(task_id)
 
     def _tracked(self) -> set[str]:
         return {sent.task_id for sent in self._sent.values()}

@@ -191,6 +191,19 @@ def update_where_between(table: str, where: tuple[str, ...], between: str, value
 
 
 @functools.cache
+def update_locked_where(table: str, key: tuple[str, ...], where: tuple[str, ...], values: tuple[str, ...],
+                        returning: tuple[str, ...] = ()) -> Prepared:
+    """UPDATE the row found by ``key`` only if no other transaction holds it (PostgreSQL: FOR UPDATE SKIP LOCKED in
+    a subquery), and only if it also matches ``where``: the lock and the compare-and-set in one round trip."""
+    tab = t.metadata.tables[table]
+    locked = select(tab.c.id).where(*_where(table, key)).with_for_update(skip_locked=True).scalar_subquery()
+    stmt = (update(tab).where(tab.c.id == locked, *_where(table, where))
+            .values({col: bindparam(f"v_{col}", type_=tab.c[col].type) for col in values}))
+    returned = [tab.c[col] for col in returning]
+    return Prepared(stmt.returning(*returned) if returned else stmt, returned)
+
+
+@functools.cache
 def select_where(table: str, where: tuple[str, ...], columns: tuple[str, ...] = (),
                  for_update: bool = False, order_by: tuple[str, ...] = ()) -> Prepared:
     """SELECT <columns, or the whole row> FROM table WHERE <each of where> = its parameter [ORDER BY order_by]."""
