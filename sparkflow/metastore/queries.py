@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, and_, bindparam, func, select
 
 from sparkflow.connections import (
     Connection,
@@ -87,9 +87,6 @@ def _runs_query(by_dag: bool, by_state: bool, limit: int | None) -> Select[Any]:
 _RUN_BY_KEY = S.select_where("dag_run", ("dag_id", "run_id"))
 _EV = t.state_event.c
 _LAST_EVENT = S.Prepared(select(func.max(_EV.id)), [_EV.id])
-_EVENTS_AFTER = S.Prepared(select(_EV.id, _EV.dag_id, _EV.run_id, _EV.task_id, _EV.map_index)
-                           .where(_EV.id > bindparam("after", type_=_EV.id.type)).order_by(_EV.id),
-                           [_EV.id, _EV.dag_id, _EV.run_id, _EV.task_id, _EV.map_index])
 _ACTIVE_RUNS = S.Prepared(_runs_query(False, False, None).where(
     S.in_constants(t.dag_run.c.state, sorted(s.value for s in RUN_ACTIVE))), list(t.dag_run.c))
 
@@ -148,6 +145,13 @@ def queued_task_instances(db: Database) -> list[tuple[TIKey, int, datetime | Non
 
 _SLOT_COLUMNS = ("id", "task_id", "state", "try_number", "next_try_at", "priority_weight", "pool", "pool_slots",
                  "queue", "map_index")
+# The events after a given one, each with its task instance's scheduling columns as they are now (NULL for a
+# run-level event, or a task instance deleted since): what changed and its current state, in one statement.
+_CHANGED_SLOTS = S.Prepared(
+    select(_EV.id, _EV.dag_id, _EV.run_id, *(t.task_instance.c[n] for n in _SLOT_COLUMNS))
+    .select_from(t.state_event.outerjoin(t.task_instance, and_(*(t.task_instance.c[k] == _EV[k] for k in S.TI_KEY))))
+    .where(_EV.id > bindparam("after", type_=_EV.id.type)).order_by(_EV.id),
+    [_EV.id, _EV.dag_id, _EV.run_id, *(t.task_instance.c[n] for n in _SLOT_COLUMNS)])
 
 
 def task_slots(db: Database, dag_id: str, run_id: str) -> dict[str | tuple[str, int], TaskSlot]:
@@ -174,14 +178,19 @@ def last_event_id(db: Database) -> int:
         return int(_LAST_EVENT.rows(conn)[0][0] or 0)
 
 
-def task_changes_since(db: Database, event_id: int) -> tuple[int, set[TIKey]]:
+def task_changes_since(db: Database, event_id: int) -> tuple[int, dict[tuple[str, str], list[TaskSlot]]]:
     """The task instances with an audit event (every change of their state, try or retry time writes one) after
-    ``event_id``, and the newest event's id. SQLite only: its writers take turns, so event ids grow in commit
-    order and nothing committed later can carry a smaller id (on PostgreSQL it can)."""
+    ``event_id``, as they are now, by (dag_id, run_id); and the newest event's id. SQLite only: its writers take
+    turns, so event ids grow in commit order and nothing committed later can carry a smaller id (on PostgreSQL it
+    can)."""
     with db.read() as conn:
-        rows = _EVENTS_AFTER.rows(conn, {"after": event_id})
+        rows = _CHANGED_SLOTS.rows(conn, {"after": event_id})
     newest = rows[-1][0] if rows else event_id
-    return newest, {TIKey(r[1], r[2], r[3], r[4]) for r in rows if r[3] is not None}
+    by_run: dict[tuple[str, str], dict[int, TaskSlot]] = {}
+    for r in rows:
+        if r[3] is not None:  # a task instance's event, and the instance still exists
+            by_run.setdefault((r[1], r[2]), {})[r[3]] = TaskSlot(r[3], r[4], TaskState(r[5]), *r[6:])
+    return newest, {run: list(slots.values()) for run, slots in by_run.items()}
 
 
 def latest_run(db: Database, dag_id: str, run_types: Iterable[str]) -> DagRunRecord | None:

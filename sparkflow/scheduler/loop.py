@@ -183,8 +183,9 @@ class SchedulerLoop:
                 result.changed |= self._handle_event(event)
         return result
 
-    def _changed_tasks(self) -> dict[tuple[str, str], set[TIKey]] | None:
-        """Which task instances changed since the last iteration, by run; None: read every run in full.
+    def _changed_tasks(self) -> dict[tuple[str, str], list[TaskSlot]] | None:
+        """The task instances that changed since the last iteration, as they are now, by run; None: read every
+        run in full.
 
         Why: re-reading every task instance of every run each iteration grows with the size of the runs. On SQLite
         every change of a task's state, try or retry time writes an audit event in the same transaction, and event
@@ -199,19 +200,16 @@ class SchedulerLoop:
             self._next_full_read = mono + 1.0
             self._slots.clear()
             return None
-        self._events_seen, keys = queries.task_changes_since(self.ms.db, self._events_seen)
-        by_run: dict[tuple[str, str], set[TIKey]] = {}
-        for key in keys:
-            by_run.setdefault((key.dag_id, key.run_id), set()).add(key)
-        return by_run
+        self._events_seen, changed = queries.task_changes_since(self.ms.db, self._events_seen)
+        return changed
 
-    def _run_slots(self, run: DagRunRecord, changed: dict[tuple[str, str], set[TIKey]] | None
+    def _run_slots(self, run: DagRunRecord, changed: dict[tuple[str, str], list[TaskSlot]] | None
                    ) -> dict[TIRef, TaskSlot]:
         slots = self._slots.get(run.id)
         if slots is None or changed is None:
             slots = queries.task_slots(self.ms.db, run.dag_id, run.run_id)
         elif (run_key := (run.dag_id, run.run_id)) in changed:
-            fresh = queries.task_slots_of(self.ms.db, changed[run_key])
+            fresh = changed[run_key]
             slots = {**slots, **{slot.ref: slot for slot in fresh}}
             for slot in fresh:
                 if slot.map_index >= 0:
@@ -220,7 +218,7 @@ class SchedulerLoop:
         return slots
 
     def _advance_run(self, run: DagRunRecord, dag: DAG, now: datetime,
-                     changed_tasks: dict[tuple[str, str], set[TIKey]] | None = None) -> _RunStep:
+                     changed_tasks: dict[tuple[str, str], list[TaskSlot]] | None = None) -> _RunStep:
         slots = self._run_slots(run, changed_tasks)
         changed = self._detect_zombies(run, slots, now)
         if changed:
