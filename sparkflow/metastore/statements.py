@@ -228,6 +228,9 @@ def insert_into(table: str, columns: tuple[str, ...]) -> Prepared:
 
 
 def insert_rows(conn: Connection, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows (all with the same keys) in one executemany."""
-    if rows:
+    """Insert rows (all with the same keys) in one executemany; one row in a plain execute (psycopg runs each
+    executemany in pipeline mode, which costs more than the one INSERT it would send)."""
+    if len(rows) == 1:
+        insert_into(table, tuple(rows[0])).run(conn, params({}, rows[0]))
+    elif rows:
         insert_into(table, tuple(rows[0])).run_many(conn, [params({}, row) for row in rows])
