@@ -120,8 +120,7 @@ class SchedulerLoop:
 
     def _tick(self, run_filter: Iterable[int] | None, claims: SchedulingClaims) -> TickResult:
         result = TickResult()
-        for event in self.executor.sync():
-            self._handle_event(event)  # what it changed is planned below, in this same iteration
+        self._handle_events(self.executor.sync())  # what they changed is planned below, in this same iteration
         now = self.clock()
         if self._next_adopt_at is None or now >= self._next_adopt_at:
             self._next_adopt_at = now + self._adopt_every
@@ -179,8 +178,7 @@ class SchedulerLoop:
                 result.changed = True
         if queued:
             # Launch now rather than in the next iteration's sync(); what ends meanwhile is handled here too.
-            for event in self.executor.sync():
-                result.changed |= self._handle_event(event)
+            result.changed |= self._handle_events(self.executor.sync())
         return result
 
     def _changed_tasks(self) -> dict[tuple[str, str], list[TaskSlot]] | None:
@@ -341,10 +339,31 @@ class SchedulerLoop:
         return chosen
 
     # -- failures the task could not report itself -------------------------------------------------------------
-    def _handle_event(self, event: ExecutorEvent) -> bool:
-        """Act on a workload that ended; True when that may let more work start (not yet planned for)."""
+    def _handle_events(self, events: list[ExecutorEvent]) -> bool:
+        """Act on workloads that ended; True when that may let more work start (not yet planned for). The
+        instances of those the executor could not see recorded are read together (one read transaction)."""
+        if not events:
+            return False
+        unseen = [e.workload.key for e in events if not e.recorded]
+        found = queries.task_slots_of(self.ms.db, unseen) if unseen else []
+        # One missing (its run deleted meanwhile): each is read on its own below.
+        slots = dict(zip(unseen, found, strict=True)) if len(found) == len(unseen) else {}
+        changed = False
+        for event in events:
+            changed |= self._handle_event(event, slots.get(event.workload.key))
+        return changed
+
+    def _handle_event(self, event: ExecutorEvent, slot: TaskSlot | None) -> bool:
+        """``slot``: the instance's scheduling columns as read after the workload ended."""
         if event.recorded:
             return True
+        if slot is not None:
+            if event.exit_code == 0 and not (slot.try_number == event.workload.try_number
+                                             and slot.state is TaskState.QUEUED):
+                return True
+            if event.exit_code != 0 and (slot.try_number != event.workload.try_number
+                                         or slot.state not in (TaskState.QUEUED, TaskState.RUNNING)):
+                return True
         ti = queries.get_task_instance(self.ms.db, event.workload.key)
         if event.exit_code == 0:
             if ti.try_number == event.workload.try_number and ti.state is TaskState.QUEUED:
