@@ -15,6 +15,7 @@ import contextlib
 import os
 
 from sparkflow.logs import write_capped
+from sparkflow.runtime import spare_threads
 
 # How long close() waits for the pipe's last bytes: what a try left holding the pipe open is killed before.
 DRAIN_SECONDS = 5.0
@@ -30,11 +31,9 @@ class OutputPump:
         os.dup2(write_end, 2)
         os.close(write_end)
         self._read_end = read_end
-        # A bare thread: threading.Thread.start() waits until the new thread has run, on a try's critical path;
-        # and a bare thread is not one of the try's threads that make a worker unfit for reuse (process_reuse).
-        self._pumping = _thread.allocate_lock()  # held while the thread runs
+        self._pumping = _thread.allocate_lock()  # held while a spare thread copies this pipe
         self._pumping.acquire()
-        _thread.start_new_thread(self._pump, ())
+        spare_threads.start(self._pump)
 
     def _pump(self) -> None:
         try:
@@ -57,7 +56,6 @@ class OutputPump:
                 dropping = not write_capped(self.log_fd, chunk, self.max_bytes)
             except OSError:
                 pass  # a full disk: dropped, as the log handler reports
-
 
     def close(self, null_fd: int) -> bool:
         """Point 1 and 2 at ``null_fd`` and let the thread write what is left in the pipe. False when it is
