@@ -72,6 +72,9 @@ class UserCode:
         self._trusted = tuple(sorted({_as_root(Path(p)) for p in candidates if p}
                                      - set(self._user_roots)))
         self._not_user: dict[str, ModuleType] = {}  # modules judged not the user's, by name
+        # sys.modules right after the last install(), and what that installed: a worker running tries of one DAG
+        # finds it unchanged (nothing imported since), and then has nothing to do.
+        self._installed: tuple[dict[str, ModuleType], dict[str, ModuleType]] | None = None
 
     def _under_user_root(self, origin: str | None) -> bool:
         return origin is not None and _resolved(origin).startswith(self._user_roots)
@@ -106,8 +109,12 @@ class UserCode:
 
     def install(self, modules: Mapping[str, ModuleType]) -> None:
         """Make ``modules`` the only user modules in ``sys.modules`` (those of the DAG a try is about to run)."""
+        # Dict equality compares modules by identity: unchanged since the same install means nothing to do.
+        if self._installed is not None and self._installed == (sys.modules, modules):
+            return
         self.forget()
         sys.modules.update(modules)
+        self._installed = (dict(sys.modules), dict(modules))
 
 
 def files_of(modules: Mapping[str, ModuleType]) -> tuple[ModuleFile, ...]:

@@ -46,3 +46,17 @@ def test_an_edited_file_is_not_current_and_install_leaves_only_the_given_modules
     assert "uc_elsewhere" not in sys.modules and sys.modules["uc_helper"] is helper
     user.forget()
     assert importlib.import_module("uc_helper").VALUE == 22  # imported again, from the file as it is now
+
+
+def test_installing_the_same_modules_again_still_drops_what_a_try_imported_since(dags: Path) -> None:
+    user = UserCode(dags)
+    helper = importlib.import_module("uc_helper")
+    user.install({"uc_helper": helper})
+    user.install({"uc_helper": helper})  # nothing changed: nothing to do
+    assert sys.modules["uc_helper"] is helper
+    importlib.import_module("uc_elsewhere")  # what the try imported
+    user.install({"uc_helper": helper})
+    assert "uc_elsewhere" not in sys.modules and sys.modules["uc_helper"] is helper
+    sys.modules.pop("uc_helper")  # a try that dropped the module
+    user.install({"uc_helper": helper})
+    assert sys.modules["uc_helper"] is helper
