@@ -327,10 +327,11 @@ _CAP_LOCK = threading.Lock()
 
 def write_capped(fd: int, data: bytes, max_bytes: int) -> bool:
     """Append ``data`` to a try's log (``fd`` is opened O_APPEND) unless the file would then hold more than
-    ``max_bytes`` (0: no limit): then one truncation line instead, and nothing more afterwards. Counts from the
-    file's size, so every writer (records, output of subprocesses, a retried try's earlier lines) counts; a file
-    that ends with the truncation line takes nothing more. False when ``data`` was dropped. Raises OSError (a
-    full disk)."""
+    ``max_bytes`` (0: no limit): then the whole lines of it that still fit and one truncation line, and nothing
+    more afterwards (a pipe's read may bring many lines at once: the log fills up to the cap, whatever the chunks).
+    Counts from the file's size, so every writer (records, output of subprocesses, a retried try's earlier lines)
+    counts; a file that ends with the truncation line takes nothing more. False when (some of) ``data`` was
+    dropped. Raises OSError (a full disk)."""
     if not max_bytes:
         _write_all(fd, data)
         return True
@@ -342,7 +343,8 @@ def write_capped(fd: int, data: bytes, max_bytes: int) -> bool:
         if size + len(data) <= max_bytes:
             _write_all(fd, data)
             return True
-        _write_all(fd, line)
+        fitting = data[:max(max_bytes - size, 0)]
+        _write_all(fd, fitting[:fitting.rfind(b"\n") + 1] + line)
         return False
 
 

@@ -88,3 +88,22 @@ def test_local_executor_keeps_output_of_subprocesses_under_the_cap(
     log = (sf_home / "logs" / "dag_id=chatty" / "run_id=r1" / "task_id=sub" / "attempt=1.log").read_text()
     assert "subprocess line 20000\n" in log and "os.system line 20000\n" in log
     assert "log truncated" not in log
+
+
+def test_a_chunk_crossing_the_cap_leaves_the_lines_that_fit_then_the_truncation_line(tmp_path: Path) -> None:
+    """A pipe's read may bring many lines at once: the log still fills up to the cap, in whole lines."""
+    import os
+
+    from sparkflow.logs import write_capped
+
+    path = tmp_path / "attempt=1.log"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+    try:
+        assert write_capped(fd, b"first\n", 100)
+        assert not write_capped(fd, b"".join(f"line {i:02d}\n".encode() for i in range(30)), 100)
+        assert not write_capped(fd, b"later\n", 100)  # nothing after the truncation line
+    finally:
+        os.close(fd)
+    lines = path.read_text().splitlines(keepends=True)
+    assert lines[0] == "first\n" and lines[-1] == truncation_line(100)
+    assert lines[1:-1] == [f"line {i:02d}\n" for i in range(len(lines) - 2)] and len(lines) - 2 == 11
