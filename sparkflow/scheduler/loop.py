@@ -355,24 +355,14 @@ class SchedulerLoop:
 
     def _handle_event(self, event: ExecutorEvent, slot: TaskSlot | None) -> bool:
         """``slot``: the instance's scheduling columns as read after the workload ended."""
-        if event.recorded:
+        if event.recorded or (slot is not None and not _lost(event, slot.state, slot.try_number)):
             return True
-        if slot is not None:
-            if event.exit_code == 0 and not (slot.try_number == event.workload.try_number
-                                             and slot.state is TaskState.QUEUED):
-                return True
-            if event.exit_code != 0 and (slot.try_number != event.workload.try_number
-                                         or slot.state not in (TaskState.QUEUED, TaskState.RUNNING)):
-                return True
         ti = queries.get_task_instance(self.ms.db, event.workload.key)
-        if event.exit_code == 0:
-            if ti.try_number == event.workload.try_number and ti.state is TaskState.QUEUED:
-                # Ended well without starting its try: its DAG file called exit() while the process imported it.
-                return self._fail_lost(ti, "the task process exited (code 0) before the try started; does its "
-                                           "DAG file call exit() at import?")
-            return True
-        if ti.try_number != event.workload.try_number or ti.state not in (TaskState.QUEUED, TaskState.RUNNING):
+        if not _lost(event, ti.state, ti.try_number):
             return True  # the runner recorded an outcome before dying, or the task moved on
+        if event.exit_code == 0:  # ended well without starting its try: its DAG file called exit() at import
+            return self._fail_lost(ti, "the task process exited (code 0) before the try started; does its "
+                                       "DAG file call exit() at import?")
         return self._fail_lost(ti, event.reason or f"task process exited with code {event.exit_code}")
 
     def _detect_zombies(self, run: DagRunRecord, slots: Mapping[TIRef, TaskSlot], now: datetime) -> bool:
@@ -566,6 +556,14 @@ def _task_limits(dag: DAG, task_id: str) -> tuple[int | None, int | None]:
     if task is None:
         return None, None
     return task.max_active_tis_per_dag, task.max_active_tis_per_dagrun
+
+
+def _lost(event: ExecutorEvent, state: TaskState, try_number: int) -> bool:
+    """Whether the workload's try is where its ended process left it without an outcome: still queued after a
+    clean exit (it never started), or queued or running after any other exit."""
+    if try_number != event.workload.try_number:
+        return False
+    return state is TaskState.QUEUED if event.exit_code == 0 else state in (TaskState.QUEUED, TaskState.RUNNING)
 
 
 def _timed_out(run: DagRunRecord, dag: DAG, now: datetime) -> bool:
