@@ -141,7 +141,7 @@ def compare_and_set(
     row = known
     if row is None and not _needs_row(first) and lock and dialect != "sqlite":
         return _lock_and_set(conn, group, values, events)
-    if row is None and (_needs_row(first) or (lock and dialect != "sqlite")):
+    if row is None and _needs_row(first):
         row = S.select_where("task_instance", S.TI_KEY, for_update=lock).first(conn, S.params(key_params(key)))
         if row is None and lock and BY_KEY.first(conn, S.params(key_params(key))) is not None:
             return None  # locked by another writer (SQLite ignores FOR UPDATE)
@@ -189,10 +189,7 @@ def compare_and_set(
             **{c: values[c] for c in _TRY_COLUMNS if c in values}))
     try_number = first.expected_try if first.expected_try is not None else (
         row.try_number if row is not None else written.try_number)
-    for change in group:
-        try_number = change.fields.get("try_number", try_number)
-        _task_event(conn, events, change.now or now, change.key, try_number, change.expected, change.new,
-                         change.actor, change.detail)
+    _audit_group(conn, events, group, try_number, now)
     return TaskInstanceRecord.from_row(written)
 
 
@@ -210,11 +207,17 @@ def _lock_and_set(conn: SAConnection, group: Sequence[TaskStateChange], values: 
         _check_exists(conn, first.key)
         return None
     try_number = first.expected_try if first.expected_try is not None else written.try_number
+    _audit_group(conn, events, group, try_number, values["updated_at"])
+    return TaskInstanceRecord.from_row(written)
+
+
+def _audit_group(conn: SAConnection, events: list[dict[str, Any]] | None, group: Sequence[TaskStateChange],
+                 try_number: int, now: datetime) -> None:
+    """Each change's audit row, with the try number it left (``try_number``: the one before the first)."""
     for change in group:
         try_number = change.fields.get("try_number", try_number)
-        _task_event(conn, events, change.now or values["updated_at"], change.key, try_number, change.expected,
-                    change.new, change.actor, change.detail)
-    return TaskInstanceRecord.from_row(written)
+        _task_event(conn, events, change.now or now, change.key, try_number, change.expected, change.new,
+                    change.actor, change.detail)
 
 
 def _task_event(
