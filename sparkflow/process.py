@@ -118,9 +118,7 @@ def wait_for_group(pgid: int, deadline: float) -> bool:
 
 def group_alive(pgid: int) -> bool:
     """True while a process of group ``pgid`` has not ended (zombies have: an orphan's may never be reaped)."""
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:  # no /proc: whether the group has a member at all
+    if not os.path.isdir("/proc"):  # whether the group has a member at all
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -128,16 +126,37 @@ def group_alive(pgid: int) -> bool:
         except PermissionError:
             return True
         return True
-    for entry in entries:
+    return any(p.pgrp == pgid and not p.zombie for p in process_table().values())
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    ppid: int
+    pgrp: int
+    name: str
+    zombie: bool
+
+
+def process_table() -> dict[int, Process]:
+    """Every process of this machine, from /proc (empty without /proc)."""
+    found: dict[int, Process] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:  # plain strings and open(): this runs at the end of every try
+        if not entry.isdigit():
+            continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as fh:
                 stat = fh.read().decode("utf-8", "replace")
         except OSError:
             continue  # it ended meanwhile
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        found[int(entry)] = Process(int(entry), int(fields[1]), int(fields[2]), name, fields[0] == "Z")
+    return found
 
 
 def pid_alive(pid: int) -> bool:

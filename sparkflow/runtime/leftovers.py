@@ -17,8 +17,9 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from sparkflow.process import Process, process_table
 
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 DETACHED_ENV = b"SPARKFLOW_DETACHED=1"
@@ -50,31 +51,6 @@ def _has_children() -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class Process:
-    pid: int
-    ppid: int
-    pgrp: int
-    name: str
-    zombie: bool
-
-
-def _processes() -> dict[int, Process]:
-    found = {}
-    for entry in os.listdir("/proc"):  # plain strings and open(): this runs at the end of every try
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode("utf-8", "replace")
-        except OSError:
-            continue  # it ended meanwhile
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
-        found[int(entry)] = Process(int(entry), int(fields[1]), int(fields[2]), name, fields[0] == "Z")
-    return found
-
-
 def leftovers(me: int | None = None) -> list[Process]:
     """Processes other than ``me`` in its process group (when it leads one) or descended from it."""
     me = me or os.getpid()
@@ -82,7 +58,7 @@ def leftovers(me: int | None = None) -> list[Process]:
         return []  # a subreaper without children has no descendants, and its group's members descend from it
     if not Path("/proc/self/stat").exists():
         return []
-    table = _processes()
+    table = process_table()
     children: dict[int, list[int]] = {}
     for proc in table.values():
         children.setdefault(proc.ppid, []).append(proc.pid)
