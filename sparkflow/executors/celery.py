@@ -89,8 +89,9 @@ def _execute_task_instance(task: Any, dag_id: str, run_id: str, task_id: str, tr
     processes = _PROCESSES
     if processes is None:
         processes = start_task_processes(load_settings().celery_worker_concurrency, worker)
-    code = processes.run(TIKey(dag_id, run_id, task_id, map_index), try_number)
-    return {"exit_code": code, "worker": worker}
+    ended = processes.run(TIKey(dag_id, run_id, task_id, map_index), try_number)
+    # recorded: the runner said it recorded the outcome, so the scheduler need not read the task instance back.
+    return {"exit_code": ended.exit_code, "worker": worker, "recorded": ended.recorded}
 
 
 # -- scheduler side --------------------------------------------------------------------------------------------
@@ -259,13 +260,21 @@ class CeleryExecutor:
         # results come from _Results' one pattern subscription): a round trip per task to Redis, and another to
         # unsubscribe. This thread's backend (app.backend is per thread) skips it.
         vars(self.app.backend)["on_task_call"] = _no_result_consumer
+        declared: set[str] = set()
         with self.app.producer_or_acquire() as producer, _batch(producer):
             for sent in unsent:
                 key, queue = sent.workload.key, sent.workload.queue
                 queue = self.settings.celery_default_queue if queue in ("", "default") else queue
-                self.app.send_task(TASK_NAME, args=[key.dag_id, key.run_id, key.task_id, sent.workload.try_number,
-                                                    key.map_index], queue=queue, task_id=sent.task_id,
-                                   producer=producer)
+                if queue not in declared:
+                    # Declared once per batch (kombu caches it per connection): send_task would bind a copy of the
+                    # queue to the channel for every message only to find it declared already.
+                    producer.maybe_declare(self.app.amqp.queues[queue], retry=True)
+                    declared.add(queue)
+                args = [key.dag_id, key.run_id, key.task_id, sent.workload.try_number, key.map_index]
+                # argsrepr: the message's display form (Flower, the worker's log), here a short list of ids; Celery's
+                # own saferepr of it cost more than the rest of building the message.
+                self.app.send_task(TASK_NAME, args=args, queue=queue, task_id=sent.task_id, producer=producer,
+                                   declare=[], argsrepr=repr(args), kwargsrepr="{}")
 
     def _tracked(self) -> set[str]:
         return {sent.task_id for sent in self._sent.values()}
@@ -285,7 +294,7 @@ class CeleryExecutor:
                 outcome = value if isinstance(value, dict) else {}
                 code = int(outcome.get("exit_code", 1))
                 reason = None if code == 0 else f"{exit_reason(code)} on worker {outcome.get('worker', '?')}"
-                events.append(ExecutorEvent(sent.workload, code, reason))
+                events.append(ExecutorEvent(sent.workload, code, reason, code == 0 and outcome.get("recorded") is True))
             elif state in ("FAILURE", "REVOKED"):
                 events.append(ExecutorEvent(sent.workload, 1, f"Celery task {state.lower()}: {value!r}"))
             else:

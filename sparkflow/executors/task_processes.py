@@ -19,7 +19,7 @@ import threading
 from concurrent.futures import Future
 from functools import partial
 
-from sparkflow.executors.base import Workload
+from sparkflow.executors.base import ExecutorEvent, Workload
 from sparkflow.executors.local import LocalExecutor
 from sparkflow.metastore.records import TIKey
 
@@ -39,17 +39,17 @@ class SharedTaskProcesses:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._executor.wake_fd = self._wake_r
-        self._handed: queue.SimpleQueue[tuple[Workload, Future[int]]] = queue.SimpleQueue()
-        self._waiting: dict[tuple[TIKey, int], Future[int]] = {}
+        self._handed: queue.SimpleQueue[tuple[Workload, Future[ExecutorEvent]]] = queue.SimpleQueue()
+        self._waiting: dict[tuple[TIKey, int], Future[ExecutorEvent]] = {}
         self._stopping = False
         self._executor.start()
         self._thread = threading.Thread(target=self._dispatch, name="sparkflow-task-processes", daemon=True)
         self._thread.start()
 
-    def run(self, key: TIKey, try_number: int) -> int:
-        """Run the try in a warm process and return once its outcome is recorded (0) or its process ended without
-        one (the exit code; negative: killed by that signal)."""
-        future: Future[int] = Future()
+    def run(self, key: TIKey, try_number: int) -> ExecutorEvent:
+        """Run the try in a warm process and return once its outcome is recorded (exit code 0, ``recorded`` when
+        the runner said so) or its process ended without one (the exit code; negative: killed by that signal)."""
+        future: Future[ExecutorEvent] = Future()
         self._handed.put((Workload(key, try_number), future))
         self._wake()
         return future.result()
@@ -64,10 +64,10 @@ class SharedTaskProcesses:
             for event in self._executor.sync():  # launches what was taken
                 waiting = self._waiting.pop((event.workload.key, event.workload.try_number), None)
                 if waiting is not None:
-                    waiting.set_result(event.exit_code)
+                    waiting.set_result(event)
             running = self._executor.running()
             for tried in [t for t in self._waiting if t[0] not in running]:  # the fork server ended under them
-                self._waiting.pop(tried).set_result(SERVER_GONE_EXIT)
+                self._waiting.pop(tried).set_result(ExecutorEvent(Workload(*tried), SERVER_GONE_EXIT))
             if not self._take_handed():  # handed over meanwhile: launch at once, its wake-up may be used up
                 self._executor.wait(_IDLE_SECONDS)
 
@@ -95,5 +95,5 @@ class SharedTaskProcesses:
         self._executor.end(kill=True, grace=0)
 
 
-def _pass_on(to: Future[int], done: Future[int]) -> None:
+def _pass_on(to: Future[ExecutorEvent], done: Future[ExecutorEvent]) -> None:
     to.set_result(done.result())

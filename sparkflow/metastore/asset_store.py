@@ -12,12 +12,12 @@ from typing import Any
 
 from sqlalchemy import Connection as SAConnection
 from sqlalchemy import Table, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sparkflow.definitions.assets import Asset, AssetAlias, condition_from_json
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.serialization import outlet_from_json
 from sparkflow.metastore import schema as t
+from sparkflow.metastore import statements as S
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import TaskInstanceRecord
 
@@ -136,5 +136,4 @@ def resolved_aliases(conn: SAConnection, names: Sequence[str]) -> dict[str, set[
 
 def _insert_missing(conn: SAConnection, table: Table, values: Mapping[str, Any]) -> None:
     """Insert the row unless one with its primary key exists: concurrent tries never fail on the same asset."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+    conn.execute(S.dialect_insert(conn.dialect.name)(table).values(**values).on_conflict_do_nothing())

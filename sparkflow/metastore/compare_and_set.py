@@ -76,11 +76,7 @@ def move_alike_instances(
             rest += members
             continue
         chain = [changes[i] for i in members[0]]
-        first, last = chain[0], chain[-1]
-        values: dict[str, Any] = {}
-        for change in chain:
-            values.update(change.fields)
-        values.update(state=last.new, updated_at=last.now or utcnow())
+        first, values = chain[0], _merged_values(chain)
         where = {"dag_id": first.key.dag_id, "run_id": first.key.run_id, "task_id": first.key.task_id,
                  "state": first.expected, "try_number": first.expected_try}
         by_index = {changes[m[0]].key.map_index: m for m in members}
@@ -98,6 +94,80 @@ def move_alike_instances(
                     events.append((i, one[0]))
                     done[i] = written
     return rest
+
+
+def _merged_values(chain: Sequence[TaskStateChange]) -> dict[str, Any]:
+    """What a chain of changes of one row writes in one UPDATE: every change's fields, the last state and time."""
+    values: dict[str, Any] = {}
+    for change in chain:
+        values.update(change.fields)
+    values.update(state=chain[-1].new, updated_at=chain[-1].now or utcnow())
+    return values
+
+
+def move_alike_rows(
+    conn: SAConnection, changes: Sequence[TaskStateChange], chains: list[list[int]],
+    done: list[TaskInstanceRecord | None], events: list[tuple[int, dict[str, Any]]],
+) -> list[list[int]]:
+    """PostgreSQL: task instances of one run that make the same changes (a fan-out's tasks none -> scheduled, the
+    ones queued in one iteration, a mapped task's instances) move with one locking compare-and-set UPDATE per
+    such group (statements.update_locked_any), each still audited and each row still skipped when another
+    writer holds it, as _lock_and_set does one by one. Returns the chains left for one-by-one compare-and-set."""
+    rest: list[list[int]] = []
+    candidates: list[tuple[list[int], tuple[Any, ...]]] = []
+    for indexes in chains:
+        chain = [changes[i] for i in indexes]
+        if any(map(_needs_row, chain)) or len(mergeable(chain)) != len(chain):
+            rest.append(indexes)
+            continue
+        try:
+            signature = tuple((c.expected, c.new, c.actor, c.detail, c.now, c.expected_try,
+                               tuple(sorted(c.fields.items()))) for c in chain)
+            hash(signature)
+        except TypeError:  # a field value that cannot be compared as a key: this one goes alone
+            rest.append(indexes)
+            continue
+        candidates.append((indexes, signature))
+    # Alike across tasks (one map index, usually -1), then what is left alike across one task's map indexes.
+    for fixed, any_of in _ALIKE_BY:
+        groups: dict[tuple[Any, ...], list[list[int]]] = {}
+        for indexes, signature in candidates:
+            key = changes[indexes[0]].key
+            groups.setdefault((*(getattr(key, f) for f in fixed), signature), []).append(indexes)
+        candidates = []
+        for group_key, members in groups.items():
+            if len(members) < 2:
+                candidates += [(m, group_key[-1]) for m in members]
+                continue
+            _move_group(conn, changes, members, fixed, any_of, done, events)
+    return rest + [indexes for indexes, _ in candidates]
+
+
+_ALIKE_BY = ((("dag_id", "run_id", "map_index"), "task_id"), (("dag_id", "run_id", "task_id"), "map_index"))
+
+
+def _move_group(conn: SAConnection, changes: Sequence[TaskStateChange], members: list[list[int]],
+                fixed: tuple[str, ...], any_of: str, done: list[TaskInstanceRecord | None],
+                events: list[tuple[int, dict[str, Any]]]) -> None:
+    chain = [changes[i] for i in members[0]]
+    first, values = chain[0], _merged_values(chain)
+    where: dict[str, Any] = {"state": first.expected}
+    if first.expected_try is not None:
+        where["try_number"] = first.expected_try
+    by_member = {getattr(changes[m[0]].key, any_of): m for m in members}
+    statement = S.update_locked_any("task_instance", fixed, any_of, tuple(where), tuple(values), _TI_COLUMNS)
+    at = {f: getattr(first.key, f) for f in fixed}
+    for row in statement.rows(conn, {**S.params({**at, **where}, values), f"w_{any_of}": list(by_member)}):
+        written = TaskInstanceRecord.from_row(row)
+        indexes = by_member.pop(getattr(written, any_of))
+        try_number = first.expected_try if first.expected_try is not None else written.try_number
+        group_events: list[dict[str, Any]] = []
+        _audit_group(conn, group_events, [changes[i] for i in indexes], try_number, values["updated_at"])
+        events += list(zip(indexes, group_events, strict=True))
+        for i in indexes:
+            done[i] = written
+    for indexes in by_member.values():  # not moved: someone else holds or moved it (or it does not exist)
+        _check_exists(conn, changes[indexes[0]].key)
 
 
 def mergeable(chain: list[TaskStateChange]) -> list[TaskStateChange]:
@@ -133,11 +203,8 @@ def compare_and_set(
     ``events``: collect the audit rows here for the caller to insert with its batch (same transaction)."""
     first, last = group[0], group[-1]
     key = first.key
-    now = last.now or utcnow()
-    values: dict[str, Any] = {}
-    for change in group:
-        values.update(change.fields)
-    values.update(state=last.new, updated_at=now)
+    values = _merged_values(group)
+    now = values["updated_at"]
     row = known
     if row is None and not _needs_row(first) and lock and dialect != "sqlite":
         return _lock_and_set(conn, group, values, events)

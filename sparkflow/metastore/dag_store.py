@@ -22,18 +22,6 @@ from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import DagFileStat, TIKey
 
 
-def _insert_if_absent(dialect: str) -> Any:
-    """The dialect's INSERT that can say ON CONFLICT DO NOTHING; imported when needed, so that a CLI command on
-    SQLite never imports PostgreSQL's dialect module."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert
-
-
 def _dag_row(d: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """The ``dag`` table's columns of one serialized DAG (its ``dag`` part)."""
     owners = {task["owner"] for task in d["tasks"] if task.get("owner")}
@@ -91,7 +79,7 @@ class DagStore:
             if new:
                 # Two schedulers starting together both find no row; the second insert then waits for the first
                 # (PostgreSQL) and does nothing: the row holds the same parse.
-                conn.execute(_insert_if_absent(self.db.dialect)(t.dag).on_conflict_do_nothing(
+                conn.execute(S.dialect_insert(self.db.dialect)(t.dag).on_conflict_do_nothing(
                     index_elements=["dag_id"]), new)
             self._store_serialized(conn, dags, serialized, now, self.db.dialect)
             AssetStore.sync_in(conn, dags, now)
@@ -137,7 +125,7 @@ class DagStore:
         added = [r for r in rows if r["dag_id"] not in stored]
         if added:
             # Two parsers of the same file (two schedulers, a CLI command): the second insert does nothing.
-            conn.execute(_insert_if_absent(dialect)(t.serialized_dag).on_conflict_do_nothing(
+            conn.execute(S.dialect_insert(dialect)(t.serialized_dag).on_conflict_do_nothing(
                 index_elements=["dag_id"]), added)
 
     def store_rendered_fields(self, key: TIKey, try_number: int, fields: Mapping[str, str], error: str | None,
@@ -158,5 +146,4 @@ def write_rendered_fields(conn: SAConnection, key: TIKey, try_number: int, field
     """DagStore.store_rendered_fields in the caller's transaction (Store.set_task_state: with the try's outcome)."""
     values = dict(try_number=try_number, fields=json.dumps(dict(fields)), error=error, updated_at=now)
     where = {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id, "map_index": key.map_index}
-    if S.update_where("rendered_task_fields", tuple(where), tuple(values)).run(conn, S.params(where, values)) == 0:
-        S.insert_rows(conn, "rendered_task_fields", [{**where, **values}])  # a try's first write
+    S.upsert("rendered_task_fields", tuple(where), tuple(values)).run(conn, S.params({}, {**where, **values}))

@@ -10,8 +10,9 @@ metastore keeps using SQLAlchemy's execution: this is only for the hot path.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -147,6 +148,20 @@ class Prepared:
             cursor.close()
 
 
+@contextlib.contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """PostgreSQL (psycopg's pipeline mode): the block's statements go to the server without waiting for each
+    one's reply; reading a statement's rows waits for that reply, the end of the block for all of them. Only for
+    blocks that run Prepared statements alone (SQLAlchemy's own execution reads a cursor's description at once)
+    and that do not need a DML's rowcount (it is not known before the reply). Anything else: as it is."""
+    pipeline = getattr(conn.connection.driver_connection, "pipeline", None)
+    if conn.dialect.name != "postgresql" or pipeline is None:
+        yield
+        return
+    with pipeline():
+        yield
+
+
 def params(where: Mapping[str, Any], values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Parameters of a statement from these builders: ``w_<column>`` for comparisons, ``v_<column>`` for values."""
     out = {f"w_{k}": v for k, v in where.items()}
@@ -204,6 +219,40 @@ def update_locked_where(table: str, key: tuple[str, ...], where: tuple[str, ...]
 
 
 @functools.cache
+def update_locked_any(table: str, fixed: tuple[str, ...], any_of: str, where: tuple[str, ...],
+                      values: tuple[str, ...], returning: tuple[str, ...] = ()) -> Prepared:
+    """PostgreSQL: update_locked_where for many rows in one statement: the rows matching ``fixed`` whose ``any_of``
+    column is one of the array parameter ``w_<any_of>``, each locked unless another transaction holds it (FOR
+    UPDATE SKIP LOCKED), and each updated only if it also matches ``where``."""
+    from sqlalchemy import ARRAY, any_, func
+
+    tab = t.metadata.tables[table]
+    column = tab.c[any_of]
+    locked = (select(tab.c.id)
+              .where(*_where(table, fixed), column == any_(bindparam(f"w_{any_of}", type_=ARRAY(column.type))))
+              .with_for_update(skip_locked=True))
+    # id = ANY(ARRAY(subquery)), not id IN (subquery): PostgreSQL's generic plan of the IN form (psycopg prepares a
+    # statement after a few runs) scans the whole table; this one runs the subquery once and then the primary key.
+    stmt = (update(tab).where(tab.c.id == any_(func.array(locked.scalar_subquery())), *_where(table, where))
+            .values({col: bindparam(f"v_{col}", type_=tab.c[col].type) for col in values}))
+    returned = [tab.c[col] for col in returning]
+    return Prepared(stmt.returning(*returned) if returned else stmt, returned)
+
+
+@functools.cache
+def select_any(table: str, any_of: str, columns: tuple[str, ...], for_update: bool = False) -> Prepared:
+    """PostgreSQL: SELECT <columns> FROM table WHERE <any_of> = ANY(the array parameter ``w_<any_of>``) [FOR UPDATE
+    SKIP LOCKED]: one compiled statement for any number of values (an IN list is compiled anew for each)."""
+    from sqlalchemy import ARRAY, any_
+
+    tab = t.metadata.tables[table]
+    column = tab.c[any_of]
+    selected = [tab.c[col] for col in columns]
+    stmt = select(*selected).where(column == any_(bindparam(f"w_{any_of}", type_=ARRAY(column.type))))
+    return Prepared(stmt.with_for_update(skip_locked=True) if for_update else stmt, selected)
+
+
+@functools.cache
 def select_where(table: str, where: tuple[str, ...], columns: tuple[str, ...] = (),
                  for_update: bool = False, order_by: tuple[str, ...] = ()) -> Prepared:
     """SELECT <columns, or the whole row> FROM table WHERE <each of where> = its parameter [ORDER BY order_by]."""
@@ -225,6 +274,49 @@ def insert_into(table: str, columns: tuple[str, ...]) -> Prepared:
     tab = t.metadata.tables[table]
     assert not any(c.default is not None for c in tab.c if c.name not in columns), table
     return Prepared(insert(tab).values({col: bindparam(f"v_{col}", type_=tab.c[col].type) for col in columns}))
+
+
+def dialect_insert(dialect: str) -> Any:
+    """The dialect's INSERT, which can say ON CONFLICT (PostgreSQL's or SQLite's); imported on use, so that a
+    command on SQLite never imports PostgreSQL's dialect module."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
+
+
+class ByDialect:
+    """A statement whose construct itself differs by dialect (INSERT ... ON CONFLICT), built on first use in each."""
+
+    def __init__(self, build: Callable[[str], Prepared]) -> None:
+        self._build = build
+        self._by_dialect: dict[str, Prepared] = {}
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        name = conn.dialect.name
+        found = self._by_dialect.get(name)
+        if found is None:
+            found = self._by_dialect[name] = self._build(name)
+        return found.run(conn, params)
+
+
+@functools.cache
+def upsert(table: str, key: tuple[str, ...], values: tuple[str, ...]) -> ByDialect:
+    """INSERT a row, or UPDATE <values> of the row already there with the same ``key`` (its primary key): one
+    statement where an UPDATE and then, when it found nothing, an INSERT were two round trips. Parameters as
+    insert_into's (``v_<column>``); SQLite and PostgreSQL (both have ON CONFLICT DO UPDATE)."""
+
+    def build(dialect: str) -> Prepared:
+        tab = t.metadata.tables[table]
+        stmt = dialect_insert(dialect)(tab).values(
+            {col: bindparam(f"v_{col}", type_=tab.c[col].type) for col in key + values})
+        return Prepared(stmt.on_conflict_do_update(index_elements=[tab.c[col] for col in key],
+                                                   set_={col: stmt.excluded[col] for col in values}))
+
+    return ByDialect(build)
 
 
 def insert_rows(conn: Connection, table: str, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ from sparkflow.metastore.compare_and_set import (
     key_params,
     mergeable,
     move_alike_instances,
+    move_alike_rows,
     update_returning,
     update_rows,
     utcnow,
@@ -78,11 +79,12 @@ class SchedulingClaims:
             return list(runs)
         wanted = sorted({r.dag_id for r in runs} - self._dag_ids)
         if wanted:
-            c = t.dag.c
-            query = select(c.dag_id).where(c.dag_id.in_(wanted))
-            locked = set(self._conn.execute(query.with_for_update(skip_locked=True)).scalars())
-            known = set(self._conn.execute(query).scalars())
-            self._dag_ids |= locked | (set(wanted) - known)
+            lock = S.select_any("dag", "dag_id", ("dag_id",), for_update=True)
+            locked = {row.dag_id for row in lock.rows(self._conn, {"w_dag_id": wanted})}
+            missing = sorted(set(wanted) - locked)  # held by another scheduler, or without a dag row
+            known = S.select_any("dag", "dag_id", ("dag_id",))
+            held = {row.dag_id for row in known.rows(self._conn, {"w_dag_id": missing})} if missing else set()
+            self._dag_ids |= locked | (set(missing) - held)
         return [r for r in runs if r.dag_id in self._dag_ids]
 
 
@@ -197,11 +199,13 @@ class Store:
         check_transition(expected, new)
         change = TaskStateChange(key, expected, new, actor, detail, now, expected_try, fields)
         with self.db.write() as conn:
-            written = compare_and_set(conn, self.db.dialect, [change], known=known)
+            # A try's outcome: the try history, audit and rendered fields rows go in one round trip (PostgreSQL).
+            with S.pipelined(conn) if not asset_updates else nullcontext():
+                written = compare_and_set(conn, self.db.dialect, [change], known=known)
+                if written is not None and rendered is not None:
+                    write_rendered_fields(conn, key, written.try_number, *rendered, change.now or utcnow())
             if written is not None and asset_updates:
                 record_events_in(conn, written, asset_updates, change.now or utcnow())
-            if written is not None and rendered is not None:
-                write_rendered_fields(conn, key, written.try_number, *rendered, change.now or utcnow())
             return written
 
     def set_task_states(self, changes: Sequence[TaskStateChange]) -> list[TaskInstanceRecord | None]:
@@ -227,6 +231,8 @@ class Store:
             pending = list(chains.values())
             if self.db.dialect == "sqlite":
                 pending = move_alike_instances(conn, changes, pending, done, events)
+            else:
+                pending = move_alike_rows(conn, changes, pending, done, events)
             for indexes in pending:
                 at = 0
                 while at < len(indexes):
@@ -256,7 +262,7 @@ class Store:
         check_transition(TaskState.QUEUED, TaskState.RUNNING)
         change = TaskStateChange(key, TaskState.QUEUED, TaskState.RUNNING, actor, None, now or utcnow(), try_number,
                                  fields)
-        with self.db.write() as conn:
+        with self.db.write() as conn, S.pipelined(conn):  # the try history, audit and XCom statements at once
             row = BY_KEY.first(conn, S.params(key_params(key)))
             if row is None:
                 raise NotFound(f"task instance {key} does not exist")

@@ -52,6 +52,35 @@ def test_a_batch_skips_a_locked_task_instance_and_the_cas_refuses_a_second_move(
     assert queries.get_task_instance(metastore.db, key).state is TaskState.SCHEDULED
 
 
+def test_alike_changes_move_in_one_batch_that_skips_a_locked_row_and_refuses_a_moved_one(metastore) -> None:  # type: ignore[no-untyped-def]
+    """A fan-out's tasks moving none -> scheduled -> queued together (one UPDATE for all of them): a row another
+    scheduler holds is skipped, one someone else moved is refused, and every change moved is audited."""
+    with DAG("fan", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+        for name in "abcde":
+            EmptyOperator(task_id=name)
+    metastore.dags.sync_dags([dag], [], [])
+    run = trigger_dag(metastore, dag, NOW)
+    keys = {ti.task_id: ti.key for ti in queries.task_instances(metastore.db, "fan", run.run_id)}
+    assert metastore.store.set_task_state(keys["b"], TaskState.NONE, TaskState.SKIPPED, "someone else")
+    queued = dict(try_number=1, queued_at=NOW, executor="celery", next_try_at=None)
+    changes = [change for name in "abcde" for change in (
+        TaskStateChange(keys[name], TaskState.NONE, TaskState.SCHEDULED, "scheduler", now=NOW, expected_try=0),
+        TaskStateChange(keys[name], TaskState.SCHEDULED, TaskState.QUEUED, "scheduler", now=NOW, fields=queued))]
+    with metastore.db.engine.connect() as other, other.begin():  # another scheduler holds "c"
+        other.execute(select(t.task_instance).where(t.task_instance.c.task_id == "c").with_for_update())
+        moved = metastore.store.set_task_states(changes)
+    assert [m.state if m else None for m in moved] == [TaskState.QUEUED] * 2 + [None] * 4 + [TaskState.QUEUED] * 4
+    states = {ti.task_id: ti.state for ti in queries.task_instances(metastore.db, "fan", run.run_id)}
+    assert states == {"a": TaskState.QUEUED, "b": TaskState.SKIPPED, "c": TaskState.NONE, "d": TaskState.QUEUED,
+                      "e": TaskState.QUEUED}
+    events = [(e.task_id, e.try_number, e.old_state, e.new_state)
+              for e in queries.state_events(metastore.db, "fan", run.run_id) if e.actor == "scheduler"]
+    assert sorted(events) == [(name, try_number, old, new) for name in "ade" for try_number, old, new in
+                              ((0, "none", "scheduled"), (1, "scheduled", "queued"))]
+    assert metastore.store.set_task_states(changes[4:6])[0] is not None  # "c", once it is free
+    assert metastore.store.set_task_states(changes) == [None] * 10  # all moved already: every one refused
+
+
 def test_two_schedulers_recording_one_new_dag_at_once_both_succeed(metastore, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Schedulers started together parse the same new DAG: the second insert of its row waits for the first and
     does nothing, instead of failing the second scheduler with a duplicate key."""

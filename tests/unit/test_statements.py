@@ -72,3 +72,16 @@ def test_a_prepared_statement_refuses_missing_and_list_parameters(metastore, key
         constant = S.Prepared(select(t.dag_run.c.id).where(S.in_constants(t.dag_run.c.state, ["queued", "running"])),
                               [t.dag_run.c.id])
         assert len(constant.rows(conn)) == 1  # the run the fixture triggered
+
+
+def test_an_upsert_inserts_once_then_updates_the_same_row(metastore, key) -> None:  # type: ignore[no-untyped-def]
+    """The rendered fields of a try: the first write inserts, a later one (the next try, a heartbeat) replaces."""
+    where = {"dag_id": key.dag_id, "run_id": key.run_id, "task_id": key.task_id, "map_index": key.map_index}
+    first = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    for try_number, fields, at in ((1, '{"a": "1"}', first), (2, '{"a": "2"}', first + timedelta(seconds=1))):
+        values = {"try_number": try_number, "fields": fields, "error": None, "updated_at": at}
+        with metastore.db.write() as conn:
+            S.upsert("rendered_task_fields", tuple(where), tuple(values)).run(conn, S.params({}, {**where, **values}))
+    with metastore.db.read() as conn:
+        rows = conn.execute(select(t.rendered_task_fields)).all()
+    assert [(r.try_number, r.fields, r.updated_at) for r in rows] == [(2, '{"a": "2"}', first + timedelta(seconds=1))]
