@@ -6,8 +6,9 @@ imports everything, opens the metastore (checking the schema once), and forks wo
 tries. After its first try has ended, once it is idle for a second, it also warms up (runtime/warm_up.py). Not
 before the first try, which would wait for it (the warm-up holds SQLite's write lock, and so would hold up the
 scheduler's first tick); and not while that try runs, which may be the only one (a Spark job it would take CPU
-from). The figures behind these choices are in bench/README.md. Each DAG is parsed here once per version of its
-files (runtime/dag_parses.py), and every worker inherits the parse.
+from). A Celery worker's server warms up as it starts, before the worker takes messages. The figures behind these
+choices are in bench/README.md. Each DAG is parsed here once per version of its files (runtime/dag_parses.py), and
+every worker inherits the parse.
 
 A worker is a separate process, isolated from the scheduler: it leads its own session and process group
 (``os.setsid``, so marking a task failed or a timeout kills the group, spark-submit included), writes each try's
@@ -64,6 +65,7 @@ from sparkflow.exceptions import SparkflowError
 from sparkflow.logs import configure_sparkflow_log, open_task_log, task_log_path
 from sparkflow.metastore.bootstrap import Metastore, open_metastore
 from sparkflow.metastore.records import TIKey
+from sparkflow.runtime import spare_threads
 from sparkflow.runtime.dag_parses import DagParses
 from sparkflow.runtime.guards import start_own_session
 from sparkflow.runtime.output_pump import OutputPump
@@ -119,8 +121,10 @@ class _Server:
             self.metastore = open_metastore(self.settings)  # the schema check, once for every task
         except SparkflowError as exc:
             self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
+        # A try has ended and warm_up() has not run: it runs once the server is idle. A bound server (a Celery
+        # worker's) warms up as it starts instead: no try waits for it then, as Celery is still starting.
+        self.warm_up_due = False
         self.warmed = False
-        self.warm_up_due = False  # a try has ended and warm_up() has not run: it runs once the server is idle
         self.workers: dict[int, _Worker] = {}  # pid -> every worker not yet reaped
         self.idle: list[_Worker] = []  # free workers of this generation, the last freed at the end
         self.parses = DagParses(self.settings, self.metastore)  # before this process imports a DAG file
@@ -142,6 +146,9 @@ class _Server:
         signal.set_wakeup_fd(self.wake_w)  # a child's end wakes select() below at once
         buffer = b""
         watched: list[Any] = [self.sock, self.wake_r, self.done_r]
+        if self.bound and self.metastore is not None:
+            self.warmed = True
+            warm_up(self.settings, self.metastore)
         while True:
             try:
                 readable, _, _ = select.select(watched, [], [], WARM_UP_WHEN_IDLE_SECONDS if self.warm_up_due else None)
@@ -300,6 +307,10 @@ class _Server:
         if self.metastore is not None and not select.select([r], [], [], 0)[0]:  # a spare, not needed yet
             with contextlib.suppress(Exception):
                 touch(self.metastore)
+        # A task process logs at INFO: capture_task_logging then leaves the root's level alone around each try
+        # (every change of a level clears the cache of every logger in the process).
+        logging.getLogger().setLevel(logging.INFO)
+        spare_threads.keep()
         pristine = ProcessState.save()
         buffer = b""
         for served in itertools.count(1):

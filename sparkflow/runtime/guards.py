@@ -7,7 +7,6 @@ and says so in its log when it had a time limit.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import logging
 import os
@@ -21,6 +20,7 @@ from sparkflow.exceptions import NotFound, TaskTimeout
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import TIKey
+from sparkflow.runtime import spare_threads
 from sparkflow.runtime.leftovers import become_subreaper
 
 TASK_LOGGER = "sparkflow.task"
@@ -155,10 +155,9 @@ def heartbeat(
     metastore: Metastore, key: TIKey, try_number: int, interval: float, switch: KillSwitch,
     on_beat: Callable[[], None] | None = None,
 ) -> Iterator[None]:
-    """Beat every ``interval`` seconds, from a thread of the task process, while the try runs. A bare thread
-    (``_thread``): ``threading.Thread.start`` waits until the new thread has run, which is on a no-op task's
-    critical path; the thread is not joined either: once told to stop it writes nothing more (a late beat would
-    not match anyway: it compares the running state and this try).
+    """Beat every ``interval`` seconds, from a thread of the task process, while the try runs: a bare one (see
+    runtime/spare_threads.py), kept for the next try in a warm worker. It is not joined: once told to stop it
+    writes nothing more (a late beat would not match anyway: it compares the running state and this try).
 
     A beat that finds the try no longer running (its state was changed from outside) ends the try through
     ``switch``, as Airflow's task heartbeat does: on this host whoever changed it has usually sent SIGTERM
@@ -186,7 +185,7 @@ def heartbeat(
             if switch.fire(f"This task instance was {change} from outside while it ran"):
                 return
 
-    _thread.start_new_thread(beat, ())
+    spare_threads.start(beat)
     try:
         yield
     finally:

@@ -16,13 +16,13 @@ from pathlib import Path
 class ProcessState:
     """What a try may change in its worker process that the worker puts back before the next try."""
 
-    environ: dict[str, str]
+    environ: dict[bytes, bytes]  # os.environ's own encoded copy: compared in C, not variable by variable
     cwd: str
     path: list[str]
 
     @classmethod
     def save(cls) -> ProcessState:
-        return cls(dict(os.environ), os.getcwd(), list(sys.path))
+        return cls(dict(os.environ._data), os.getcwd(), list(sys.path))  # type: ignore[attr-defined]
 
     def changes_left(self) -> str:
         """Why the process cannot be reused as it is ("" when it can): threads the try started (beyond the main
@@ -44,9 +44,9 @@ class ProcessState:
         for fd in (0, 1, 2):  # nothing between tries writes into the last try's log
             os.dup2(null, fd)
         os.close(null)
-        if os.environ != self.environ:
+        if os.environ._data != self.environ:  # type: ignore[attr-defined]
             os.environ.clear()
-            os.environ.update(self.environ)
+            os.environb.update(self.environ)
         with contextlib.suppress(OSError):
             if os.getcwd() != self.cwd:
                 os.chdir(self.cwd)

@@ -72,9 +72,10 @@ class UserCode:
         self._trusted = tuple(sorted({_as_root(Path(p)) for p in candidates if p}
                                      - set(self._user_roots)))
         self._not_user: dict[str, ModuleType] = {}  # modules judged not the user's, by name
-        # sys.modules right after the last install(), and what that installed: a worker running tries of one DAG
-        # finds it unchanged (nothing imported since), and then has nothing to do.
-        self._installed: tuple[dict[str, ModuleType], dict[str, ModuleType]] | None = None
+        # What the last install() installed, and sys.modules' shape right after it: a worker running tries of one
+        # DAG finds it unchanged (nothing imported since), and then has nothing to do.
+        self._installed: Mapping[str, ModuleType] | None = None
+        self._shape_after: tuple[int, str, ModuleType] | None = None
 
     def _under_user_root(self, origin: str | None) -> bool:
         return origin is not None and _resolved(origin).startswith(self._user_roots)
@@ -109,12 +110,20 @@ class UserCode:
 
     def install(self, modules: Mapping[str, ModuleType]) -> None:
         """Make ``modules`` the only user modules in ``sys.modules`` (those of the DAG a try is about to run)."""
-        # Dict equality compares modules by identity: unchanged since the same install means nothing to do.
-        if self._installed is not None and self._installed == (sys.modules, modules):
-            return
+        if (modules is self._installed and self._shape_after == _shape()
+                and all(sys.modules.get(name) is module for name, module in modules.items())):
+            return  # the same install, and nothing imported or removed since
         self.forget()
         sys.modules.update(modules)
-        self._installed = (dict(sys.modules), dict(modules))
+        self._installed, self._shape_after = modules, _shape()
+
+
+def _shape() -> tuple[int, str, ModuleType]:
+    """sys.modules' size and its last entry: an import since adds an entry at the end, a removal shrinks it, a
+    module imported again moves to the end. Why not compare the whole dict: that touches the reference count of
+    every module, so in a worker forked from the fork server each of their memory pages is copied."""
+    name = next(reversed(sys.modules))
+    return len(sys.modules), name, sys.modules[name]
 
 
 def files_of(modules: Mapping[str, ModuleType]) -> tuple[ModuleFile, ...]:
