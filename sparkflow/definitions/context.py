@@ -46,6 +46,9 @@ class TaskInstanceHandle(Protocol):
 
     def xcom_push(self, key: str, value: Any) -> None: ...
 
+    def push_return_value(self, value: Any) -> None:
+        """The task's return value as its ``return_value`` XCom (the runner stores it with the try's outcome)."""
+
     def xcom_pull(
         self,
         task_ids: str | list[str] | None = None,

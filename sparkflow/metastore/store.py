@@ -22,6 +22,7 @@ from sqlalchemy import Connection as SAConnection
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from sparkflow.definitions.context import XCOM_RETURN_KEY
 from sparkflow.definitions.dag import DAG
 from sparkflow.definitions.schedule import DataInterval
 from sparkflow.exceptions import InvalidTransition, NotFound, UserError
@@ -45,6 +46,7 @@ from sparkflow.metastore.compare_and_set import (
 from sparkflow.metastore.dag_store import write_rendered_fields
 from sparkflow.metastore.engine import Database
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.metastore.xcom_store import write_xcom
 from sparkflow.state import (
     RUN_CLEAR_TRANSITIONS,
     TASK_ACTIVE,
@@ -184,13 +186,15 @@ class Store:
         known: TaskInstanceRecord | None = None,
         asset_updates: Sequence[AssetUpdate] = (),
         rendered: tuple[Mapping[str, str], str | None] | None = None,
+        return_value: str | None = None,
         **fields: Any,
     ) -> TaskInstanceRecord | None:
         """Compare-and-set one task instance from ``expected`` (and ``expected_try``, when given) to ``new`` with
         extra column values; returns the task instance as written, or None (and writes nothing) when the row was
         not in ``expected``. ``asset_updates``: the asset events of a success, recorded in the same transaction
         (no success without its events, no events without the success). ``rendered``: the try's rendered template
-        fields and render error, stored with its outcome when it has not stored them yet.
+        fields and render error, stored with its outcome when it has not stored them yet. ``return_value``: the
+        try's return value (JSON text), its ``return_value`` XCom, stored with its outcome.
 
         Entering RUNNING opens a try-history row (or re-opens it: a rescheduled sensor continues its try, keeping
         the try's first start); leaving RUNNING closes it. ``known``: the caller's own record of the row (the
@@ -199,11 +203,14 @@ class Store:
         check_transition(expected, new)
         change = TaskStateChange(key, expected, new, actor, detail, now, expected_try, fields)
         with self.db.write() as conn:
-            # A try's outcome: the try history, audit and rendered fields rows go in one round trip (PostgreSQL).
+            # A try's outcome: the try history, audit, rendered fields and XCom rows go in one round trip
+            # (PostgreSQL).
             with S.pipelined(conn) if not asset_updates else nullcontext():
                 written = compare_and_set(conn, self.db.dialect, [change], known=known)
                 if written is not None and rendered is not None:
                     write_rendered_fields(conn, key, written.try_number, *rendered, change.now or utcnow())
+                if written is not None and return_value is not None:
+                    write_xcom(conn, written, XCOM_RETURN_KEY, return_value, change.now or utcnow())
             if written is not None and asset_updates:
                 record_events_in(conn, written, asset_updates, change.now or utcnow())
             return written

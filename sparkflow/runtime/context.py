@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -29,6 +30,7 @@ from sparkflow.logs import task_log_path
 from sparkflow.metastore import queries
 from sparkflow.metastore.bootstrap import Metastore
 from sparkflow.metastore.records import DagRunRecord, TaskInstanceRecord, TIKey
+from sparkflow.metastore.xcom_store import xcom_text
 from sparkflow.runtime.triggering import trigger_dag_run
 
 log = logging.getLogger("sparkflow.task")
@@ -54,6 +56,7 @@ class RuntimeTaskInstance:
         self.task = dag.task_dict.get(ti.task_id)
         self._dag = dag
         self.map_index = ti.map_index
+        self.return_value: str | None = None  # the try's return value (JSON), stored with its outcome
 
     @property
     def state(self) -> str:
@@ -61,6 +64,11 @@ class RuntimeTaskInstance:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self._ms.xcoms.set_xcom(self._record, key, value)
+
+    def push_return_value(self, value: Any) -> None:
+        """The ``return_value`` XCom: checked now (a value that is not JSON fails the try, as any push does) and
+        stored by record_outcome with the try's outcome, not in a transaction of its own."""
+        self.return_value = xcom_text(self.task_id, XCOM_RETURN_KEY, value)
 
     def xcom_pull(
         self,
@@ -92,6 +100,9 @@ class RuntimeTaskInstance:
                 db = self._ms.db
                 return LazyXComSequence(lambda: queries.mapped_xcom_values(db, dag_id, run_id, task_id, key))
             map_indexes = -1
+        if self.return_value is not None and (dag_id, run_id, task_id, key, map_indexes) == (
+                self.dag_id, self.run_id, self.task_id, XCOM_RETURN_KEY, self.map_index):
+            return json.loads(self.return_value)  # this try's own, not stored until its outcome is
         record = queries.get_xcom(self._ms.db, dag_id, run_id, task_id, key, map_indexes)
         return record.value if record is not None else default
 
@@ -251,6 +262,9 @@ class InMemoryTaskInstance:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
+
+    def push_return_value(self, value: Any) -> None:
+        self.xcom_push(XCOM_RETURN_KEY, value)
 
     def xcom_pull(self, task_ids: Any = None, key: str = XCOM_RETURN_KEY, dag_id: Any = None,
                   run_id: Any = None, default: Any = None, map_indexes: Any = None) -> Any:

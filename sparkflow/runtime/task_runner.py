@@ -335,7 +335,7 @@ def execute_task(dag: DAG, task: BaseOperator, context: Context, switch: KillSwi
                 work.on_kill()  # still inside sigterm_raises: a second SIGTERM cannot cut the kill short
                 raise
             if result is not None and work.do_xcom_push:
-                context["ti"].xcom_push(XCOM_RETURN_KEY, result)
+                context["ti"].push_return_value(result)
             work.post_execute(context, result)
     except SkipTask as exc:
         log.info("Task skipped: %s", exc)
@@ -358,7 +358,7 @@ def record_outcome(
     """Record: running -> the outcome's state (up_for_retry for a retryable failure with tries left), then the
     task's callback for it. Compare-and-set against ``ti``, the record claim_try returned (no re-read: the
     compare on running and this try still refuses if someone moved it meanwhile), in one transaction with the
-    try's ``rendered`` fields when they are not stored yet."""
+    try's ``rendered`` fields when they are not stored yet and its return value."""
     state, error = outcome.state, outcome.error
     if state is TaskState.FAILED and outcome.retryable and ti.try_number <= ti.max_tries:
         state = TaskState.UP_FOR_RETRY
@@ -372,12 +372,15 @@ def record_outcome(
         log.info("Rescheduling: next poke at %s (the slot is free until then)", fields["next_try_at"].isoformat())
     updates = asset_updates(metastore, ti, task, context) if state is TaskState.SUCCESS and task.outlets else []
     pending = rendered.take() if rendered is not None else None
+    returned = context["ti"].return_value
     moved = metastore.store.set_task_state(ti.key, TaskState.RUNNING, state, ACTOR, detail=error, now=now,
                                            expected_try=ti.try_number, known=ti, asset_updates=updates,
-                                           rendered=pending, **fields)
-    if not moved:
-        if pending is not None:  # the try's own fields all the same, as when it rendered them
+                                           rendered=pending, return_value=returned, **fields)
+    if not moved:  # the try's own fields and return value all the same, as when they were made
+        if pending is not None:
             metastore.dags.store_rendered_fields(ti.key, ti.try_number, *pending, now=now)
+        if returned is not None:
+            metastore.xcoms.set_xcom(ti, XCOM_RETURN_KEY, json.loads(returned), now)
         current = queries.get_task_instance(metastore.db, ti.key).state
         log.warning("Task was set to %s from outside while running; keeping that (not %s)", current, state)
         return dataclasses.replace(outcome, state=current, recorded=False)

@@ -42,6 +42,34 @@ def test_taskflow_xcom_and_multiple_outputs(settings, metastore, write_dag: Call
     assert get("report") == "2024-03-01: 6/3"
 
 
+def test_a_return_value_is_stored_with_the_outcome_as_airflow_pushes_it(settings, metastore, write_dag) -> None:
+    """The return value goes in the try's outcome transaction, yet reads as Airflow's pushed one: the task's own
+    post_execute pulls it, it stays when post_execute then fails, and a value that is not JSON fails the try."""
+    path = write_dag("returns", """
+        from datetime import datetime
+        from sparkflow import DAG, PythonOperator
+
+        class Checked(PythonOperator):
+            def post_execute(self, context, result=None):
+                own = context["ti"].xcom_pull(task_ids=self.task_id)
+                assert own == result == {"rows": 3}, own
+                if self.task_id == "fails_after":
+                    raise RuntimeError("post_execute failed")
+
+        with DAG("returns", start_date=datetime(2024, 1, 1)) as dag:
+            Checked(task_id="ok", python_callable=lambda: {"rows": 3})
+            Checked(task_id="fails_after", python_callable=lambda: {"rows": 3})
+            PythonOperator(task_id="not_json", python_callable=lambda: {1, 2})
+    """)
+    run = run_dag(settings, metastore, path, "returns")
+    assert states(metastore, run) == {"ok": "success", "fails_after": "failed", "not_json": "failed"}
+    get = lambda task: queries.get_xcom(metastore.db, "returns", run.run_id, task, "return_value")  # noqa: E731
+    assert get("ok").value == {"rows": 3} and get("fails_after").value == {"rows": 3}
+    assert get("not_json") is None
+    error = queries.get_task_instance(metastore.db, TIKey("returns", run.run_id, "not_json")).error
+    assert "XCom 'return_value' value of type set is not JSON-serialisable" in error
+
+
 def test_branching_skips_the_other_branch_and_join_runs(settings, metastore, write_dag) -> None:
     path = write_dag("branchy", """
         from datetime import datetime
