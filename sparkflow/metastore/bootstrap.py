@@ -70,7 +70,7 @@ def load_secret_box(settings: Settings) -> SecretBox | None:
 
 
 def open_metastore(settings: Settings, check_schema: bool = True) -> Metastore:
-    db = Database(settings.resolved_db_url, settings.sqlite_busy_timeout)
+    db = Database(settings.resolved_db_url, settings.sqlite_busy_timeout, create=False)
     if check_schema:
         current = migrate.current_revision(db)
         if current is None:

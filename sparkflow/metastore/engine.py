@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -29,7 +30,8 @@ _MIGRATION_LOCK_KEY = 0x5350_4B46  # any constant: the advisory lock id of "migr
 
 
 class Database:
-    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, busy_timeout: float = 30.0, create: bool = True) -> None:
+        """``create``: a SQLite file that does not exist yet is created (`db init`); otherwise it is an error."""
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -45,9 +47,18 @@ class Database:
             database = parsed.database
             if database and database != ":memory:":
                 path = Path(database).expanduser()
-                touch_private(path)
-                st = path.stat()
+                if create:
+                    touch_private(path)
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    raise ConfigError(f"the metastore at {path} is not initialised (no such file); run "
+                                      "`sparkflow db init`") from None
                 self.sqlite_file = (path, (st.st_dev, st.st_ino))
+                # Connections open the file read-write, never create it: one made after it was deleted (a new task
+                # process, a pool's reconnect) fails instead of starting an empty metastore in its place.
+                url = parsed.set(database=f"file:{quote(str(path))}").update_query_dict(
+                    {"mode": "rw", "uri": "true"}).render_as_string(hide_password=False)
             kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
         try:
             self.engine: Engine = create_engine(url, **kwargs)

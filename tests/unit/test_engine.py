@@ -7,7 +7,9 @@ import threading
 import time
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from sparkflow.exceptions import ConfigError
 from sparkflow.metastore.engine import Database
 
 
@@ -74,3 +76,22 @@ def test_a_dropped_idle_postgres_connection_is_replaced_before_use(pg_test_datab
         assert pings == []
     finally:
         db.dispose()
+
+
+def test_a_deleted_sqlite_metastore_is_not_created_again_by_an_open_or_a_reconnect(tmp_path) -> None:
+    """Only `db init` creates the file: a process that opens the metastore after it was deleted (a new task process)
+    and a pool that reconnects fail, instead of starting an empty metastore that a running scheduler would then
+    take for a replacement (and report that instead of the deletion)."""
+    path = tmp_path / "sparkflow.db"
+    db = Database(f"sqlite:///{path}")
+    with db.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    db.dispose()  # the next use reconnects
+    path.unlink()
+    with pytest.raises(ConfigError, match=r"metastore at .*sparkflow.db is not initialised .* `sparkflow db init`"):
+        Database(f"sqlite:///{path}", create=False)
+    with pytest.raises(OperationalError), db.read():
+        pass
+    assert not path.exists()
+    with pytest.raises(ConfigError, match="was deleted while in use"):
+        db.check_file()
