@@ -71,7 +71,7 @@ from sparkflow.runtime.guards import start_own_session
 from sparkflow.runtime.output_pump import OutputPump
 from sparkflow.runtime.process_reuse import ProcessState, too_large
 from sparkflow.runtime.task_runner import exit_code_of_try
-from sparkflow.runtime.warm_up import touch, warm_up
+from sparkflow.runtime.warm_up import import_try_modules, touch, warm_up
 from sparkflow.settings import load_settings
 
 WARM_UP_WHEN_IDLE_SECONDS = 1.0
@@ -121,6 +121,7 @@ class _Server:
             self.metastore = open_metastore(self.settings)  # the schema check, once for every task
         except SparkflowError as exc:
             self.setup_error = str(exc)  # every task reports it in its own log, as a fresh process would
+        import_try_modules()
         # A try has ended and warm_up() has not run: it runs once the server is idle. A bound server (a Celery
         # worker's) warms up as it starts instead: no try waits for it then, as Celery is still starting.
         self.warm_up_due = False

@@ -1,7 +1,7 @@
 """Warming the fork server's caches, so that every worker forked afterwards inherits them warm.
 
-Both run outside a try's critical path: warm_up in the server once it is idle after its first try, touch in a
-spare worker before it is handed a try (see runtime/forkserver.py).
+All run outside a try's critical path: import_try_modules in the server as it starts, warm_up in the server once
+it is idle after its first try, touch in a spare worker before it is handed a try (see runtime/forkserver.py).
 """
 
 from __future__ import annotations
@@ -50,6 +50,17 @@ class _OneTransaction(Database):
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         yield self._conn
+
+
+def import_try_modules() -> None:
+    """Import what a try imports on first use (pendulum for its context, Jinja for its templates, ~30 ms), so
+    that the workers forked before warm_up() has run do not each import them on their first try. Unlike warm_up(),
+    it takes no lock, so it need not wait until the first try is over."""
+    import jinja2
+    import pendulum
+
+    pendulum.instance(datetime.now(UTC))  # loads the UTC zone
+    jinja2.Environment().from_string("{{ ds }}").render(ds="")  # compiles the default lexer (cached per syntax)
 
 
 def warm_up(settings: Settings, metastore: Metastore) -> bool:
