@@ -204,7 +204,7 @@ def metastore_environment(metastore: Metastore, context: Context | None = None) 
 def build_context(
     dag: DAG, task: BaseOperator, run: DagRunRecord, ti: Any, test_mode: bool = False
 ) -> Context:
-    import pendulum  # only where a context is built: the scheduler and the CLI never need it (~20 ms to import)
+    import pendulum  # here: most commands never build a context (a fork server imports it as it starts)
 
     logical_date = pendulum.instance(run.logical_date)
     ds = logical_date.strftime("%Y-%m-%d")

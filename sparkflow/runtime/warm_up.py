@@ -53,9 +53,9 @@ class _OneTransaction(Database):
 
 
 def import_try_modules() -> None:
-    """Import what a try imports on first use (pendulum for its context, Jinja for its templates, ~30 ms), so
-    that the workers forked before warm_up() has run do not each import them on their first try. Unlike warm_up(),
-    it takes no lock, so it need not wait until the first try is over."""
+    """Import what a try imports on first use (pendulum for its context, Jinja for its templates), so that the
+    workers forked before warm_up() has run do not each import them on their first try. Unlike warm_up(), it
+    takes no lock, so it need not wait until the first try is over."""
     import jinja2
     import pendulum
 
