@@ -201,6 +201,7 @@ class Store:
         runner's of its try), which saves reading it first; the compare-and-set is the same.
         """
         check_transition(expected, new)
+        now = now or utcnow()
         change = TaskStateChange(key, expected, new, actor, detail, now, expected_try, fields)
         with self.db.write() as conn:
             # A try's outcome: the try history, audit, rendered fields and XCom rows go in one round trip
@@ -208,11 +209,11 @@ class Store:
             with S.pipelined(conn) if not asset_updates else nullcontext():
                 written = compare_and_set(conn, self.db.dialect, [change], known=known)
                 if written is not None and rendered is not None:
-                    write_rendered_fields(conn, key, written.try_number, *rendered, change.now or utcnow())
+                    write_rendered_fields(conn, key, written.try_number, *rendered, now)
                 if written is not None and return_value is not None:
-                    write_xcom(conn, written, XCOM_RETURN_KEY, return_value, change.now or utcnow())
+                    write_xcom(conn, written, XCOM_RETURN_KEY, return_value, now)
             if written is not None and asset_updates:
-                record_events_in(conn, written, asset_updates, change.now or utcnow())
+                record_events_in(conn, written, asset_updates, now)
             return written
 
     def set_task_states(self, changes: Sequence[TaskStateChange]) -> list[TaskInstanceRecord | None]:
